@@ -1,0 +1,127 @@
+"""Which KV blocks each running sequence holds, in the full-attention and sliding-window pools.
+
+Full-attention layers keep every token: logical block i covers tokens [i*B, (i+1)*B).
+Sliding-window layers only ever read the last W keys, so a sequence keeps just the blocks that can
+still be read:
+
+    computing tokens [start, end) reads keys from  first_key = max(0, start - W + 1)
+    [0, first_key // B) of the SWA blocks are dead; [first_key // B, (end-1) // B] must be resident
+
+so a running sequence holds at most ceil(W/B) + 1 SWA blocks plus the blocks of its current chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.engine.block_hash import chain_hash
+from worker.engine.block_pool import BlockPool
+from worker.engine.sequence import Sequence
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class BlockDemand:
+    full: int
+    swa: int
+
+
+class BlockManager:
+    def __init__(self, block_size: int, num_full_blocks: int, num_swa_blocks: int, window: int):
+        if block_size <= 0:
+            raise ValueError("block_size must be positive")
+        self.block_size = block_size
+        self.window = window  # 0 when the model has no sliding-window layers
+        self.full = BlockPool("full", num_full_blocks)
+        self.swa = BlockPool("swa", num_swa_blocks)
+
+    # -- window arithmetic ---------------------------------------------------------------------
+    def first_live_swa_block(self, next_token: int) -> int:
+        """First SWA block a computation starting at token ``next_token`` can read."""
+        if not self.window:
+            return 0
+        return max(0, next_token - self.window + 1) // self.block_size
+
+    def max_swa_blocks_per_seq(self, chunk_tokens: int) -> int:
+        if not self.window:
+            return 0
+        return _ceil_div(self.window, self.block_size) + 1 + _ceil_div(chunk_tokens, self.block_size)
+
+    # -- allocation ----------------------------------------------------------------------------
+    def demand(self, seq: Sequence, num_new_tokens: int) -> BlockDemand:
+        end = seq.num_computed_tokens + num_new_tokens
+        blocks_needed = _ceil_div(end, self.block_size)
+        full = max(0, blocks_needed - len(seq.full_blocks))
+        if not self.window:
+            return BlockDemand(full, 0)
+        first_live = max(self.first_live_swa_block(seq.num_computed_tokens), seq.swa_first_block)
+        held_live = max(0, seq.swa_first_block + len(seq.swa_blocks) - first_live)
+        swa = max(0, blocks_needed - first_live - held_live)
+        # Blocks that go dead before this step are returned first, so they count as available.
+        return BlockDemand(full, swa)
+
+    def can_allocate(self, seq: Sequence, num_new_tokens: int) -> bool:
+        need = self.demand(seq, num_new_tokens)
+        reclaimable = self._dead_swa_blocks(seq, seq.num_computed_tokens)
+        return need.full <= self.full.num_free and need.swa <= self.swa.num_free + reclaimable
+
+    def allocate(self, seq: Sequence, num_new_tokens: int) -> None:
+        """Gives ``seq`` blocks for tokens up to ``num_computed + num_new_tokens``. Check ``can_allocate`` first."""
+        self.release_dead_swa_blocks(seq, seq.num_computed_tokens)
+        end = seq.num_computed_tokens + num_new_tokens
+        blocks_needed = _ceil_div(end, self.block_size)
+        while len(seq.full_blocks) < blocks_needed:
+            seq.full_blocks.append(self.full.allocate())
+        if self.window:
+            if not seq.swa_blocks:
+                seq.swa_first_block = self.first_live_swa_block(seq.num_computed_tokens)
+            while seq.swa_first_block + len(seq.swa_blocks) < blocks_needed:
+                seq.swa_blocks.append(self.swa.allocate())
+
+    def _dead_swa_blocks(self, seq: Sequence, next_token: int) -> int:
+        first_live = self.first_live_swa_block(next_token)
+        return max(0, min(first_live - seq.swa_first_block, len(seq.swa_blocks)))
+
+    def release_dead_swa_blocks(self, seq: Sequence, next_token: int) -> None:
+        """Frees the SWA blocks no computation from ``next_token`` on can read."""
+        dead = self._dead_swa_blocks(seq, next_token)
+        for block in seq.swa_blocks[:dead]:
+            self.swa.release(block)
+        del seq.swa_blocks[:dead]
+        seq.swa_first_block += dead
+        if not seq.swa_blocks:
+            seq.swa_first_block = self.first_live_swa_block(next_token)
+
+    def free(self, seq: Sequence) -> None:
+        for block in seq.full_blocks:
+            self.full.release(block)
+        for block in seq.swa_blocks:
+            self.swa.release(block)
+        seq.full_blocks.clear()
+        seq.swa_blocks.clear()
+        seq.swa_first_block = 0
+
+    def record_block_hashes(self, seq: Sequence) -> None:
+        """Hashes every newly completed full block of computed tokens (the prefix cache's keys)."""
+        num_complete = seq.num_computed_tokens // self.block_size
+        while len(seq.block_hashes) < num_complete:
+            i = len(seq.block_hashes)
+            parent = seq.block_hashes[-1] if seq.block_hashes else None
+            tokens = seq.token_ids[i * self.block_size : (i + 1) * self.block_size]
+            block_hash = chain_hash(parent, tokens, seq.cache_salt)
+            seq.block_hashes.append(block_hash)
+            self.full.set_hash(seq.full_blocks[i], block_hash)
+
+    def check_integrity(self, running: list[Sequence] = ()) -> None:
+        self.full.check_integrity()
+        self.swa.check_integrity()
+        held_full = sum(len(s.full_blocks) for s in running)
+        held_swa = sum(len(s.swa_blocks) for s in running)
+        if running and (held_full != self.full.num_used or held_swa != self.swa.num_used):
+            raise AssertionError(
+                f"blocks in use (full {self.full.num_used}, swa {self.swa.num_used}) != blocks held by "
+                f"running sequences (full {held_full}, swa {held_swa})"
+            )

@@ -1,0 +1,222 @@
+"""``LLM``: the offline entry point, shaped like vLLM's.
+
+    llm = LLM("path/to/checkpoint", device="cpu", dtype="float32")
+    outs = llm.generate([{"prompt_token_ids": [1, 2, 3], "cache_salt": "acct_42"}, "some text"],
+                        SamplingParams(temperature=0.0, max_tokens=32))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from worker.engine.kv_layout import GIB, plan_layout
+from worker.engine.llm_engine import EngineStats, LLMEngine
+from worker.engine.model_runner import ModelRunner
+from worker.engine.outputs import RequestError, RequestOutput
+from worker.engine.sampling_params import SamplingParams
+from worker.engine.scheduler import SchedulerConfig
+from worker.model.attention_torch import TorchAttention
+from worker.model.config import CheckpointError, ModelConfig
+from worker.model.loader import load_model, parse_dtype
+from worker.model.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+PromptType = str | dict | list[int]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _eos_ids(checkpoint: Path, config: ModelConfig, tokenizer: Tokenizer | None) -> tuple[int, ...]:
+    ids: list[int] = []
+    gen = checkpoint / "generation_config.json"
+    if gen.is_file():
+        value = json.loads(gen.read_text()).get("eos_token_id")
+        ids += [value] if isinstance(value, int) else list(value or [])
+    ids += list(config.eos_token_ids)
+    if tokenizer is not None and tokenizer.token_to_id(tokenizer.eos_token) is not None:
+        ids.append(tokenizer.token_to_id(tokenizer.eos_token))
+    return tuple(dict.fromkeys(ids))
+
+
+class LLM:
+    """Loads a checkpoint and serves ``generate`` / ``generate_stream`` with continuous batching.
+
+    ``kv_cache_gb`` sizes both KV pools; ``num_full_blocks`` / ``num_swa_blocks`` override the split
+    (tests use them to force preemption). ``max_num_batched_tokens`` is the per-step token budget
+    (the chunked-prefill chunk size).
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        enable_prefix_caching: bool = False,
+        kv_cache_gb: float = 1.0,
+        block_size: int = 16,
+        max_num_seqs: int = 64,
+        max_num_batched_tokens: int | None = None,
+        max_model_len: int | None = None,
+        num_full_blocks: int | None = None,
+        num_swa_blocks: int | None = None,
+        attention_backend: str = "auto",
+    ):
+        self.checkpoint = Path(model)
+        self.device = resolve_device(device)
+        torch_dtype = parse_dtype(("float32" if self.device.type == "cpu" else "bfloat16") if dtype == "auto" else dtype)
+        self.config = ModelConfig.from_dir(self.checkpoint)
+        self.tokenizer = Tokenizer(self.checkpoint) if (self.checkpoint / "tokenizer.json").is_file() else None
+        self.model = load_model(self.checkpoint, torch_dtype, self.device)
+        if max_num_batched_tokens is None:
+            max_num_batched_tokens = 512 if self.device.type == "cpu" else 8192
+        layout = plan_layout(
+            self.config, torch_dtype, block_size=block_size, kv_cache_bytes=int(kv_cache_gb * GIB),
+            max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+            num_full_blocks=num_full_blocks, num_swa_blocks=num_swa_blocks,
+        )
+        self.enable_prefix_caching = enable_prefix_caching
+        runner = ModelRunner(self.model, layout, _backend(attention_backend, self.device), self.device)
+        self.engine = LLMEngine(
+            self.config, runner, self.tokenizer, SchedulerConfig(max_num_seqs, max_num_batched_tokens),
+            max_model_len=min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings),
+            eos_token_ids=_eos_ids(self.checkpoint, self.config, self.tokenizer),
+        )
+        self._next_id = 0
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    def get_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise CheckpointError(f"{self.checkpoint}: no tokenizer.json, so text prompts are not available")
+        return self.tokenizer
+
+    def generate(
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        request_ids: Sequence[str] | None = None,
+    ) -> list[RequestOutput]:
+        """Runs every prompt to completion; returns outputs in the order of ``prompts``.
+
+        A request that cannot run comes back with ``error`` set; the others are unaffected.
+        """
+        prompts = _as_list(prompts)
+        ids = self._request_ids(len(prompts), request_ids)
+        by_id = {out.request_id: out for out in self.generate_stream(prompts, sampling_params, ids)}
+        return [by_id[i] for i in ids]
+
+    def generate_stream(
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        request_ids: Sequence[str] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[RequestOutput]:
+        """Yields each request's output as soon as it finishes (rejected requests first).
+
+        ``should_stop`` is asked between engine steps; when it returns True the unfinished requests are
+        aborted and the iteration ends without them. Closing the iterator early aborts them too.
+        """
+        prompts = _as_list(prompts)
+        ids = self._request_ids(len(prompts), request_ids)
+        params = _params_list(sampling_params, len(prompts))
+        added: list[str] = []
+        try:
+            for request_id, prompt, param in zip(ids, prompts, params, strict=True):
+                try:
+                    text, token_ids, salt = self._parse_prompt(request_id, prompt)
+                    if isinstance(param, dict):
+                        param = _params_from_dict(request_id, param)
+                    self.engine.add_request(request_id, token_ids, param, prompt=text, cache_salt=salt)
+                    added.append(request_id)
+                except (RequestError, ValueError) as exc:
+                    yield _error_output(request_id, prompt, str(exc))
+            while self.engine.has_unfinished():
+                if should_stop is not None and should_stop():
+                    return
+                yield from self.engine.step()
+        finally:
+            self.engine.abort_all()
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def _request_ids(self, n: int, request_ids: Sequence[str] | None) -> list[str]:
+        if request_ids is not None:
+            if len(request_ids) != n:
+                raise ValueError(f"{len(request_ids)} request ids for {n} prompts")
+            return [str(r) for r in request_ids]
+        first = self._next_id
+        self._next_id += n
+        return [str(i) for i in range(first, first + n)]
+
+    def _parse_prompt(self, request_id: str, prompt: PromptType) -> tuple[str | None, list[int], str | None]:
+        salt = None
+        if isinstance(prompt, dict):
+            salt = prompt.get("cache_salt")
+            if "prompt_token_ids" in prompt:
+                token_ids = prompt["prompt_token_ids"]
+                if not isinstance(token_ids, list):
+                    raise RequestError(f"request {request_id}: prompt_token_ids must be a list of ints")
+                return prompt.get("prompt"), list(token_ids), salt
+            if "prompt" not in prompt:
+                raise RequestError(f"request {request_id}: a prompt dict needs 'prompt' or 'prompt_token_ids'")
+            prompt = prompt["prompt"]
+        if isinstance(prompt, list):
+            return None, list(prompt), salt
+        if not isinstance(prompt, str):
+            raise RequestError(f"request {request_id}: a prompt must be text, token ids or a dict")
+        if not prompt:
+            raise RequestError(f"request {request_id}: the prompt is empty")
+        return prompt, self.get_tokenizer().encode(prompt, add_special_tokens=True), salt
+
+
+def _backend(name: str, device: torch.device):
+    if name in ("auto", "torch"):
+        return TorchAttention()
+    raise ValueError(f"unknown attention backend {name!r} (available: torch)")
+
+
+def _as_list(prompts) -> list:
+    if isinstance(prompts, (str, dict)):
+        return [prompts]
+    prompts = list(prompts)
+    if prompts and all(isinstance(p, int) for p in prompts):
+        return [prompts]  # a single prompt of token ids
+    return prompts
+
+
+def _params_list(sampling_params, n: int) -> list:
+    if sampling_params is None:
+        return [SamplingParams()] * n
+    if isinstance(sampling_params, (SamplingParams, dict)):
+        return [sampling_params] * n
+    params = list(sampling_params)
+    if len(params) != n:
+        raise ValueError(f"{len(params)} sampling params for {n} prompts")
+    return params
+
+
+def _params_from_dict(request_id: str, raw: dict) -> SamplingParams:
+    try:
+        return SamplingParams(**raw)
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"request {request_id}: {exc}") from exc
+
+
+def _error_output(request_id: str, prompt, message: str) -> RequestOutput:
+    text = prompt if isinstance(prompt, str) else None
+    return RequestOutput(request_id=request_id, prompt=text, prompt_token_ids=[], error=message)

@@ -1,0 +1,125 @@
+"""Building blocks of a MiMo-V2 decoder layer: RMSNorm, partial rotary embedding, dense and MoE MLPs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worker.model.config import ModelConfig, RopeConfig
+
+_ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
+
+
+def activation(name: str):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"hidden_act {name!r} is not supported (supported: {sorted(_ACTIVATIONS)})")
+    return _ACTIVATIONS[name]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size, dtype=dtype, device=device), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32, scale in the model dtype: the reference's order of operations.
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        return self.weight * (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype)
+
+
+class RotaryEmbedding:
+    """cos/sin tables for one layer type; applies rotation to the first ``rotary_dim`` channels."""
+
+    def __init__(self, rope: RopeConfig, head_dim: int, device: torch.device):
+        dim = rope.rotary_dim(head_dim)
+        self.inv_freq = 1.0 / (
+            rope.theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim)
+        )
+
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions: [num_tokens] -> cos, sin: [num_tokens, 1, rotary_dim]
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: [num_tokens, num_heads, head_dim]; rotates x[..., :rotary_dim] and passes the rest through.
+    rotary_dim = cos.shape[-1]
+    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+    half = rotary_dim // 2
+    rotated = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
+    return torch.cat((x_rot * cos + rotated * sin, x_pass), dim=-1)
+
+
+class DenseMLP(nn.Module):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        inter, hidden = config.intermediate_size, config.hidden_size
+        # gate and up projections fused into one matmul: rows [0, inter) gate, [inter, 2*inter) up.
+        self.gate_up = nn.Parameter(torch.empty(2 * inter, hidden, dtype=dtype, device=device), requires_grad=False)
+        self.down = nn.Parameter(torch.empty(hidden, inter, dtype=dtype, device=device), requires_grad=False)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(x, self.gate_up).chunk(2, dim=-1)
+        return F.linear(self.act(gate) * up, self.down)
+
+
+class MoEMLP(nn.Module):
+    """Routed experts with MiMo's sigmoid top-k router (grouped selection, correction bias, no shared expert)."""
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        num_experts, hidden, inter = config.num_experts, config.hidden_size, config.moe_intermediate_size
+        if num_experts % config.n_group:
+            raise ValueError(f"n_routed_experts {num_experts} is not divisible by n_group {config.n_group}")
+        self.config = config
+        # The router stays in fp32 as in the reference (its weight and bias are kept fp32 there too).
+        self.router = nn.Parameter(torch.empty(num_experts, hidden, dtype=torch.float32, device=device), requires_grad=False)
+        self.correction_bias = nn.Parameter(torch.zeros(num_experts, dtype=torch.float32, device=device), requires_grad=False)
+        self.gate_up = nn.Parameter(
+            torch.empty(num_experts, 2 * inter, hidden, dtype=dtype, device=device), requires_grad=False
+        )
+        self.down = nn.Parameter(torch.empty(num_experts, hidden, inter, dtype=dtype, device=device), requires_grad=False)
+        self.act = activation(config.hidden_act)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (weights [num_tokens, top_k] fp32, expert ids [num_tokens, top_k])."""
+        cfg = self.config
+        scores = F.linear(x.float(), self.router).sigmoid()
+        for_choice = scores + self.correction_bias
+        per_group = cfg.num_experts // cfg.n_group
+        group_scores = for_choice.view(-1, cfg.n_group, per_group).topk(min(2, per_group), dim=-1)[0].sum(-1)
+        group_idx = group_scores.topk(cfg.topk_group, dim=-1, sorted=False)[1]
+        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1.0)
+        expert_mask = group_mask.unsqueeze(-1).expand(-1, cfg.n_group, per_group).reshape(-1, cfg.num_experts)
+        for_choice = for_choice.masked_fill(expert_mask == 0, float("-inf"))
+        expert_ids = for_choice.topk(cfg.num_experts_per_tok, dim=-1, sorted=False)[1]
+        weights = scores.gather(1, expert_ids)
+        if cfg.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return weights * cfg.routed_scaling_factor, expert_ids
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [num_tokens, hidden]
+        weights, expert_ids = self.route(x)
+        out = torch.zeros_like(x)
+        flat_ids = expert_ids.flatten()
+        order = flat_ids.argsort(stable=True)
+        counts = torch.bincount(flat_ids, minlength=self.config.num_experts).tolist()
+        token_of = order // expert_ids.shape[1]
+        start = 0
+        for expert, count in enumerate(counts):
+            if count == 0:
+                continue
+            rows = order[start : start + count]
+            tokens = token_of[start : start + count]
+            start += count
+            gate, up = F.linear(x[tokens], self.gate_up[expert]).chunk(2, dim=-1)
+            y = F.linear(self.act(gate) * up, self.down[expert])
+            # Routing weights stay fp32 until the product, as in the reference.
+            out.index_add_(0, tokens, (y * weights.flatten()[rows, None]).to(out.dtype))
+        return out

@@ -1,0 +1,112 @@
+"""The MiMo-V2 hybrid-attention decoder, run over packed tokens and paged KV.
+
+Parameter layout differs from the checkpoint (fused gate/up, stacked experts); ``loader.py`` maps names.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worker.model.attention_backend import AttentionBackend
+from worker.model.attention_metadata import AttentionMetadata
+from worker.model.config import FULL, SLIDING, ModelConfig
+from worker.model.layers import DenseMLP, MoEMLP, RMSNorm, RotaryEmbedding, apply_rotary
+
+
+def _param(*shape, dtype, device) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.is_sliding = config.is_sliding(layer_idx)
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_kv_heads(layer_idx)
+        self.head_dim, self.v_head_dim = config.head_dim, config.v_head_dim
+        self.window = config.sliding_window if self.is_sliding else 0
+        self.scale = config.head_dim**-0.5
+        self.v_scale = config.attention_value_scale
+        hidden = config.hidden_size
+        q_rows = self.num_heads * self.head_dim
+        k_rows = self.num_kv_heads * self.head_dim
+        v_rows = self.num_kv_heads * self.v_head_dim
+        self.qkv_sizes = (q_rows, k_rows, v_rows)
+        # q, k and v projections fused into one matmul, rows in that order.
+        self.qkv = _param(q_rows + k_rows + v_rows, hidden, dtype=dtype, device=device)
+        self.qkv_bias = _param(q_rows + k_rows + v_rows, dtype=dtype, device=device) if config.attention_bias else None
+        self.o_proj = _param(hidden, self.num_heads * self.v_head_dim, dtype=dtype, device=device)
+        self.sinks = _param(self.num_heads, dtype=torch.float32, device=device) if self.is_sliding else None
+
+    def forward(self, x, cos_sin, kv_cache, meta: AttentionMetadata, backend: AttentionBackend):
+        # x: [num_tokens, hidden]
+        num_tokens = x.shape[0]
+        q, k, v = F.linear(x, self.qkv, self.qkv_bias).split(self.qkv_sizes, dim=-1)
+        q = q.view(num_tokens, self.num_heads, self.head_dim)
+        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
+        v = v.reshape(num_tokens, self.num_kv_heads, self.v_head_dim) * self.v_scale
+        cos, sin = cos_sin
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k_cache, v_cache = kv_cache
+        out = backend.forward(
+            q, k, v, k_cache, v_cache, meta, meta.pool(self.is_sliding),
+            window=self.window, sinks=self.sinks, scale=self.scale,
+        )
+        return F.linear(out.reshape(num_tokens, -1), self.o_proj)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
+        self.attn = Attention(config, layer_idx, dtype, device)
+        self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
+        is_moe = config.mlp_layer_types[layer_idx] == "sparse"
+        self.mlp = MoEMLP(config, dtype, device) if is_moe else DenseMLP(config, dtype, device)
+
+    def forward(self, x, cos_sin, kv_cache, meta, backend):
+        x = x + self.attn(self.input_norm(x), cos_sin, kv_cache, meta, backend)
+        return x + self.mlp(self.post_attn_norm(x))
+
+
+class MiMoV2Model(nn.Module):
+    """Hidden states and logits for packed tokens; KV lives in the caller's paged tensors."""
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.config = config
+        self.embed = _param(config.vocab_size, config.hidden_size, dtype=dtype, device=device)
+        self.layers = nn.ModuleList(DecoderLayer(config, i, dtype, device) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
+        self.lm_head = (
+            self.embed if config.tie_word_embeddings
+            else _param(config.vocab_size, config.hidden_size, dtype=dtype, device=device)
+        )
+        self.rotary = {
+            kind: RotaryEmbedding(config.rope[kind], config.head_dim, device)
+            for kind in (FULL, SLIDING) if kind in config.layer_types
+        }
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.dtype
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # int64 [num_tokens]
+        positions: torch.Tensor,  # int64 [num_tokens]
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],  # per layer (k_cache, v_cache)
+        meta: AttentionMetadata,
+        backend: AttentionBackend,
+    ) -> torch.Tensor:  # hidden states after the final norm: [num_tokens, hidden]
+        x = F.embedding(input_ids, self.embed)
+        cos_sin = {kind: rope.cos_sin(positions, x.dtype) for kind, rope in self.rotary.items()}
+        for layer, layer_type, kv_cache in zip(self.layers, self.config.layer_types, kv_caches, strict=True):
+            x = layer(x, cos_sin[layer_type], kv_cache, meta, backend)
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden: [n, hidden] -> fp32 logits [n, vocab]
+        return F.linear(hidden, self.lm_head).float()
