@@ -8,8 +8,17 @@ case an unreachable server fails them.
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from hybatch.storage import LocalFileStorage
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -57,3 +66,73 @@ def redis_url() -> str:
     finally:
         client.close()
     return url
+
+
+def _with_search_path(server_url: str, schema: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """URL of a fresh, empty Postgres schema (dropped afterwards) so runs never collide."""
+    import sqlalchemy as sa
+
+    schema = f"hybatch_test_{secrets.token_hex(6)}"
+    admin = sa.create_engine(postgres_server_url)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _with_search_path(postgres_server_url, schema)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def empty_sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'hybatch.db'}"
+
+
+@pytest.fixture
+def sqlite_url(empty_sqlite_url: str) -> str:
+    """A SQLite database in the test's tmp dir, migrated to head with Alembic."""
+    from hybatch.migrate import upgrade_to_head
+
+    upgrade_to_head(empty_sqlite_url)
+    return empty_sqlite_url
+
+
+@pytest.fixture
+def postgres_url(empty_postgres_url: str) -> str:
+    """A fresh Postgres schema migrated to head with Alembic."""
+    from hybatch.migrate import upgrade_to_head
+
+    upgrade_to_head(empty_postgres_url)
+    return empty_postgres_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database; tests using this run once on SQLite and once on Postgres."""
+    fixture_name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return request.getfixturevalue(fixture_name)
+
+
+@pytest.fixture
+def session_factory(database_url: str) -> Iterator[sessionmaker[Session]]:
+    from hybatch.db import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalFileStorage:
+    from hybatch.storage import LocalFileStorage
+
+    return LocalFileStorage(tmp_path / "files")

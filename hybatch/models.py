@@ -1,0 +1,232 @@
+"""ORM models: accounts and keys, files, batches, per-request results and the usage ledger.
+
+Timestamps are timezone-aware UTC ``datetime`` values in Python on every backend. Public ids
+are strings shaped like OpenAI's (``file-...``, ``batch_...``); ledger rows use integer keys.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from hybatch import ids
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 64
+MAX_CUSTOM_ID_CHARS = 512
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that always hands back aware UTC values (SQLite drops the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON()}
+
+
+def _enum_column(enum_type: type[StrEnum]) -> sa.Enum:
+    return sa.Enum(
+        enum_type,
+        native_enum=False,
+        create_constraint=False,
+        length=32,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class FilePurpose(StrEnum):
+    BATCH = "batch"
+    BATCH_OUTPUT = "batch_output"
+
+
+class FileStatus(StrEnum):
+    UPLOADED = "uploaded"
+    PROCESSED = "processed"
+    ERROR = "error"
+
+
+class BatchStatus(StrEnum):
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (
+            BatchStatus.COMPLETED,
+            BatchStatus.FAILED,
+            BatchStatus.EXPIRED,
+            BatchStatus.CANCELLED,
+        )
+
+
+class BatchEndpoint(StrEnum):
+    CHAT_COMPLETIONS = "/v1/chat/completions"
+    COMPLETIONS = "/v1/completions"
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True, default=ids.new_account_id)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ApiKey(Base):
+    """A bearer key. Only its SHA-256 is stored; ``prefix`` is the visible start of the key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True, default=ids.new_api_key_id)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    prefix: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    key_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    revoked_at: Mapped[datetime | None]
+
+
+class File(Base):
+    """An uploaded input file or a batch's output/error file; the bytes live in FileStorage."""
+
+    __tablename__ = "files"
+    __table_args__ = (sa.Index("ix_files_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True, default=ids.new_file_id)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    purpose: Mapped[FilePurpose] = mapped_column(_enum_column(FilePurpose))
+    status: Mapped[FileStatus] = mapped_column(_enum_column(FileStatus), default=FileStatus.PROCESSED)
+    size_bytes: Mapped[int] = mapped_column("bytes", sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    deleted_at: Mapped[datetime | None]
+
+
+class Batch(Base):
+    """A batch job, field for field as OpenAI's Batch object (plus ``claimed_at``).
+
+    ``claimed_at`` is set by the worker when it starts on a ``validating`` batch; a cancel
+    that finds it unset may finish the batch itself (see ``hybatch.batches.cancel_batch``).
+    """
+
+    __tablename__ = "batches"
+    __table_args__ = (sa.Index("ix_batches_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True, default=ids.new_batch_id)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    api_key_id: Mapped[str] = mapped_column(sa.ForeignKey("api_keys.id"))
+    endpoint: Mapped[BatchEndpoint] = mapped_column(_enum_column(BatchEndpoint))
+    model: Mapped[str] = mapped_column(sa.String(200))
+    input_file_id: Mapped[str] = mapped_column(sa.ForeignKey("files.id"), index=True)
+    completion_window: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[BatchStatus] = mapped_column(_enum_column(BatchStatus), default=BatchStatus.VALIDATING)
+    output_file_id: Mapped[str | None] = mapped_column(sa.ForeignKey("files.id"))
+    error_file_id: Mapped[str | None] = mapped_column(sa.ForeignKey("files.id"))
+
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    expires_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]
+    in_progress_at: Mapped[datetime | None]
+    finalizing_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]
+    cancelling_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+
+    total_requests: Mapped[int] = mapped_column(default=0)
+    completed_requests: Mapped[int] = mapped_column(default=0)
+    failed_requests: Mapped[int] = mapped_column(default=0)
+
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", sa.JSON())
+    # errors: list of {code, line, message, param}; None when there are none.
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON())
+
+    # Batch-level usage, summed over finished requests: input = cached + computed prompt tokens.
+    input_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class BatchRequestResult(Base):
+    """One finished request of a batch: the exact line for the output or the error file."""
+
+    __tablename__ = "batch_request_results"
+    __table_args__ = (sa.UniqueConstraint("batch_id", "custom_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(sa.ForeignKey("batches.id"))
+    custom_id: Mapped[str] = mapped_column(sa.String(MAX_CUSTOM_ID_CHARS))
+    line_number: Mapped[int]  # 1-based line of the request in the input file
+    is_error: Mapped[bool] = mapped_column(default=False)  # True: goes to the error file
+    line: Mapped[dict[str, Any]] = mapped_column(sa.JSON())  # {id, custom_id, response, error}
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class UsageRecord(Base):
+    """The usage ledger: one row per finished request, written with its result row."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        sa.UniqueConstraint("batch_id", "custom_id"),
+        sa.Index("ix_usage_records_account_created", "account_id", "created_at"),
+        sa.CheckConstraint(
+            "prompt_tokens = cache_hit_input_tokens + cache_miss_input_tokens", name="prompt_split"
+        ),
+        sa.CheckConstraint(
+            "cache_hit_input_tokens >= 0 AND cache_miss_input_tokens >= 0 AND output_tokens >= 0",
+            name="non_negative",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    api_key_id: Mapped[str] = mapped_column(sa.ForeignKey("api_keys.id"))
+    batch_id: Mapped[str] = mapped_column(sa.ForeignKey("batches.id"))
+    custom_id: Mapped[str] = mapped_column(sa.String(MAX_CUSTOM_ID_CHARS))
+    model: Mapped[str] = mapped_column(sa.String(200))
+    cache_hit_input_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    cache_miss_input_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    output_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -1,0 +1,94 @@
+"""Service settings: one frozen object built once from ``HYBATCH_*`` environment variables.
+
+Paths that default relative to another setting (the database under ``DATA_DIR``, the served
+model name from the checkpoint directory) are filled in while the object is built, never
+patched afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = REPO_ROOT / "worker" / "model" / "checkpoints" / "hybatch-tiny"
+
+_WINDOW_PATTERN = re.compile(r"^([1-9][0-9]*)h$")
+
+
+def completion_window_duration(window: str) -> timedelta:
+    """Length of a completion window written as ``<hours>h`` (``"24h"`` -> 24 hours)."""
+    match = _WINDOW_PATTERN.match(window)
+    if match is None:
+        raise ValueError(f"completion window {window!r} must look like '24h'")
+    return timedelta(hours=int(match.group(1)))
+
+
+class Settings(BaseSettings):
+    """Everything configurable about a hybatch process (read-only once built)."""
+
+    model_config = SettingsConfigDict(env_prefix="HYBATCH_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    data_dir: Path = Path("var")
+    database_url: str
+    broker_url: str
+    task_queue: str = "hybatch"
+    files_dir: Path
+
+    model: Path = DEFAULT_MODEL_DIR
+    model_name: str
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    kv_cache_gb: float = Field(default=1.0, gt=0)
+    host_cache_gb: float = Field(default=4.0, ge=0)
+    disk_cache_dir: Path
+    disk_cache_gb: float = Field(default=20.0, ge=0)
+
+    max_batch_lines: int = Field(default=50_000, ge=1)
+    max_file_bytes: int = Field(default=200_000_000, ge=1)
+    completion_windows: tuple[str, ...] = ("24h",)
+    default_account: str = "default"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_defaults(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        data_dir = Path(values.get("data_dir") or "var").resolve()
+        values["data_dir"] = data_dir
+        values.setdefault("database_url", f"sqlite:///{data_dir / 'hybatch.db'}")
+        values.setdefault("broker_url", f"sqla+sqlite:///{data_dir / 'broker.db'}")
+        values.setdefault("files_dir", data_dir / "files")
+        values.setdefault("disk_cache_dir", data_dir / "kv_cache")
+        model = Path(values.get("model") or DEFAULT_MODEL_DIR)
+        values["model"] = model
+        values.setdefault("model_name", model.name)
+        return values
+
+    @field_validator("completion_windows")
+    @classmethod
+    def _windows_are_durations(cls, windows: tuple[str, ...]) -> tuple[str, ...]:
+        if not windows:
+            raise ValueError("at least one completion window is required")
+        for window in windows:
+            completion_window_duration(window)
+        return windows
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,60 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from hybatch.settings import DEFAULT_MODEL_DIR, Settings, completion_window_duration
+
+
+def test_defaults_derive_from_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'hybatch.db'}"
+    assert settings.broker_url == f"sqla+sqlite:///{tmp_path / 'data' / 'broker.db'}"
+    assert settings.files_dir == tmp_path / "data" / "files"
+    assert settings.disk_cache_dir == tmp_path / "data" / "kv_cache"
+    assert settings.is_sqlite
+
+
+def test_default_model_is_the_shipped_checkpoint() -> None:
+    settings = Settings()
+    assert settings.model == DEFAULT_MODEL_DIR
+    assert settings.model_name == "hybatch-tiny"
+    assert settings.max_batch_lines == 50_000
+    assert settings.max_file_bytes == 200_000_000
+    assert settings.completion_windows == ("24h",)
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HYBATCH_PORT", "9001")
+    monkeypatch.setenv("HYBATCH_DATABASE_URL", "postgresql+psycopg://u@db/hybatch")
+    monkeypatch.setenv("HYBATCH_MODEL", str(tmp_path / "my-model"))
+    monkeypatch.setenv("HYBATCH_COMPLETION_WINDOWS", '["24h", "1h"]')
+    settings = Settings()
+    assert settings.port == 9001
+    assert settings.database_url == "postgresql+psycopg://u@db/hybatch"
+    assert not settings.is_sqlite
+    assert settings.model_name == "my-model"
+    assert settings.completion_windows == ("24h", "1h")
+
+
+def test_explicit_model_name_wins(tmp_path: Path) -> None:
+    assert Settings(model=tmp_path / "ckpt", model_name="served").model_name == "served"
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("windows", [(), ("24 hours",), ("0h",)])
+def test_bad_completion_windows_are_rejected(windows: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(completion_windows=windows)
+
+
+def test_completion_window_duration() -> None:
+    assert completion_window_duration("24h") == timedelta(hours=24)
+    with pytest.raises(ValueError):
+        completion_window_duration("1d")
