@@ -54,7 +54,9 @@ class BlockPool:
             if refs < 0:
                 raise AssertionError(f"{self.name}: block {block} has ref count {refs}")
             if (refs == 0) != (block in free):
-                raise AssertionError(f"{self.name}: block {block} has ref count {refs} but free={block in free}")
+                raise AssertionError(
+                    f"{self.name}: block {block} has ref count {refs} but free={block in free}"
+                )
         stale = [b for b in self.hashes if self.ref_counts[b] == 0]
         if stale:
             raise AssertionError(f"{self.name}: free blocks {stale[:5]} still carry hashes")

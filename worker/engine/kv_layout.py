@@ -80,8 +80,10 @@ def allocate_kv_tensors(
     for i in range(config.num_layers):
         num_blocks = layout.num_swa_blocks if config.is_sliding(i) else layout.num_full_blocks
         shape = (num_blocks, layout.block_size, config.num_kv_heads(i))
-        caches.append((
-            torch.zeros(*shape, config.head_dim, dtype=dtype, device=device),
-            torch.zeros(*shape, config.v_head_dim, dtype=dtype, device=device),
-        ))
+        caches.append(
+            (
+                torch.zeros(*shape, config.head_dim, dtype=dtype, device=device),
+                torch.zeros(*shape, config.v_head_dim, dtype=dtype, device=device),
+            )
+        )
     return caches

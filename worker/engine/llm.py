@@ -1,8 +1,8 @@
 """``LLM``: the offline entry point, shaped like vLLM's.
 
-    llm = LLM("path/to/checkpoint", device="cpu", dtype="float32")
-    outs = llm.generate([{"prompt_token_ids": [1, 2, 3], "cache_salt": "acct_42"}, "some text"],
-                        SamplingParams(temperature=0.0, max_tokens=32))
+llm = LLM("path/to/checkpoint", device="cpu", dtype="float32")
+outs = llm.generate([{"prompt_token_ids": [1, 2, 3], "cache_salt": "acct_42"}, "some text"],
+                    SamplingParams(temperature=0.0, max_tokens=32))
 """
 
 from __future__ import annotations
@@ -74,22 +74,36 @@ class LLM:
     ):
         self.checkpoint = Path(model)
         self.device = resolve_device(device)
-        torch_dtype = parse_dtype(("float32" if self.device.type == "cpu" else "bfloat16") if dtype == "auto" else dtype)
+        torch_dtype = parse_dtype(
+            ("float32" if self.device.type == "cpu" else "bfloat16") if dtype == "auto" else dtype
+        )
         self.config = ModelConfig.from_dir(self.checkpoint)
-        self.tokenizer = Tokenizer(self.checkpoint) if (self.checkpoint / "tokenizer.json").is_file() else None
+        self.tokenizer = (
+            Tokenizer(self.checkpoint) if (self.checkpoint / "tokenizer.json").is_file() else None
+        )
         self.model = load_model(self.checkpoint, torch_dtype, self.device)
         if max_num_batched_tokens is None:
             max_num_batched_tokens = 512 if self.device.type == "cpu" else 8192
         layout = plan_layout(
-            self.config, torch_dtype, block_size=block_size, kv_cache_bytes=int(kv_cache_gb * GIB),
-            max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-            num_full_blocks=num_full_blocks, num_swa_blocks=num_swa_blocks,
+            self.config,
+            torch_dtype,
+            block_size=block_size,
+            kv_cache_bytes=int(kv_cache_gb * GIB),
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            num_full_blocks=num_full_blocks,
+            num_swa_blocks=num_swa_blocks,
         )
         self.enable_prefix_caching = enable_prefix_caching
         runner = ModelRunner(self.model, layout, _backend(attention_backend, self.device), self.device)
         self.engine = LLMEngine(
-            self.config, runner, self.tokenizer, SchedulerConfig(max_num_seqs, max_num_batched_tokens),
-            max_model_len=min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings),
+            self.config,
+            runner,
+            self.tokenizer,
+            SchedulerConfig(max_num_seqs, max_num_batched_tokens),
+            max_model_len=min(
+                max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings
+            ),
             eos_token_ids=_eos_ids(self.checkpoint, self.config, self.tokenizer),
         )
         self._next_id = 0
@@ -143,7 +157,10 @@ class LLM:
                     self.engine.add_request(request_id, token_ids, param, prompt=text, cache_salt=salt)
                     added.append(request_id)
                 except (RequestError, ValueError) as exc:
-                    yield _error_output(request_id, prompt, str(exc))
+                    message = str(exc)
+                    if not message.startswith(f"request {request_id}:"):
+                        message = f"request {request_id}: {message}"
+                    yield _error_output(request_id, prompt, message)
             while self.engine.has_unfinished():
                 if should_stop is not None and should_stop():
                     return
@@ -173,7 +190,9 @@ class LLM:
                     raise RequestError(f"request {request_id}: prompt_token_ids must be a list of ints")
                 return prompt.get("prompt"), list(token_ids), salt
             if "prompt" not in prompt:
-                raise RequestError(f"request {request_id}: a prompt dict needs 'prompt' or 'prompt_token_ids'")
+                raise RequestError(
+                    f"request {request_id}: a prompt dict needs 'prompt' or 'prompt_token_ids'"
+                )
             prompt = prompt["prompt"]
         if isinstance(prompt, list):
             return None, list(prompt), salt

@@ -31,8 +31,15 @@ class EngineStats:
 
 
 class LLMEngine:
-    def __init__(self, config: ModelConfig, runner: ModelRunner, tokenizer: Tokenizer | None,
-                 scheduler_config: SchedulerConfig, max_model_len: int, eos_token_ids: tuple[int, ...]):
+    def __init__(
+        self,
+        config: ModelConfig,
+        runner: ModelRunner,
+        tokenizer: Tokenizer | None,
+        scheduler_config: SchedulerConfig,
+        max_model_len: int,
+        eos_token_ids: tuple[int, ...],
+    ):
         self.config = config
         self.runner = runner
         self.tokenizer = tokenizer
@@ -50,8 +57,14 @@ class LLMEngine:
         self._max_swa_held = 0
 
     # -- requests --------------------------------------------------------------------------------
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-                    prompt: str | None = None, cache_salt: str | None = None) -> None:
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        prompt: str | None = None,
+        cache_salt: str | None = None,
+    ) -> None:
         """Queues a request; raises ``RequestError`` (naming it) when it cannot run."""
         if request_id in self._seqs:
             raise RequestError(f"request {request_id}: duplicate request id")
@@ -61,9 +74,15 @@ class LLMEngine:
             generator = torch.Generator()
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         seq = Sequence(
-            request_id=request_id, prompt=prompt, prompt_token_ids=list(prompt_token_ids),
-            params=params if params.eos_token_ids or params.ignore_eos else params.with_eos(self.eos_token_ids),
-            arrival=self._arrivals, cache_salt=cache_salt, generator=generator,
+            request_id=request_id,
+            prompt=prompt,
+            prompt_token_ids=list(prompt_token_ids),
+            params=params
+            if params.eos_token_ids or params.ignore_eos
+            else params.with_eos(self.eos_token_ids),
+            arrival=self._arrivals,
+            cache_salt=cache_salt,
+            generator=generator,
         )
         self._arrivals += 1
         self._seqs[request_id] = seq
@@ -75,7 +94,9 @@ class LLMEngine:
         vocab = self.config.vocab_size
         bad = [t for t in token_ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab]
         if bad:
-            raise RequestError(f"request {request_id}: token id {bad[0]!r} is outside the vocabulary [0, {vocab})")
+            raise RequestError(
+                f"request {request_id}: token id {bad[0]!r} is outside the vocabulary [0, {vocab})"
+            )
         total = len(token_ids) + params.max_tokens
         if total > self.max_model_len:
             raise RequestError(
@@ -188,15 +209,23 @@ class LLMEngine:
         else:
             text = ""
         return RequestOutput(
-            request_id=seq.request_id, prompt=seq.prompt, prompt_token_ids=seq.prompt_token_ids,
+            request_id=seq.request_id,
+            prompt=seq.prompt,
+            prompt_token_ids=seq.prompt_token_ids,
             outputs=[CompletionOutput(0, text, list(output_ids), seq.finish_reason, seq.stop_reason)],
-            num_cached_tokens=seq.num_cached_tokens, finished=True,
+            num_cached_tokens=seq.num_cached_tokens,
+            finished=True,
             prompt_logprobs=list(seq.prompt_logprobs) if seq.params.prompt_logprobs else None,
         )
 
     def stats(self) -> EngineStats:
-        return EngineStats(self._steps, self._prompt_tokens_computed, self._generated,
-                           self.scheduler.num_preemptions, self._max_swa_held)
+        return EngineStats(
+            self._steps,
+            self._prompt_tokens_computed,
+            self._generated,
+            self.scheduler.num_preemptions,
+            self._max_swa_held,
+        )
 
     def check_integrity(self) -> None:
         running = [s for s in self._seqs.values() if s.status is SequenceStatus.RUNNING]

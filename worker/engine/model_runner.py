@@ -31,7 +31,9 @@ class StepLogits:
 
 
 class ModelRunner:
-    def __init__(self, model: MiMoV2Model, layout: KVCacheLayout, backend: AttentionBackend, device: torch.device):
+    def __init__(
+        self, model: MiMoV2Model, layout: KVCacheLayout, backend: AttentionBackend, device: torch.device
+    ):
         self.model = model
         self.layout = layout
         self.backend = backend
@@ -71,9 +73,7 @@ class ModelRunner:
             seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
             query_lens=query_lens,
             context_lens=seq_lens,
-            full=self._paged(
-                [s.full_blocks for s in seqs], [0] * len(seqs), full_slots, block_size
-            ),
+            full=self._paged([s.full_blocks for s in seqs], [0] * len(seqs), full_slots, block_size),
             sliding=self._paged(
                 [s.swa_blocks for s in seqs], [s.swa_first_block for s in seqs], swa_slots, block_size
             ),
@@ -84,7 +84,9 @@ class ModelRunner:
             meta,
         )
 
-    def _paged(self, tables: list[list[int]], first_blocks: list[int], slots: list[int], block_size: int) -> PagedKV:
+    def _paged(
+        self, tables: list[list[int]], first_blocks: list[int], slots: list[int], block_size: int
+    ) -> PagedKV:
         width = max((len(t) for t in tables), default=0) or 1
         padded = [t + [0] * (width - len(t)) for t in tables]
         dev = self.device

@@ -15,7 +15,9 @@ from worker.model.attention_metadata import AttentionMetadata, PagedKV
 class TorchAttention:
     name = "torch"
 
-    def forward(self, q, k, v, k_cache, v_cache, meta: AttentionMetadata, pool: PagedKV, *, window, sinks, scale):
+    def forward(
+        self, q, k, v, k_cache, v_cache, meta: AttentionMetadata, pool: PagedKV, *, window, sinks, scale
+    ):
         num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
         k_flat = k_cache.view(num_blocks * block_size, num_kv_heads, head_dim)
         v_flat = v_cache.view(num_blocks * block_size, num_kv_heads, v_cache.shape[-1])
@@ -26,12 +28,19 @@ class TorchAttention:
         plan = _plan(meta, pool, window, q.device)
         if plan.decode_tokens.numel():
             out[plan.decode_tokens] = _attend(
-                q[plan.decode_tokens].unsqueeze(1), k_flat, v_flat, plan.decode_slots,
-                plan.decode_mask, sinks, scale,
+                q[plan.decode_tokens].unsqueeze(1),
+                k_flat,
+                v_flat,
+                plan.decode_slots,
+                plan.decode_mask,
+                sinks,
+                scale,
             ).squeeze(1)
         for first_token, num_tokens, slots, mask in plan.prefills:
             rows = slice(first_token, first_token + num_tokens)
-            out[rows] = _attend(q[rows].unsqueeze(0), k_flat, v_flat, slots.unsqueeze(0), mask.unsqueeze(0), sinks, scale)[0]
+            out[rows] = _attend(
+                q[rows].unsqueeze(0), k_flat, v_flat, slots.unsqueeze(0), mask.unsqueeze(0), sinks, scale
+            )[0]
         return out
 
 
@@ -68,8 +77,11 @@ def _build_plan(meta: AttentionMetadata, pool: PagedKV, window: int, device) -> 
         positions = lo[:, None] + torch.arange(max_keys, device=device)[None, :]
         valid = positions < hi[:, None]
         positions = torch.where(valid, positions, lo[:, None])
-        decode = (torch.tensor([starts[i] for i in decode_rows], device=device),
-                  _slots(pool, rows, positions), valid.unsqueeze(1))
+        decode = (
+            torch.tensor([starts[i] for i in decode_rows], device=device),
+            _slots(pool, rows, positions),
+            valid.unsqueeze(1),
+        )
     else:
         empty = torch.empty(0, dtype=torch.long, device=device)
         decode = (empty, empty.view(0, 0), empty.view(0, 1, 0).bool())

@@ -108,7 +108,9 @@ class ModelConfig:
             mlp_layer_types=tuple(mlp_layer_types),
             rope=_rope_from(raw),
             attention_value_scale=float(
-                1.0 if raw.get("attention_value_scale", 0.707) is None else raw.get("attention_value_scale", 0.707)
+                1.0
+                if raw.get("attention_value_scale", 0.707) is None
+                else raw.get("attention_value_scale", 0.707)
             ),
             rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
             attention_bias=bool(raw.get("attention_bias", False)),
@@ -130,7 +132,9 @@ class ModelConfig:
     def from_dir(cls, checkpoint_dir: str | Path) -> ModelConfig:
         path = Path(checkpoint_dir) / "config.json"
         if not path.is_file():
-            raise CheckpointError(f"{checkpoint_dir}: no config.json (expected a Hugging Face checkpoint directory)")
+            raise CheckpointError(
+                f"{checkpoint_dir}: no config.json (expected a Hugging Face checkpoint directory)"
+            )
         return cls.from_dict(json.loads(path.read_text()))
 
 

@@ -59,7 +59,9 @@ class DenseMLP(nn.Module):
         super().__init__()
         inter, hidden = config.intermediate_size, config.hidden_size
         # gate and up projections fused into one matmul: rows [0, inter) gate, [inter, 2*inter) up.
-        self.gate_up = nn.Parameter(torch.empty(2 * inter, hidden, dtype=dtype, device=device), requires_grad=False)
+        self.gate_up = nn.Parameter(
+            torch.empty(2 * inter, hidden, dtype=dtype, device=device), requires_grad=False
+        )
         self.down = nn.Parameter(torch.empty(hidden, inter, dtype=dtype, device=device), requires_grad=False)
         self.act = activation(config.hidden_act)
 
@@ -78,12 +80,18 @@ class MoEMLP(nn.Module):
             raise ValueError(f"n_routed_experts {num_experts} is not divisible by n_group {config.n_group}")
         self.config = config
         # The router stays in fp32 as in the reference (its weight and bias are kept fp32 there too).
-        self.router = nn.Parameter(torch.empty(num_experts, hidden, dtype=torch.float32, device=device), requires_grad=False)
-        self.correction_bias = nn.Parameter(torch.zeros(num_experts, dtype=torch.float32, device=device), requires_grad=False)
+        self.router = nn.Parameter(
+            torch.empty(num_experts, hidden, dtype=torch.float32, device=device), requires_grad=False
+        )
+        self.correction_bias = nn.Parameter(
+            torch.zeros(num_experts, dtype=torch.float32, device=device), requires_grad=False
+        )
         self.gate_up = nn.Parameter(
             torch.empty(num_experts, 2 * inter, hidden, dtype=dtype, device=device), requires_grad=False
         )
-        self.down = nn.Parameter(torch.empty(num_experts, hidden, inter, dtype=dtype, device=device), requires_grad=False)
+        self.down = nn.Parameter(
+            torch.empty(num_experts, hidden, inter, dtype=dtype, device=device), requires_grad=False
+        )
         self.act = activation(config.hidden_act)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,9 +20,13 @@ from worker.model.mimo import MiMoV2Model
 log = logging.getLogger(__name__)
 
 DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
 }
 
 
@@ -47,9 +51,11 @@ class _TensorSource:
             self.files = {name: checkpoint_dir / shard for name, shard in weight_map.items()}
         elif single.is_file():
             with safe_open(single, "pt") as f:
-                self.files = {name: single for name in f.keys()}
+                self.files = {name: single for name in f.keys()}  # noqa: SIM118
         else:
-            raise CheckpointError(f"{checkpoint_dir}: neither model.safetensors nor model.safetensors.index.json")
+            raise CheckpointError(
+                f"{checkpoint_dir}: neither model.safetensors nor model.safetensors.index.json"
+            )
         missing_shards = sorted({str(p.name) for p in self.files.values() if not p.is_file()})
         if missing_shards:
             raise CheckpointError(f"{checkpoint_dir}: missing shard files {missing_shards}")
@@ -74,7 +80,9 @@ def _assign(target: torch.Tensor, tensor: torch.Tensor, name: str) -> None:
             f"tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)} from config.json"
         )
     if not (tensor.dtype.is_floating_point):
-        raise CheckpointError(f"tensor {name} has dtype {tensor.dtype}; only floating-point weights are supported")
+        raise CheckpointError(
+            f"tensor {name} has dtype {tensor.dtype}; only floating-point weights are supported"
+        )
     target.copy_(tensor.to(device=target.device, dtype=target.dtype))
 
 
@@ -111,31 +119,48 @@ def load_model(checkpoint_dir: str | Path, dtype: torch.dtype, device: torch.dev
             _load_layer(reader, f"model.layers.{i}.", layer, config)
     ignored = sorted(n for n in reader.source.names() - reader.used if not n.startswith("model.mtp."))
     if ignored and not (config.tie_word_embeddings and ignored == ["lm_head.weight"]):
-        log.warning("ignoring %d unexpected tensors in %s, e.g. %s", len(ignored), checkpoint_dir, ignored[:3])
+        log.warning(
+            "ignoring %d unexpected tensors in %s, e.g. %s", len(ignored), checkpoint_dir, ignored[:3]
+        )
     return model.eval()
 
 
 def _load_layer(reader: _Reader, prefix: str, layer, config: ModelConfig) -> None:
-    _assign(layer.input_norm.weight, reader.take(prefix + "input_layernorm.weight"), prefix + "input_layernorm.weight")
     _assign(
-        layer.post_attn_norm.weight, reader.take(prefix + "post_attention_layernorm.weight"),
+        layer.input_norm.weight,
+        reader.take(prefix + "input_layernorm.weight"),
+        prefix + "input_layernorm.weight",
+    )
+    _assign(
+        layer.post_attn_norm.weight,
+        reader.take(prefix + "post_attention_layernorm.weight"),
         prefix + "post_attention_layernorm.weight",
     )
     attn, a = layer.attn, prefix + "self_attn."
     q_rows, k_rows, _ = attn.qkv_sizes
-    parts = [(0, q_rows, "q_proj"), (q_rows, q_rows + k_rows, "k_proj"), (q_rows + k_rows, attn.qkv.shape[0], "v_proj")]
+    parts = [
+        (0, q_rows, "q_proj"),
+        (q_rows, q_rows + k_rows, "k_proj"),
+        (q_rows + k_rows, attn.qkv.shape[0], "v_proj"),
+    ]
     for lo, hi, proj in parts:
         _assign(attn.qkv[lo:hi], reader.take(f"{a}{proj}.weight"), f"{a}{proj}.weight")
         if attn.qkv_bias is not None:
             _assign(attn.qkv_bias[lo:hi], reader.take(f"{a}{proj}.bias"), f"{a}{proj}.bias")
     _assign(attn.o_proj, reader.take(a + "o_proj.weight"), a + "o_proj.weight")
     if attn.sinks is not None:
-        _assign(attn.sinks, reader.take_first(a + "attention_sink_bias", a + "sinks"), a + "attention_sink_bias")
+        _assign(
+            attn.sinks, reader.take_first(a + "attention_sink_bias", a + "sinks"), a + "attention_sink_bias"
+        )
 
     mlp, m = layer.mlp, prefix + "mlp."
     if hasattr(mlp, "router"):
         _assign(mlp.router, reader.take(m + "gate.weight"), m + "gate.weight")
-        _assign(mlp.correction_bias, reader.take(m + "gate.e_score_correction_bias"), m + "gate.e_score_correction_bias")
+        _assign(
+            mlp.correction_bias,
+            reader.take(m + "gate.e_score_correction_bias"),
+            m + "gate.e_score_correction_bias",
+        )
         if m + "experts.gate_up_proj" in reader.source:
             _assign(mlp.gate_up, reader.take(m + "experts.gate_up_proj"), m + "experts.gate_up_proj")
             _assign(mlp.down, reader.take(m + "experts.down_proj"), m + "experts.down_proj")

@@ -36,7 +36,9 @@ class Attention(nn.Module):
         self.qkv_sizes = (q_rows, k_rows, v_rows)
         # q, k and v projections fused into one matmul, rows in that order.
         self.qkv = _param(q_rows + k_rows + v_rows, hidden, dtype=dtype, device=device)
-        self.qkv_bias = _param(q_rows + k_rows + v_rows, dtype=dtype, device=device) if config.attention_bias else None
+        self.qkv_bias = (
+            _param(q_rows + k_rows + v_rows, dtype=dtype, device=device) if config.attention_bias else None
+        )
         self.o_proj = _param(hidden, self.num_heads * self.v_head_dim, dtype=dtype, device=device)
         self.sinks = _param(self.num_heads, dtype=torch.float32, device=device) if self.is_sliding else None
 
@@ -51,8 +53,16 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         k_cache, v_cache = kv_cache
         out = backend.forward(
-            q, k, v, k_cache, v_cache, meta, meta.pool(self.is_sliding),
-            window=self.window, sinks=self.sinks, scale=self.scale,
+            q,
+            k,
+            v,
+            k_cache,
+            v_cache,
+            meta,
+            meta.pool(self.is_sliding),
+            window=self.window,
+            sinks=self.sinks,
+            scale=self.scale,
         )
         return F.linear(out.reshape(num_tokens, -1), self.o_proj)
 
@@ -81,12 +91,14 @@ class MiMoV2Model(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config, i, dtype, device) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         self.lm_head = (
-            self.embed if config.tie_word_embeddings
+            self.embed
+            if config.tie_word_embeddings
             else _param(config.vocab_size, config.hidden_size, dtype=dtype, device=device)
         )
         self.rotary = {
             kind: RotaryEmbedding(config.rope[kind], config.head_dim, device)
-            for kind in (FULL, SLIDING) if kind in config.layer_types
+            for kind in (FULL, SLIDING)
+            if kind in config.layer_types
         }
 
     @property

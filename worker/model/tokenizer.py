@@ -48,18 +48,24 @@ class Tokenizer:
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         if not self.chat_template:
-            raise CheckpointError("this checkpoint has no chat template (tokenizer_config.json: chat_template)")
+            raise CheckpointError(
+                "this checkpoint has no chat template (tokenizer_config.json: chat_template)"
+            )
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         template = env.from_string(self.chat_template)
         return template.render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token or "",
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
         )
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of the rendered conversation (special tokens in the template are parsed as such)."""
-        return self._tok.encode(self.render_chat(messages, add_generation_prompt), add_special_tokens=False).ids
+        return self._tok.encode(
+            self.render_chat(messages, add_generation_prompt), add_special_tokens=False
+        ).ids
 
 
 def _raise(message: str):

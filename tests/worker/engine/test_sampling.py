@@ -35,7 +35,9 @@ def test_same_seed_same_output_whatever_the_batch(llm):
     others = [{"prompt_token_ids": [i, i + 1, i + 2] * (i % 4 + 1)} for i in range(1, 7)]
     mixed = llm.generate(
         others[:3] + [PROMPT] + others[3:],
-        [SamplingParams(temperature=0.9, max_tokens=30)] * 3 + [params] + [SamplingParams(temperature=0, max_tokens=9)] * 3,
+        [SamplingParams(temperature=0.9, max_tokens=30)] * 3
+        + [params]
+        + [SamplingParams(temperature=0, max_tokens=9)] * 3,
     )
     assert mixed[3].outputs[0].token_ids == alone
     other_seed = llm.generate([PROMPT], SamplingParams(temperature=1.0, seed=99, max_tokens=24))[0]
@@ -51,8 +53,14 @@ def test_top_k_one_and_tiny_top_p_are_greedy(llm):
 
 
 def _draws(logits, n=4000, **kw):
-    seq = Sequence("s", None, [1], SamplingParams(temperature=1.0, max_tokens=1, **kw), 0,
-                   generator=torch.Generator().manual_seed(0))
+    seq = Sequence(
+        "s",
+        None,
+        [1],
+        SamplingParams(temperature=1.0, max_tokens=1, **kw),
+        0,
+        generator=torch.Generator().manual_seed(0),
+    )
     return Counter(sample(logits[None, :], [seq])[0] for _ in range(n))
 
 
@@ -73,8 +81,9 @@ def test_stop_token_ids_and_max_tokens(llm):
     greedy = llm.generate([PROMPT], SamplingParams(temperature=0, max_tokens=12))[0].outputs[0]
     assert greedy.finish_reason == "length" and len(greedy.token_ids) == 12
     stop_at = next(i for i, t in enumerate(greedy.token_ids) if t not in greedy.token_ids[:i] and i >= 3)
-    out = llm.generate([PROMPT], SamplingParams(temperature=0, max_tokens=12,
-                                                stop_token_ids=[greedy.token_ids[stop_at]]))[0].outputs[0]
+    out = llm.generate(
+        [PROMPT], SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[greedy.token_ids[stop_at]])
+    )[0].outputs[0]
     assert out.finish_reason == "stop"
     assert out.stop_reason == greedy.token_ids[stop_at]
     assert out.token_ids == greedy.token_ids[: stop_at + 1]
