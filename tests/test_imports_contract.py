@@ -54,7 +54,7 @@ def test_import_contracts_hold(tmp_path: Path) -> None:
         warnings.warn(f"import contracts skip modules not written yet: {dropped}", stacklevel=1)
     lint_imports = Path(sys.executable).parent / "lint-imports"
     result = subprocess.run(
-        [str(lint_imports), "--no-cache", "--config", str(config_path)],
+        [str(lint_imports), "--no-cache", str(config_path)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

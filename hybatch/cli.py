@@ -1,0 +1,201 @@
+"""The ``hybatch`` command line: migrate, manage accounts and keys, run the API and workers.
+
+The API, worker and billing packages are imported lazily inside the commands that need
+them, so ``hybatch`` itself depends on none of them (see the import contracts).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from hybatch import accounts
+from hybatch.db import make_engine, make_session_factory, unit_of_work
+from hybatch.errors import HybatchError
+from hybatch.migrate import upgrade_to_head
+from hybatch.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="hybatch: OpenAI-compatible batch inference with billing.")
+accounts_app = typer.Typer(no_args_is_help=True, help="Manage accounts.")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+
+CELERY_APP_MODULE = "worker.celery_app"
+WORKER_STOP_TIMEOUT_S = 30
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _session_factory(settings: Settings):
+    return make_session_factory(make_engine(settings.database_url))
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database at HYBATCH_DATABASE_URL to the newest schema."""
+    settings = Settings()
+    upgrade_to_head(settings.database_url)
+    typer.echo(f"database at {settings.database_url} is up to date")
+
+
+@accounts_app.command("create")
+def accounts_create(name: str) -> None:
+    """Create an account."""
+    try:
+        with unit_of_work(_session_factory(Settings())) as session:
+            account = accounts.create_account(session, name)
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    typer.echo(f"created account {account.name} ({account.id})")
+
+
+@keys_app.command("create")
+def keys_create(account: Annotated[str, typer.Option(help="account name")]) -> None:
+    """Create an API key and print it; it is shown this once only."""
+    try:
+        with unit_of_work(_session_factory(Settings())) as session:
+            new_key = accounts.create_api_key(session, accounts.get_account(session, account).id)
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    typer.echo(new_key.secret)
+
+
+@keys_app.command("list")
+def keys_list(account: Annotated[str, typer.Option(help="account name")]) -> None:
+    """List an account's keys by visible prefix (the secrets are not stored)."""
+    try:
+        with unit_of_work(_session_factory(Settings())) as session:
+            keys = accounts.list_api_keys(session, accounts.get_account(session, account).id)
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    for key in keys:
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        typer.echo(f"{key.prefix}...  created {key.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key whose visible prefix is PREFIX."""
+    try:
+        with unit_of_work(_session_factory(Settings())) as session:
+            key = accounts.revoke_api_key(session, prefix.removesuffix("..."))
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    typer.echo(f"revoked {key.prefix}...")
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API on HYBATCH_HOST:HYBATCH_PORT (no worker)."""
+    _serve_api(Settings())
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
+) -> None:
+    """Run one Celery worker process (one per GPU): solo pool, one task at a time."""
+    settings = Settings()
+    celery_app = _load_celery_app()
+    celery_app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--prefetch-multiplier=1",
+            f"--queues={settings.task_queue}",
+            f"--loglevel={loglevel}",
+        ]
+    )
+
+
+@app.command()
+def up(
+    with_worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="also start one worker process")
+    ] = True,
+) -> None:
+    """Migrate, make sure the default account exists, then run the API and one worker."""
+    settings = Settings()
+    if with_worker:
+        _require_celery_app_module()  # fail early and clearly, before anything changes
+    upgrade_to_head(settings.database_url)
+    _ensure_default_account(settings)
+    worker_process = _start_worker_process() if with_worker else None
+    try:
+        _serve_api(settings)
+    finally:
+        if worker_process is not None:
+            _stop_worker_process(worker_process)
+
+
+def _ensure_default_account(settings: Settings) -> None:
+    with unit_of_work(_session_factory(settings)) as session:
+        if accounts.find_account(session, settings.default_account) is not None:
+            return
+        account = accounts.create_account(session, settings.default_account)
+        new_key = accounts.create_api_key(session, account.id)
+    typer.echo(f"created account {settings.default_account!r}; its API key (shown once):")
+    typer.secho(f"    {new_key.secret}", bold=True)
+
+
+def _serve_api(settings: Settings) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+def _require_celery_app_module() -> None:
+    if importlib.util.find_spec(CELERY_APP_MODULE) is None:
+        raise _fail(
+            f"this checkout has no Celery worker yet ({CELERY_APP_MODULE} not found); "
+            "run `hybatch up --no-worker` to serve the API alone"
+        )
+
+
+def _load_celery_app():
+    _require_celery_app_module()
+    from worker.celery_app import app as celery_app
+
+    return celery_app
+
+
+_stopping_worker = threading.Event()
+
+
+def _start_worker_process() -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-m", "hybatch", "worker"], env=os.environ.copy())
+
+    def stop_api_if_worker_dies() -> None:
+        return_code = process.wait()
+        if not _stopping_worker.is_set():
+            typer.secho(f"worker exited with code {return_code}; stopping", err=True, fg="red")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_api_if_worker_dies, daemon=True).start()
+    return process
+
+
+def _stop_worker_process(process: subprocess.Popen[bytes]) -> None:
+    _stopping_worker.set()
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=WORKER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
