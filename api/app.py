@@ -1,19 +1,39 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory: wiring only; routes live in ``api/routes``."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
+from api.body_limit import BodySizeLimit
+from api.enqueue import CeleryEnqueuer
+from api.errors import install_error_handlers
+from api.routes import batches, files, health, models
+from hybatch.batches import BatchEnqueuer
+from hybatch.db import make_engine, make_session_factory
 from hybatch.settings import Settings, get_settings
+from hybatch.storage import FileStorage, LocalFileStorage
+
+# Room for the multipart framing around an upload of exactly max_file_bytes.
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the gateway for ``settings`` (default: from the environment)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    enqueue: BatchEnqueuer | None = None,
+    storage: FileStorage | None = None,
+) -> FastAPI:
+    """Build the gateway. ``enqueue`` and ``storage`` default to Celery and the local files dir."""
     settings = settings or get_settings()
-    app = FastAPI(title="hybatch")
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app = FastAPI(title="hybatch", summary="OpenAI-compatible Files and Batches API")
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_file_bytes + MULTIPART_OVERHEAD_BYTES)
+    engine = make_engine(settings.database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.storage = storage or LocalFileStorage(settings.files_dir)
+    app.state.enqueue = enqueue or CeleryEnqueuer.from_settings(settings)
+    install_error_handlers(app)
+    for module in (health, files, batches, models):
+        app.include_router(module.router)
     return app

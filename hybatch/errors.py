@@ -20,6 +20,10 @@ class InvalidRequestError(HybatchError):
     """The request is malformed or refers to something unusable (HTTP 400)."""
 
 
+class AuthenticationError(HybatchError):
+    """Missing, unknown or revoked API key (HTTP 401)."""
+
+
 class NotFoundError(HybatchError):
     """The object does not exist for this account (HTTP 404); never reveals other accounts."""
 

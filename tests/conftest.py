@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,17 +77,17 @@ def _with_search_path(server_url: str, schema: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def empty_postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """URL of a fresh, empty Postgres schema (dropped afterwards) so runs never collide."""
+@contextmanager
+def _fresh_schema(server_url: str) -> Iterator[str]:
+    """A new uniquely named schema, dropped on exit, so concurrent and repeated runs never collide."""
     import sqlalchemy as sa
 
     schema = f"hybatch_test_{secrets.token_hex(6)}"
-    admin = sa.create_engine(postgres_server_url)
+    admin = sa.create_engine(server_url)
     with admin.begin() as connection:
         connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield _with_search_path(postgres_server_url, schema)
+        yield _with_search_path(server_url, schema)
     finally:
         with admin.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -93,26 +95,57 @@ def empty_postgres_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """URL of a fresh, empty Postgres schema (dropped afterwards)."""
+    with _fresh_schema(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture
 def empty_sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hybatch.db'}"
 
 
-@pytest.fixture
-def sqlite_url(empty_sqlite_url: str) -> str:
-    """A SQLite database in the test's tmp dir, migrated to head with Alembic."""
+@pytest.fixture(scope="session")
+def _migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hybatch.migrate import upgrade_to_head
 
-    upgrade_to_head(empty_sqlite_url)
-    return empty_sqlite_url
+    path = tmp_path_factory.mktemp("sqlite-template") / "hybatch.db"
+    upgrade_to_head(f"sqlite:///{path}")
+    return path
 
 
 @pytest.fixture
-def postgres_url(empty_postgres_url: str) -> str:
-    """A fresh Postgres schema migrated to head with Alembic."""
+def sqlite_url(tmp_path: Path, _migrated_sqlite_template: Path) -> str:
+    """A SQLite database in the test's tmp dir, migrated to head with Alembic (copied from a template)."""
+    path = tmp_path / "hybatch.db"
+    shutil.copyfile(_migrated_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres_schema(postgres_server_url: str) -> Iterator[str]:
     from hybatch.migrate import upgrade_to_head
 
-    upgrade_to_head(empty_postgres_url)
-    return empty_postgres_url
+    with _fresh_schema(postgres_server_url) as url:
+        upgrade_to_head(url)
+        yield url
+
+
+@pytest.fixture
+def postgres_url(_migrated_postgres_schema: str) -> str:
+    """A Postgres schema migrated to head with Alembic; every table is emptied before each test."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_migrated_postgres_schema)
+    try:
+        with engine.begin() as connection:
+            tables = [name for name in sa.inspect(connection).get_table_names() if name != "alembic_version"]
+            if tables:
+                connection.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+    return _migrated_postgres_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1,0 +1,109 @@
+"""OpenAI-shaped errors: every failure answers ``{"error": {message, type, param, code}}``.
+
+Request validation failures answer 400 like OpenAI (not FastAPI's 422 ``detail`` list).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from hybatch.errors import (
+    AuthenticationError,
+    ConflictError,
+    HybatchError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+INVALID_REQUEST = "invalid_request_error"
+SERVER_ERROR = "server_error"
+
+_STATUS_BY_ERROR: dict[type[HybatchError], int] = {
+    InvalidRequestError: 400,
+    AuthenticationError: 401,
+    NotFoundError: 404,
+    ConflictError: 409,
+    PayloadTooLargeError: 413,
+    ServiceUnavailableError: 503,
+}
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    error_type: str = INVALID_REQUEST,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _hybatch_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HybatchError)
+    status_code = next((status for kind, status in _STATUS_BY_ERROR.items() if isinstance(error, kind)), 400)
+    error_type = SERVER_ERROR if status_code >= 500 else INVALID_REQUEST
+    return error_response(
+        status_code, error.message, error_type=error_type, param=error.param, code=error.code
+    )
+
+
+def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    if error.status_code == 404:
+        message = f"Invalid URL ({request.method} {request.url.path})"
+    else:
+        message = str(error.detail)
+    error_type = SERVER_ERROR if error.status_code >= 500 else INVALID_REQUEST
+    code = "request_too_large" if error.status_code == 413 else None
+    return error_response(error.status_code, message, error_type=error_type, code=code, headers=error.headers)
+
+
+def _param_name(location: tuple[object, ...]) -> str | None:
+    # ("body", "metadata", "team") -> "metadata.team"; ("query", "limit") -> "limit"
+    names = [str(part) for part in location[1:]] if location else []
+    return ".".join(names) or None
+
+
+def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    first = error.errors()[0]
+    param = _param_name(tuple(first.get("loc", ())))
+    kind = first.get("type", "")
+    if kind == "missing":
+        return error_response(
+            400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+        )
+    if kind == "extra_forbidden":
+        return error_response(
+            400, f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+        )
+    if kind == "json_invalid":
+        return error_response(400, "We could not parse the JSON body of your request.")
+    return error_response(
+        400, f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param=param, code="invalid_value"
+    )
+
+
+def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=error)
+    return error_response(500, "The server had an error processing your request.", error_type=SERVER_ERROR)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error response of ``app`` OpenAI-shaped."""
+    app.add_exception_handler(HybatchError, _hybatch_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,62 @@
+"""``/v1/batches``: create, retrieve, list (cursor ``after``, ``limit``), cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import CurrentCaller, EnqueueDep, SessionDep, SettingsDep
+from api.schemas import BatchCreate, BatchObject, ListPage
+from hybatch import batches
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+DEFAULT_LIST_LIMIT = 20
+MAX_LIST_LIMIT = 100
+
+
+@router.post("")
+def create_batch(
+    body: BatchCreate,
+    caller: CurrentCaller,
+    session: SessionDep,
+    settings: SettingsDep,
+    enqueue: EnqueueDep,
+) -> BatchObject:
+    request = batches.BatchRequest(
+        input_file_id=body.input_file_id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        metadata=body.metadata,
+    )
+    batch = batches.create_batch(
+        session,
+        enqueue,
+        caller,
+        request,
+        served_model=settings.model_name,
+        completion_windows=settings.completion_windows,
+    )
+    return BatchObject.from_row(batch)
+
+
+@router.get("")
+def list_batches(
+    caller: CurrentCaller,
+    session: SessionDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
+) -> ListPage[BatchObject]:
+    page = batches.list_batches(session, caller.account_id, after=after, limit=limit)
+    return ListPage.of([BatchObject.from_row(row) for row in page.items], page.has_more)
+
+
+@router.get("/{batch_id}")
+def retrieve_batch(caller: CurrentCaller, session: SessionDep, batch_id: str) -> BatchObject:
+    return BatchObject.from_row(batches.get_batch(session, caller.account_id, batch_id))
+
+
+@router.post("/{batch_id}/cancel")
+def cancel_batch(caller: CurrentCaller, session: SessionDep, batch_id: str) -> BatchObject:
+    return BatchObject.from_row(batches.cancel_batch(session, caller.account_id, batch_id))

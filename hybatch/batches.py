@@ -1,0 +1,203 @@
+"""Batches: create (then enqueue after commit), read, list and cancel, scoped to one account.
+
+Status changes that can race with the worker are single conditional UPDATEs, so exactly one
+side wins: see ``cancel_batch`` and ``claim_batch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from hybatch.accounts import Caller
+from hybatch.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
+from hybatch.files import get_file
+from hybatch.models import Batch, BatchEndpoint, BatchStatus, FilePurpose, utc_now
+from hybatch.pagination import Page, paginate
+from hybatch.settings import completion_window_duration
+
+# Called with a committed batch id; publishes the worker task. Raises when the broker is down.
+BatchEnqueuer = Callable[[str], None]
+
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+CANCELLABLE = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """What a client asked for in ``POST /v1/batches``."""
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: Mapping[str, str] | None
+
+
+def create_batch(
+    session: Session,
+    enqueue: BatchEnqueuer,
+    caller: Caller,
+    request: BatchRequest,
+    *,
+    served_model: str,
+    completion_windows: tuple[str, ...],
+) -> Batch:
+    """Validate, commit a ``validating`` batch, then enqueue it.
+
+    If the enqueue fails the batch is committed as ``failed`` (code ``enqueue_failed``) and
+    ServiceUnavailableError is raised, so no batch waits for a task that was never sent.
+    """
+    endpoint = _check_endpoint(request.endpoint)
+    _check_window(request.completion_window, completion_windows)
+    _check_metadata(request.metadata)
+    input_file = get_file(session, caller.account_id, request.input_file_id)
+    if input_file.purpose is not FilePurpose.BATCH:
+        raise InvalidRequestError(
+            f"File {input_file.id} has purpose '{input_file.purpose.value}'; a batch input needs 'batch'.",
+            param="input_file_id",
+            code="invalid_value",
+        )
+    created_at = utc_now()
+    batch = Batch(
+        account_id=caller.account_id,
+        api_key_id=caller.api_key_id,
+        endpoint=endpoint,
+        model=served_model,
+        input_file_id=input_file.id,
+        completion_window=request.completion_window,
+        created_at=created_at,
+        expires_at=created_at + completion_window_duration(request.completion_window),
+        metadata_=dict(request.metadata) if request.metadata is not None else None,
+    )
+    session.add(batch)
+    session.commit()
+    try:
+        enqueue(batch.id)
+    except Exception as error:
+        batch.status = BatchStatus.FAILED
+        batch.failed_at = utc_now()
+        batch.errors = [
+            {
+                "code": "enqueue_failed",
+                "line": None,
+                "message": "The batch could not be queued.",
+                "param": None,
+            }
+        ]
+        session.commit()
+        raise ServiceUnavailableError(
+            f"Batch {batch.id} could not be queued; it was marked failed. Try again later.",
+            code="enqueue_failed",
+        ) from error
+    return batch
+
+
+def _check_endpoint(endpoint: str) -> BatchEndpoint:
+    try:
+        return BatchEndpoint(endpoint)
+    except ValueError:
+        supported = ", ".join(e.value for e in BatchEndpoint)
+        raise InvalidRequestError(
+            f"Unsupported endpoint {endpoint!r}; supported: {supported}.",
+            param="endpoint",
+            code="invalid_value",
+        ) from None
+
+
+def _check_window(window: str, completion_windows: tuple[str, ...]) -> None:
+    if window not in completion_windows:
+        raise InvalidRequestError(
+            f"Unsupported completion_window {window!r}; supported: {', '.join(completion_windows)}.",
+            param="completion_window",
+            code="invalid_value",
+        )
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequestError(
+            f"metadata has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS} are allowed.",
+            param="metadata",
+            code="invalid_value",
+        )
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidRequestError(
+                f"metadata keys are limited to {MAX_METADATA_KEY_CHARS} characters and values "
+                f"to {MAX_METADATA_VALUE_CHARS}.",
+                param=f"metadata.{key[:MAX_METADATA_KEY_CHARS]}",
+                code="invalid_value",
+            )
+
+
+def get_batch(session: Session, account_id: str, batch_id: str) -> Batch:
+    """The account's batch ``batch_id``; raises NotFoundError for unknown or foreign ids."""
+    batch = session.scalar(sa.select(Batch).where(Batch.id == batch_id, Batch.account_id == account_id))
+    if batch is None:
+        raise NotFoundError(f"No such Batch object: {batch_id}", param="id")
+    return batch
+
+
+def list_batches(session: Session, account_id: str, *, after: str | None, limit: int) -> Page[Batch]:
+    """The account's batches, newest first."""
+    query = sa.select(Batch).where(Batch.account_id == account_id)
+    return paginate(session, query, Batch, after=after, limit=limit)
+
+
+def cancel_batch(session: Session, account_id: str, batch_id: str) -> Batch:
+    """Ask for a batch to stop; commits. Cancelling twice is harmless.
+
+    A ``validating`` batch no worker has claimed yet goes straight to ``cancelled``; otherwise
+    it becomes ``cancelling`` and the worker finishes it (keeping the lines already done).
+    """
+    batch = get_batch(session, account_id, batch_id)
+    now = utc_now()
+    not_started = session.execute(
+        sa.update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING, Batch.claimed_at.is_(None))
+        .values(status=BatchStatus.CANCELLED, cancelling_at=now, cancelled_at=now)
+    )
+    if not_started.rowcount == 0:
+        running = session.execute(
+            sa.update(Batch)
+            .where(Batch.id == batch_id, Batch.status.in_(CANCELLABLE))
+            .values(status=BatchStatus.CANCELLING, cancelling_at=now)
+        )
+        if running.rowcount == 0:
+            session.rollback()
+            session.refresh(batch)
+            if batch.status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+                raise ConflictError(
+                    f"Batch {batch_id} is {batch.status.value} and can no longer be cancelled.",
+                    param="id",
+                    code="batch_not_cancellable",
+                )
+            return batch
+    session.commit()
+    session.refresh(batch)
+    return batch
+
+
+def claim_batch(session: Session, batch_id: str) -> bool:
+    """Worker side of the cancel race: mark a ``validating`` batch as picked up; commits.
+
+    True when the worker should go on (claimed now, or already claimed by an earlier delivery
+    of the same task); False when the batch was cancelled first or is already finished.
+    """
+    claimed = session.execute(
+        sa.update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING, Batch.claimed_at.is_(None))
+        .values(claimed_at=utc_now())
+    )
+    session.commit()
+    if claimed.rowcount == 1:
+        return True
+    status = session.scalar(sa.select(Batch.status).where(Batch.id == batch_id))
+    return status is not None and not status.is_terminal

@@ -1,0 +1,7 @@
+"""Names shared by the API (which enqueues) and the worker (which consumes): nothing else.
+
+The API publishes ``RUN_BATCH_TASK`` with ``args=[batch_id]`` to ``Settings.task_queue``
+after the batch row is committed; it never imports the worker.
+"""
+
+RUN_BATCH_TASK = "worker.run_batch"
