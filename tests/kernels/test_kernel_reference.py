@@ -26,15 +26,33 @@ def _reference(case: PagedCase) -> torch.Tensor:
     ],
 )
 def test_reference_matches_dense_definition(group, dims, block_size, window, with_sinks):
-    case = make_case(SPECS, num_q_heads=2 * group, num_kv_heads=2, head_dim_qk=dims[0], head_dim_v=dims[1],
-                     block_size=block_size, window=window, with_sinks=with_sinks, seed=window + group)
+    case = make_case(
+        SPECS,
+        num_q_heads=2 * group,
+        num_kv_heads=2,
+        head_dim_qk=dims[0],
+        head_dim_v=dims[1],
+        block_size=block_size,
+        window=window,
+        with_sinks=with_sinks,
+        seed=window + group,
+    )
     result = _reference(case)  # poisoned (NaN) blocks and slots outside the windows must not be read
     torch.testing.assert_close(result, dense_attention(case), atol=1e-5, rtol=1e-5)
 
 
 def test_reference_writes_out_in_query_dtype():
-    case = make_case(SPECS, num_q_heads=4, num_kv_heads=2, head_dim_qk=12, head_dim_v=8, block_size=4,
-                     window=7, with_sinks=True, dtype=torch.float16)
+    case = make_case(
+        SPECS,
+        num_q_heads=4,
+        num_kv_heads=2,
+        head_dim_qk=12,
+        head_dim_v=8,
+        block_size=4,
+        window=7,
+        with_sinks=True,
+        dtype=torch.float16,
+    )
     out = torch.empty(case.q.shape[0], 4, 8, dtype=torch.float16)
     assert _reference_with_out(case, out) is out
     torch.testing.assert_close(out.float(), dense_attention(case), atol=2e-3, rtol=2e-3)
@@ -45,8 +63,16 @@ def _reference_with_out(case: PagedCase, out: torch.Tensor) -> torch.Tensor:
 
 
 def test_reference_rejects_a_table_that_does_not_cover_the_window():
-    case = make_case([SeqSpec(30, 2)], num_q_heads=2, num_kv_heads=2, head_dim_qk=16, head_dim_v=16,
-                     block_size=4, window=0, with_sinks=False)
+    case = make_case(
+        [SeqSpec(30, 2)],
+        num_q_heads=2,
+        num_kv_heads=2,
+        head_dim_qk=16,
+        head_dim_v=16,
+        block_size=4,
+        window=0,
+        with_sinks=False,
+    )
     case.block_table_start[0] = 1  # claims logical block 0 was freed, but full attention needs it
     with pytest.raises(ValueError, match="does not cover"):
         _reference(case)
