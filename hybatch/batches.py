@@ -29,7 +29,7 @@ CANCELLABLE = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
 
 
 @dataclass(frozen=True)
-class BatchRequest:
+class NewBatchRequest:
     """What a client asked for in ``POST /v1/batches``."""
 
     input_file_id: str
@@ -42,7 +42,7 @@ def create_batch(
     session: Session,
     enqueue: BatchEnqueuer,
     caller: Caller,
-    request: BatchRequest,
+    request: NewBatchRequest,
     *,
     served_model: str,
     completion_windows: tuple[str, ...],

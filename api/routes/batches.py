@@ -24,7 +24,7 @@ def create_batch(
     settings: SettingsDep,
     enqueue: EnqueueDep,
 ) -> BatchObject:
-    request = batches.BatchRequest(
+    request = batches.NewBatchRequest(
         input_file_id=body.input_file_id,
         endpoint=body.endpoint,
         completion_window=body.completion_window,
