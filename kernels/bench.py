@@ -322,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         device, dtype, shapes, on_gpu = torch.device("cuda"), torch.bfloat16, GPU_SHAPES, True
         device_name = torch.cuda.get_device_name(device)
+    import triton
+
+    device_name += f" (torch {torch.__version__}, triton {triton.__version__})"
 
     print(f"correctness ({dtype}, vs kernels.reference)")
     cases = DRY_RUN_CASES if args.dry_run else GPU_CASES
