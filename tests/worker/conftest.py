@@ -1,5 +1,9 @@
+import os
 import sys
 from pathlib import Path
+
+# The Triton backend runs in the interpreter on CPU; set before any kernel module is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 

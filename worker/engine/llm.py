@@ -204,9 +204,16 @@ class LLM:
 
 
 def _backend(name: str, device: torch.device):
-    if name in ("auto", "torch"):
+    """``auto`` picks the Triton kernels on CUDA and the PyTorch backend elsewhere."""
+    if name == "auto":
+        name = "triton" if device.type == "cuda" else "torch"
+    if name == "torch":
         return TorchAttention()
-    raise ValueError(f"unknown attention backend {name!r} (available: torch)")
+    if name == "triton":
+        from worker.model.attention_triton import TritonAttention
+
+        return TritonAttention()
+    raise ValueError(f"unknown attention backend {name!r} (available: auto, torch, triton)")
 
 
 def _as_list(prompts) -> list:

@@ -114,20 +114,22 @@ class MoEMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [num_tokens, hidden]
         weights, expert_ids = self.route(x)
-        out = torch.zeros_like(x)
+        num_tokens, top_k = expert_ids.shape
         flat_ids = expert_ids.flatten()
+        # (token, k) pairs sorted by expert, so each expert runs one matmul over its tokens.
         order = flat_ids.argsort(stable=True)
         counts = torch.bincount(flat_ids, minlength=self.config.num_experts).tolist()
-        token_of = order // expert_ids.shape[1]
+        sorted_x = x[order // top_k]
+        outputs = []
         start = 0
         for expert, count in enumerate(counts):
             if count == 0:
                 continue
-            rows = order[start : start + count]
-            tokens = token_of[start : start + count]
+            gate, up = F.linear(sorted_x[start : start + count], self.gate_up[expert]).chunk(2, dim=-1)
+            outputs.append(F.linear(self.act(gate) * up, self.down[expert]))
             start += count
-            gate, up = F.linear(x[tokens], self.gate_up[expert]).chunk(2, dim=-1)
-            y = F.linear(self.act(gate) * up, self.down[expert])
-            # Routing weights stay fp32 until the product, as in the reference.
-            out.index_add_(0, tokens, (y * weights.flatten()[rows, None]).to(out.dtype))
-        return out
+        per_pair = torch.empty(num_tokens * top_k, x.shape[-1], dtype=x.dtype, device=x.device)
+        per_pair[order] = torch.cat(outputs)
+        # Routing weights stay fp32 until the product, as in the reference.
+        weighted = per_pair.view(num_tokens, top_k, -1) * weights[:, :, None]
+        return weighted.sum(dim=1).to(x.dtype)
