@@ -1,7 +1,7 @@
 """Batches: create (then enqueue after commit), read, list and cancel, scoped to one account.
 
 Status changes that can race with the worker are single conditional UPDATEs, so exactly one
-side wins: see ``cancel_batch`` and ``claim_batch``.
+side wins: see ``cancel_batch`` here and ``hybatch.batch_lifecycle.claim_batch``.
 """
 
 from __future__ import annotations
@@ -183,21 +183,3 @@ def cancel_batch(session: Session, account_id: str, batch_id: str) -> Batch:
     session.commit()
     session.refresh(batch)
     return batch
-
-
-def claim_batch(session: Session, batch_id: str) -> bool:
-    """Worker side of the cancel race: mark a ``validating`` batch as picked up; commits.
-
-    True when the worker should go on (claimed now, or already claimed by an earlier delivery
-    of the same task); False when the batch was cancelled first or is already finished.
-    """
-    claimed = session.execute(
-        sa.update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING, Batch.claimed_at.is_(None))
-        .values(claimed_at=utc_now())
-    )
-    session.commit()
-    if claimed.rowcount == 1:
-        return True
-    status = session.scalar(sa.select(Batch.status).where(Batch.id == batch_id))
-    return status is not None and not status.is_terminal

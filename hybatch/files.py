@@ -13,21 +13,16 @@ from typing import BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from hybatch.batch_lifecycle import UNFINISHED
 from hybatch.errors import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from hybatch.ids import new_file_id
 from hybatch.jsonl import JsonlLine, JsonlProblem, JsonlReader
-from hybatch.models import Batch, BatchStatus, File, FilePurpose, FileStatus, utc_now
+from hybatch.models import Batch, File, FilePurpose, FileStatus, utc_now
 from hybatch.pagination import Page, paginate
 from hybatch.storage import FileStorage, iter_chunks
 
 UPLOADABLE_PURPOSES = (FilePurpose.BATCH,)
 MAX_FILENAME_CHARS = 255
-_UNFINISHED = (
-    BatchStatus.VALIDATING,
-    BatchStatus.IN_PROGRESS,
-    BatchStatus.FINALIZING,
-    BatchStatus.CANCELLING,
-)
 
 
 def upload_file(
@@ -142,7 +137,7 @@ def delete_file(session: Session, storage: FileStorage, account_id: str, file_id
     """Hide the file and remove its bytes; refused while an unfinished batch reads it."""
     row = get_file(session, account_id, file_id)
     busy_batch = session.scalar(
-        sa.select(Batch.id).where(Batch.input_file_id == file_id, Batch.status.in_(_UNFINISHED))
+        sa.select(Batch.id).where(Batch.input_file_id == file_id, Batch.status.in_(UNFINISHED))
     )
     if busy_batch is not None:
         raise ConflictError(

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from hybatch.batches import claim_batch
+from hybatch.batch_lifecycle import claim_batch
 from hybatch.db import make_engine, make_session_factory
 from hybatch.models import Batch, BatchStatus, utc_now
 from hybatch.settings import Settings
