@@ -1,10 +1,11 @@
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from hybatch.settings import DEFAULT_MODEL_DIR, Settings, completion_window_duration
+from hybatch.settings import DEFAULT_MODEL_DIR, REPO_ROOT, Settings, completion_window_duration
 
 
 def test_defaults_derive_from_data_dir(tmp_path: Path) -> None:
@@ -58,3 +59,9 @@ def test_completion_window_duration() -> None:
     assert completion_window_duration("24h") == timedelta(hours=24)
     with pytest.raises(ValueError):
         completion_window_duration("1d")
+
+
+def test_readme_settings_table_matches_the_settings() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(HYBATCH_[A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    assert documented == {f"HYBATCH_{name.upper()}" for name in Settings.model_fields}
