@@ -12,6 +12,7 @@ so a running sequence holds at most ceil(W/B) + 1 SWA blocks plus the blocks of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.engine.block_hash import chain_hash
@@ -37,6 +38,8 @@ class BlockManager:
         self.window = window  # 0 when the model has no sliding-window layers
         self.full = BlockPool("full", num_full_blocks)
         self.swa = BlockPool("swa", num_swa_blocks)
+        # Set by the prefix cache: frees cached blocks until (full, swa) blocks are free, if it can.
+        self.reclaim: Callable[[int, int], None] | None = None
 
     # -- window arithmetic ---------------------------------------------------------------------
     def first_live_swa_block(self, next_token: int) -> int:
@@ -64,9 +67,14 @@ class BlockManager:
         return BlockDemand(full, swa)
 
     def can_allocate(self, seq: Sequence, num_new_tokens: int) -> bool:
+        """True when the blocks for the next ``num_new_tokens`` are free (evicting cache entries if needed)."""
         need = self.demand(seq, num_new_tokens)
-        reclaimable = self._dead_swa_blocks(seq, seq.num_computed_tokens)
-        return need.full <= self.full.num_free and need.swa <= self.swa.num_free + reclaimable
+        swa_need = need.swa - self._dead_swa_blocks(seq, seq.num_computed_tokens)
+        fits = need.full <= self.full.num_free and swa_need <= self.swa.num_free
+        if not fits and self.reclaim is not None:
+            self.reclaim(need.full, swa_need)
+            fits = need.full <= self.full.num_free and swa_need <= self.swa.num_free
+        return fits
 
     def allocate(self, seq: Sequence, num_new_tokens: int) -> None:
         """Gives ``seq`` blocks for tokens up to ``num_computed + num_new_tokens``. Check ``can_allocate`` first."""
@@ -104,6 +112,15 @@ class BlockManager:
         seq.swa_blocks.clear()
         seq.swa_first_block = 0
 
+    def hashes_for(self, seq: Sequence, num_blocks: int) -> list[bytes]:
+        """Chained hashes of the first ``num_blocks`` full blocks of ``seq``'s tokens."""
+        hashes = list(seq.block_hashes[:num_blocks])
+        while len(hashes) < num_blocks:
+            i = len(hashes)
+            tokens = seq.token_ids[i * self.block_size : (i + 1) * self.block_size]
+            hashes.append(chain_hash(hashes[-1] if hashes else None, tokens, seq.cache_salt))
+        return hashes
+
     def record_block_hashes(self, seq: Sequence) -> None:
         """Hashes every newly completed full block of computed tokens (the prefix cache's keys)."""
         num_complete = seq.num_computed_tokens // self.block_size
@@ -115,13 +132,22 @@ class BlockManager:
             seq.block_hashes.append(block_hash)
             self.full.set_hash(seq.full_blocks[i], block_hash)
 
-    def check_integrity(self, running: list[Sequence] = ()) -> None:
+    def check_integrity(self, running: list[Sequence] = (), cached: tuple[dict, dict] | None = None) -> None:
+        """Every block's ref count equals the references running sequences (and the cache) hold."""
         self.full.check_integrity()
         self.swa.check_integrity()
-        held_full = sum(len(s.full_blocks) for s in running)
-        held_swa = sum(len(s.swa_blocks) for s in running)
-        if running and (held_full != self.full.num_used or held_swa != self.swa.num_used):
-            raise AssertionError(
-                f"blocks in use (full {self.full.num_used}, swa {self.swa.num_used}) != blocks held by "
-                f"running sequences (full {held_full}, swa {held_swa})"
-            )
+        if cached is None and not running:
+            return
+        for pool, lists, extra in (
+            (self.full, [s.full_blocks for s in running], cached[0] if cached else {}),
+            (self.swa, [s.swa_blocks for s in running], cached[1] if cached else {}),
+        ):
+            expected = dict(extra)
+            for blocks in lists:
+                for block in blocks:
+                    expected[block] = expected.get(block, 0) + 1
+            for block, refs in enumerate(pool.ref_counts):
+                if refs != expected.get(block, 0):
+                    raise AssertionError(
+                        f"{pool.name} block {block}: ref count {refs}, held {expected.get(block, 0)} times"
+                    )

@@ -20,6 +20,7 @@ from worker.engine.model_runner import ModelRunner
 from worker.engine.outputs import RequestError, RequestOutput
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import SchedulerConfig
+from worker.kv_cache.planner import plan_batch
 from worker.model.attention_torch import TorchAttention
 from worker.model.config import CheckpointError, ModelConfig
 from worker.model.loader import load_model, parse_dtype
@@ -71,6 +72,8 @@ class LLM:
         num_full_blocks: int | None = None,
         num_swa_blocks: int | None = None,
         attention_backend: str = "auto",
+        retain_every_tokens: int | None = None,
+        plan_batches: bool = True,
     ):
         self.checkpoint = Path(model)
         self.device = resolve_device(device)
@@ -105,7 +108,10 @@ class LLM:
                 max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings
             ),
             eos_token_ids=_eos_ids(self.checkpoint, self.config, self.tokenizer),
+            enable_prefix_caching=enable_prefix_caching,
+            retain_every_tokens=retain_every_tokens,
         )
+        self.plan_batches = plan_batches and enable_prefix_caching
         self._next_id = 0
 
     @property
@@ -147,20 +153,29 @@ class LLM:
         prompts = _as_list(prompts)
         ids = self._request_ids(len(prompts), request_ids)
         params = _params_list(sampling_params, len(prompts))
-        added: list[str] = []
+        parsed = []
         try:
             for request_id, prompt, param in zip(ids, prompts, params, strict=True):
                 try:
                     text, token_ids, salt = self._parse_prompt(request_id, prompt)
                     if isinstance(param, dict):
                         param = _params_from_dict(request_id, param)
-                    self.engine.add_request(request_id, token_ids, param, prompt=text, cache_salt=salt)
-                    added.append(request_id)
+                    parsed.append((request_id, text, token_ids, salt, param))
                 except (RequestError, ValueError) as exc:
-                    message = str(exc)
-                    if not message.startswith(f"request {request_id}:"):
-                        message = f"request {request_id}: {message}"
-                    yield _error_output(request_id, prompt, message)
+                    yield _error_output(request_id, prompt, _name_request(request_id, exc))
+            for request_id, text, token_ids, salt, param, retain_at, wait_for in self._planned(parsed):
+                try:
+                    self.engine.add_request(
+                        request_id,
+                        token_ids,
+                        param,
+                        prompt=text,
+                        cache_salt=salt,
+                        retain_at=retain_at,
+                        wait_for=wait_for,
+                    )
+                except (RequestError, ValueError) as exc:
+                    yield _error_output(request_id, text, _name_request(request_id, exc))
             while self.engine.has_unfinished():
                 if should_stop is not None and should_stop():
                     return
@@ -170,6 +185,22 @@ class LLM:
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
+
+    def _planned(self, parsed: list[tuple]) -> list[tuple]:
+        """Depth-first order over the call's prompt tree, with branch points and dependencies."""
+        if not self.plan_batches or len(parsed) < 2:
+            return [(*p, frozenset(), None) for p in parsed]
+        plans = plan_batch(
+            [p[2] for p in parsed], [p[3] for p in parsed], self.engine.runner.layout.block_size
+        )
+        return [
+            (
+                *parsed[plan.index],
+                plan.retain_at,
+                None if plan.wait_for is None else (parsed[plan.wait_for[0]][0], plan.wait_for[1]),
+            )
+            for plan in plans
+        ]
 
     def _request_ids(self, n: int, request_ids: Sequence[str] | None) -> list[str]:
         if request_ids is not None:
@@ -201,6 +232,11 @@ class LLM:
         if not prompt:
             raise RequestError(f"request {request_id}: the prompt is empty")
         return prompt, self.get_tokenizer().encode(prompt, add_special_tokens=True), salt
+
+
+def _name_request(request_id: str, exc: Exception) -> str:
+    message = str(exc)
+    return message if message.startswith(f"request {request_id}:") else f"request {request_id}: {message}"
 
 
 def _backend(name: str, device: torch.device):

@@ -15,6 +15,7 @@ from worker.engine.sampler import sample
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler, SchedulerConfig
 from worker.engine.sequence import Sequence, SequenceStatus
+from worker.kv_cache.prefix_cache import PrefixCache
 from worker.model.config import ModelConfig
 from worker.model.tokenizer import Tokenizer
 
@@ -39,6 +40,8 @@ class LLMEngine:
         scheduler_config: SchedulerConfig,
         max_model_len: int,
         eos_token_ids: tuple[int, ...],
+        enable_prefix_caching: bool = False,
+        retain_every_tokens: int | None = None,
     ):
         self.config = config
         self.runner = runner
@@ -48,7 +51,8 @@ class LLMEngine:
         layout = runner.layout
         window = config.sliding_window if config.swa_layers else 0
         self.blocks = BlockManager(layout.block_size, layout.num_full_blocks, layout.num_swa_blocks, window)
-        self.scheduler = Scheduler(scheduler_config, self.blocks)
+        self.cache = PrefixCache(self.blocks, retain_every_tokens) if enable_prefix_caching else None
+        self.scheduler = Scheduler(scheduler_config, self.blocks, self.cache)
         self._seqs: dict[str, Sequence] = {}
         self._arrivals = 0
         self._steps = 0
@@ -64,8 +68,15 @@ class LLMEngine:
         params: SamplingParams,
         prompt: str | None = None,
         cache_salt: str | None = None,
+        retain_at: frozenset[int] = frozenset(),
+        wait_for: tuple[str, int] | None = None,
     ) -> None:
-        """Queues a request; raises ``RequestError`` (naming it) when it cannot run."""
+        """Queues a request; raises ``RequestError`` (naming it) when it cannot run.
+
+        ``retain_at`` are block-aligned positions where the prefix cache keeps a sliding window;
+        ``wait_for = (request_id, n)`` holds this request back until that request has computed ``n``
+        tokens (it computes the prefix both share), so this one resumes from the cache.
+        """
         if request_id in self._seqs:
             raise RequestError(f"request {request_id}: duplicate request id")
         self._check_request(request_id, prompt_token_ids, params)
@@ -82,8 +93,11 @@ class LLMEngine:
             else params.with_eos(self.eos_token_ids),
             arrival=self._arrivals,
             cache_salt=cache_salt,
+            retain_at=frozenset(retain_at),
             generator=generator,
         )
+        if wait_for is not None and wait_for[0] in self._seqs:
+            seq.wait_for = (self._seqs[wait_for[0]], wait_for[1])
         self._arrivals += 1
         self._seqs[request_id] = seq
         self.scheduler.add(seq)
@@ -145,8 +159,11 @@ class LLMEngine:
             seq = item.seq
             if seq.num_computed_tokens < seq.prompt_len:
                 self._prompt_tokens_computed += min(item.num_tokens, seq.prompt_len - seq.num_computed_tokens)
+            previous = seq.num_computed_tokens
             seq.num_computed_tokens += item.num_tokens
             self.blocks.record_block_hashes(seq)
+            if self.cache is not None:
+                self.cache.cache_computed(seq, previous)
             if id(seq) in sampled:
                 self._append_token(seq, sampled[id(seq)])
             if seq.finish_reason is not None:
@@ -229,4 +246,7 @@ class LLMEngine:
 
     def check_integrity(self) -> None:
         running = [s for s in self._seqs.values() if s.status is SequenceStatus.RUNNING]
-        self.blocks.check_integrity(running)
+        cached = self.cache.held_blocks() if self.cache is not None else ({}, {})
+        self.blocks.check_integrity(running, cached)
+        if self.cache is not None:
+            self.cache.check_integrity()

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.model_runner import ScheduledSeq
 from worker.engine.sequence import Sequence, SequenceStatus
+
+if TYPE_CHECKING:
+    from worker.kv_cache.prefix_cache import PrefixCache
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,10 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, blocks: BlockManager):
+    def __init__(self, config: SchedulerConfig, blocks: BlockManager, cache: PrefixCache | None = None):
         self.config = config
         self.blocks = blocks
+        self.cache = cache
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -63,13 +68,15 @@ class Scheduler:
             scheduled.add(id(seq))
             budget -= num_tokens
 
-        while self.waiting and budget > 0 and not preempted and len(self.running) < self.config.max_num_seqs:
-            seq = self.waiting[0]
-            num_tokens = min(seq.num_uncomputed_tokens, budget)
-            if not self.blocks.can_allocate(seq, num_tokens):
+        for seq in list(self.waiting) if not preempted else ():
+            if budget == 0 or len(self.running) >= self.config.max_num_seqs:
                 break
-            self.waiting.popleft()
-            self.blocks.allocate(seq, num_tokens)
+            if self._is_deferred(seq):
+                continue  # its shared prefix is still being computed by another sequence
+            num_tokens = self._admit(seq, budget)
+            if num_tokens == 0:
+                break
+            self.waiting.remove(seq)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             batch.append(ScheduledSeq(seq, num_tokens))
@@ -77,6 +84,33 @@ class Scheduler:
         if not batch and self.has_unfinished():
             raise RuntimeError("no sequence fits the KV cache on its own; raise the KV cache budget")
         return batch
+
+    def _admit(self, seq: Sequence, budget: int) -> int:
+        """Resumes ``seq`` from the prefix cache and allocates its first chunk; 0 if it does not fit."""
+        match = None
+        if self.cache is not None and seq.num_computed_tokens == 0:
+            match = self.cache.match(seq)
+            if match.num_cached_tokens:
+                self.cache.apply(seq, match)
+        num_tokens = min(seq.num_uncomputed_tokens, budget)
+        if not self.blocks.can_allocate(seq, num_tokens):
+            self.blocks.free(seq)
+            seq.num_computed_tokens = 0
+            seq.block_hashes.clear()
+            return 0
+        if match is not None and seq.num_preemptions == 0:
+            # Billing counts the first admission's hit; recomputation after a preemption is ours.
+            seq.num_cached_tokens = min(match.num_cached_tokens, seq.prompt_len)
+            self.cache.record_lookup(seq, match)
+        self.blocks.allocate(seq, num_tokens)
+        return num_tokens
+
+    @staticmethod
+    def _is_deferred(seq: Sequence) -> bool:
+        if seq.wait_for is None:
+            return False
+        leader, num_tokens = seq.wait_for
+        return not leader.is_finished and leader.num_computed_tokens < num_tokens
 
     def _newest_unscheduled(self, scheduled: set[int]) -> Sequence | None:
         for seq in reversed(self.running):

@@ -41,6 +41,10 @@ class Sequence:
     stop_reason: int | str | None = None
     prompt_logprobs: list[float] = field(default_factory=list)
     num_preemptions: int = 0
+    # Prefix-cache plan: block-aligned positions at which to retain a sliding window, and the
+    # (sequence, token count) this one waits for because that sequence computes its shared prefix.
+    retain_at: frozenset[int] = frozenset()
+    wait_for: tuple[Sequence, int] | None = None
 
     def __post_init__(self):
         if not self.token_ids:

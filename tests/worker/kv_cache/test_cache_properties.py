@@ -1,0 +1,94 @@
+"""Random request sequences against a plain model of what the cache must hold."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.engine import LLM, SamplingParams
+
+B = 4
+PARAMS = SamplingParams(temperature=0, max_tokens=3)
+
+# Prompts from a tiny alphabet with common stems, so prefixes collide often.
+stems = st.sampled_from(
+    [[5, 6, 7, 8, 9, 10, 11, 12], [5, 6, 7, 8, 20, 21], [30, 31, 32, 33, 34, 35, 36, 37, 38]]
+)
+tails = st.lists(st.integers(1, 6), min_size=0, max_size=7)
+requests = st.lists(
+    st.tuples(stems, tails, st.sampled_from(["a", "b"])).map(lambda t: (t[0] + t[1], t[2])),
+    min_size=1,
+    max_size=6,
+).filter(lambda rs: all(rs_prompt for rs_prompt, _ in rs))
+
+
+@pytest.fixture(scope="module")
+def path(checkpoint_factory):
+    return checkpoint_factory(sliding_window=6, num_layers=3)
+
+
+@pytest.fixture(scope="module")
+def reference(path):
+    llm = LLM(path, device="cpu", dtype="float32", block_size=B, kv_cache_gb=0.01)
+    memo = {}
+
+    def run(prompt):
+        key = tuple(prompt)
+        if key not in memo:
+            memo[key] = llm.generate([{"prompt_token_ids": prompt}], PARAMS)[0].outputs[0].token_ids
+        return memo[key]
+
+    return run
+
+
+def predicted_hit(windows: set, prompt: list[int], salt: str) -> int:
+    best = 0
+    for p in range(B, (len(prompt) - 1) // B * B + 1, B):
+        if (salt, tuple(prompt[:p])) in windows:
+            best = p
+    return best
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requests)
+def test_hits_match_a_model_of_retained_windows_with_an_ample_budget(path, reference, reqs):
+    llm = LLM(path, device="cpu", dtype="float32", block_size=B, kv_cache_gb=0.01, enable_prefix_caching=True)
+    windows: set = set()
+    for prompt, salt in reqs:
+        out = llm.generate([{"prompt_token_ids": prompt, "cache_salt": salt}], PARAMS)[0]
+        assert out.outputs[0].token_ids == reference(prompt)
+        assert out.num_cached_tokens == predicted_hit(windows, prompt, salt)
+        llm.engine.check_integrity()
+        end = len(prompt) // B * B
+        if end:
+            windows.add((salt, tuple(prompt[:end])))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requests, st.integers(9, 14), st.integers(5, 9))
+def test_under_eviction_hits_never_exceed_the_model_and_outputs_stay_exact(
+    path, reference, reqs, num_full_blocks, num_swa_blocks
+):
+    llm = LLM(
+        path,
+        device="cpu",
+        dtype="float32",
+        block_size=B,
+        num_full_blocks=num_full_blocks,
+        num_swa_blocks=num_swa_blocks,
+        max_num_batched_tokens=5,
+        enable_prefix_caching=True,
+    )
+    outs = llm.generate([{"prompt_token_ids": p, "cache_salt": s} for p, s in reqs], PARAMS)
+    for (prompt, _salt), out in zip(reqs, outs, strict=True):
+        if out.error:
+            assert "KV blocks" in out.error  # only a request too large for the tiny cache may be refused
+            continue
+        assert out.outputs[0].token_ids == reference(prompt)
+        assert out.num_cached_tokens <= len(prompt) - 1
+    llm.engine.check_integrity()
+    for prompt, salt in reqs:
+        out = llm.generate([{"prompt_token_ids": prompt, "cache_salt": salt}], PARAMS)[0]
+        if out.error is None:
+            assert out.outputs[0].token_ids == reference(prompt)
+            assert out.num_cached_tokens <= len(prompt) - 1
+        llm.engine.check_integrity()
