@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -132,12 +133,14 @@ def up(
         _require_celery_app_module()  # fail early and clearly, before anything changes
     upgrade_to_head(settings.database_url)
     _ensure_default_account(settings)
-    worker_process = _start_worker_process() if with_worker else None
+    worker_process = WorkerProcess([sys.executable, "-m", "hybatch", "worker"]) if with_worker else None
     try:
         _serve_api(settings)
     finally:
         if worker_process is not None:
-            _stop_worker_process(worker_process)
+            worker_process.stop()
+    if worker_process is not None and worker_process.died.is_set():
+        raise typer.Exit(code=1)
 
 
 def _ensure_default_account(settings: Settings) -> None:
@@ -173,29 +176,35 @@ def _load_celery_app():
     return celery_app
 
 
-_stopping_worker = threading.Event()
+def _stop_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down gracefully on SIGTERM
 
 
-def _start_worker_process() -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", "hybatch", "worker"], env=os.environ.copy())
+class WorkerProcess:
+    """One worker subprocess next to the API; if it dies on its own, ``on_death`` is called."""
 
-    def stop_api_if_worker_dies() -> None:
-        return_code = process.wait()
-        if not _stopping_worker.is_set():
+    def __init__(self, command: list[str], on_death: Callable[[], None] = _stop_this_process) -> None:
+        self.died = threading.Event()
+        self._stopping = threading.Event()
+        self._process = subprocess.Popen(command, env=os.environ.copy())
+        self._on_death = on_death
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        return_code = self._process.wait()
+        if not self._stopping.is_set():
+            self.died.set()
             typer.secho(f"worker exited with code {return_code}; stopping", err=True, fg="red")
-            os.kill(os.getpid(), signal.SIGTERM)
+            self._on_death()
 
-    threading.Thread(target=stop_api_if_worker_dies, daemon=True).start()
-    return process
-
-
-def _stop_worker_process(process: subprocess.Popen[bytes]) -> None:
-    _stopping_worker.set()
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=WORKER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    def stop(self) -> None:
+        """Ask the worker to finish (SIGTERM), then kill it after WORKER_STOP_TIMEOUT_S."""
+        self._stopping.set()
+        if self._process.poll() is not None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

@@ -1,3 +1,5 @@
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,17 @@ def test_up_without_celery_app_changes_nothing(monkeypatch: pytest.MonkeyPatch, 
     assert result.exit_code == 1 and "hb-" not in result.output
     with _session(database_url) as session:
         assert accounts.find_account(session, "default") is None
+
+
+def test_worker_process_reports_an_unexpected_death() -> None:
+    deaths = threading.Event()
+    crashing = cli.WorkerProcess([sys.executable, "-c", "raise SystemExit(3)"], on_death=deaths.set)
+    assert deaths.wait(timeout=30) and crashing.died.is_set()
+    crashing.stop()
+
+
+def test_worker_process_stopped_on_purpose_is_not_a_death() -> None:
+    deaths = threading.Event()
+    sleeper = cli.WorkerProcess([sys.executable, "-c", "import time; time.sleep(60)"], on_death=deaths.set)
+    sleeper.stop()
+    assert not deaths.wait(timeout=0.5) and not sleeper.died.is_set()
