@@ -7,6 +7,7 @@ outs = llm.generate([{"prompt_token_ids": [1, 2, 3], "cache_salt": "acct_42"}, "
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,8 @@ from worker.engine.model_runner import ModelRunner
 from worker.engine.outputs import RequestError, RequestOutput
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import SchedulerConfig
+from worker.kv_cache.disk_store import DiskStore
+from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.planner import plan_batch
 from worker.model.attention_torch import TorchAttention
 from worker.model.config import CheckpointError, ModelConfig
@@ -74,6 +77,10 @@ class LLM:
         attention_backend: str = "auto",
         retain_every_tokens: int | None = None,
         plan_batches: bool = True,
+        host_cache_gb: float = 0.0,
+        disk_cache_dir: str | Path | None = None,
+        disk_cache_gb: float = 0.0,
+        overlap_loads: bool = True,
     ):
         self.checkpoint = Path(model)
         self.device = resolve_device(device)
@@ -99,6 +106,11 @@ class LLM:
         )
         self.enable_prefix_caching = enable_prefix_caching
         runner = ModelRunner(self.model, layout, _backend(attention_backend, self.device), self.device)
+        runner.transfer.overlap = overlap_loads
+        self.disk_store = None
+        if enable_prefix_caching and disk_cache_dir and disk_cache_gb > 0:
+            namespace = cache_namespace(self.checkpoint, torch_dtype, block_size)
+            self.disk_store = DiskStore(disk_cache_dir, int(disk_cache_gb * GIB), namespace)
         self.engine = LLMEngine(
             self.config,
             runner,
@@ -110,6 +122,8 @@ class LLM:
             eos_token_ids=_eos_ids(self.checkpoint, self.config, self.tokenizer),
             enable_prefix_caching=enable_prefix_caching,
             retain_every_tokens=retain_every_tokens,
+            host_store=HostStore(int(host_cache_gb * GIB)) if enable_prefix_caching else None,
+            disk_store=self.disk_store,
         )
         self.plan_batches = plan_batches and enable_prefix_caching
         self._next_id = 0
@@ -186,6 +200,12 @@ class LLM:
     def stats(self) -> EngineStats:
         return self.engine.stats()
 
+    def close(self) -> None:
+        """Writes the prefix cache to the disk tier (if any) so a restarted worker finds it warm."""
+        if self.engine.cache is not None and self.disk_store is not None:
+            self.engine.cache.persist()
+            self.disk_store.close()
+
     def _planned(self, parsed: list[tuple]) -> list[tuple]:
         """Depth-first order over the call's prompt tree, with branch points and dependencies."""
         if not self.plan_batches or len(parsed) < 2:
@@ -232,6 +252,21 @@ class LLM:
         if not prompt:
             raise RequestError(f"request {request_id}: the prompt is empty")
         return prompt, self.get_tokenizer().encode(prompt, add_special_tokens=True), salt
+
+
+def cache_namespace(checkpoint: Path, dtype: torch.dtype, block_size: int) -> str:
+    """Names the KV a checkpoint produces: config, weight files (headers and edges of their data), dtype
+    and block size. A disk cache written under another namespace is never read."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update((checkpoint / "config.json").read_bytes())
+    for path in sorted(checkpoint.glob("*.safetensors")):
+        size = path.stat().st_size
+        h.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            h.update(f.read())
+    return f"{checkpoint.name}-{h.hexdigest()}-{str(dtype).removeprefix('torch.')}-b{block_size}"
 
 
 def _name_request(request_id: str, exc: Exception) -> str:

@@ -15,6 +15,8 @@ from worker.engine.sampler import sample
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler, SchedulerConfig
 from worker.engine.sequence import Sequence, SequenceStatus
+from worker.kv_cache.disk_store import DiskStore
+from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.prefix_cache import PrefixCache
 from worker.model.config import ModelConfig
 from worker.model.tokenizer import Tokenizer
@@ -42,6 +44,8 @@ class LLMEngine:
         eos_token_ids: tuple[int, ...],
         enable_prefix_caching: bool = False,
         retain_every_tokens: int | None = None,
+        host_store: HostStore | None = None,
+        disk_store: DiskStore | None = None,
     ):
         self.config = config
         self.runner = runner
@@ -51,7 +55,11 @@ class LLMEngine:
         layout = runner.layout
         window = config.sliding_window if config.swa_layers else 0
         self.blocks = BlockManager(layout.block_size, layout.num_full_blocks, layout.num_swa_blocks, window)
-        self.cache = PrefixCache(self.blocks, retain_every_tokens) if enable_prefix_caching else None
+        self.cache = (
+            PrefixCache(self.blocks, retain_every_tokens, runner.transfer, host_store, disk_store)
+            if enable_prefix_caching
+            else None
+        )
         self.scheduler = Scheduler(scheduler_config, self.blocks, self.cache)
         self._seqs: dict[str, Sequence] = {}
         self._arrivals = 0

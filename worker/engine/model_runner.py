@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from worker.engine.kv_layout import KVCacheLayout, allocate_kv_tensors
+from worker.engine.kv_transfer import KVTransfer
 from worker.engine.sequence import Sequence
 from worker.model.attention_backend import AttentionBackend
 from worker.model.attention_metadata import AttentionMetadata, PagedKV
@@ -39,11 +40,20 @@ class ModelRunner:
         self.backend = backend
         self.device = device
         self.kv_caches = allocate_kv_tensors(model.config, layout, model.dtype, device)
+        self.transfer = KVTransfer(model.config, self.kv_caches, device)
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSeq], all_logits: bool = False) -> StepLogits:
         input_ids, positions, meta = self._prepare(batch)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta, self.backend)
+        self.transfer.begin_step()
+        hidden = self.model(
+            input_ids,
+            positions,
+            self.kv_caches,
+            meta,
+            self.backend,
+            before_layer=self.transfer.before_layer if self.transfer.has_pending else None,
+        )
         ends = meta.query_start_loc[1:].long() - 1
         rows = ends[[i for i, item in enumerate(batch) if item.completes]]
         sampled = self.model.logits(hidden[rows])

@@ -89,9 +89,7 @@ class Scheduler:
         """Resumes ``seq`` from the prefix cache and allocates its first chunk; 0 if it does not fit."""
         match = None
         if self.cache is not None and seq.num_computed_tokens == 0:
-            match = self.cache.match(seq)
-            if match.num_cached_tokens:
-                self.cache.apply(seq, match)
+            match = self.cache.resume(seq)
         num_tokens = min(seq.num_uncomputed_tokens, budget)
         if not self.blocks.can_allocate(seq, num_tokens):
             self.blocks.free(seq)

@@ -1,89 +1,259 @@
-"""The device tier of the prefix cache: which blocks the radix tree keeps, hits, retention, eviction.
+"""The prefix cache: which blocks the radix tree keeps, in which tier, hits, retention, eviction.
 
-The cache holds one reference on every block it keeps (``BlockPool`` ref counts), so a block a running
-sequence also uses is never freed under it. A prompt hits up to the deepest block boundary ``p`` such
-that the tree has full KV for ``[0, p)`` *and* a retained sliding-window window ending at ``p``; a
-deeper full-KV match without a window there is counted as a hit cut short.
+The cache holds one reference on every device block it keeps (``BlockPool`` ref counts), so a block a
+running sequence also uses is never freed under it. A prompt hits up to the deepest block boundary
+``p`` such that the tree has full KV for ``[0, p)`` *and* a retained sliding-window window ending at
+``p``; a deeper full-KV match without a window there is counted as a hit cut short.
+
+Tiers: device entries form the top of the tree. Under block pressure the least-recently-used device
+entries with no device children move to host memory (then disk, then nowhere); a hit promotes the
+entries on its path back to the device, their KV loaded layer by layer during the next step.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from worker.engine.block_manager import BlockManager
+from worker.engine.kv_transfer import KVTransfer, PendingLoad
 from worker.engine.sequence import Sequence
-from worker.kv_cache.radix import Node, RadixTree
+from worker.kv_cache.disk_store import DiskEntry, DiskStore
+from worker.kv_cache.host_store import HostStore
+from worker.kv_cache.radix import Node, RadixTree, Tier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PrefixMatch:
     num_cached_tokens: int
-    nodes: tuple[Node, ...]  # the path [0, num_cached_tokens) in blocks
-    window: tuple[int, ...]  # SWA blocks to resume from (empty when the model has no SWA layers)
     cut_short_tokens: int  # matched full KV beyond the hit that had no window to resume from
+    tokens_by_tier: dict[str, int]
 
 
 @dataclass
 class CacheStats:
     lookups: int = 0
-    hit_tokens: int = 0
     lookup_tokens: int = 0
+    hit_tokens: int = 0
+    hit_tokens_by_tier: dict[str, int] = field(default_factory=lambda: {t.value: 0 for t in Tier})
     hits_cut_short: int = 0
     tokens_cut_short: int = 0
     windows_retained: int = 0
-    nodes_evicted: int = 0
     windows_dropped: int = 0
+    nodes_evicted: int = 0  # left the device (to a lower tier or out of the cache)
+    nodes_dropped: int = 0  # left the cache altogether
+    promotions: int = 0
+    failed_loads: int = 0
 
 
 class PrefixCache:
-    def __init__(self, blocks: BlockManager, retain_every_tokens: int | None = None):
+    def __init__(
+        self,
+        blocks: BlockManager,
+        retain_every_tokens: int | None = None,
+        transfer: KVTransfer | None = None,
+        host: HostStore | None = None,
+        disk: DiskStore | None = None,
+    ):
         self.blocks = blocks
         self.tree = RadixTree()
         self.retain_every_tokens = retain_every_tokens
+        self.transfer = transfer
+        self.host = host if host is not None and host.enabled and transfer is not None else None
+        self.disk = disk if disk is not None and disk.enabled and transfer is not None else None
         self.stats = CacheStats()
         self.needs_window = blocks.window > 0
+        self._index: dict[bytes, Node] = {}
         blocks.reclaim = self.reclaim
+        if self.disk is not None:
+            self._load_disk_index()
 
     # -- lookup ----------------------------------------------------------------------------------
     def _blocks_of(self, seq: Sequence, num_blocks: int) -> list[tuple[int, ...]]:
         size = self.blocks.block_size
         return [tuple(seq.token_ids[i * size : (i + 1) * size]) for i in range(num_blocks)]
 
-    def match(self, seq: Sequence) -> PrefixMatch:
-        """Deepest resumable prefix of ``seq``; always leaves at least one token to compute."""
+    def _resumable(self, node: Node) -> bool:
+        return not self.needs_window or node.window_len > 0
+
+    def resume(self, seq: Sequence) -> PrefixMatch:
+        """Makes ``seq`` resume at its deepest hit (at least one token is left to compute).
+
+        Entries on the path that live on the host or disk are promoted to the device, their KV queued
+        for the next step; ``seq`` takes references on every block of the hit.
+        """
         size = self.blocks.block_size
         max_blocks = (seq.num_tokens - 1) // size
         hashes = self.blocks.hashes_for(seq, max_blocks)
         path = self.tree.walk(hashes, self._blocks_of(seq, max_blocks))
-        depth = len(path)
-        while depth and self.needs_window and path[depth - 1].window is None:
+        matched = len(path)
+        depth = matched
+        while depth and not self._resumable(path[depth - 1]):
             depth -= 1
-        window = path[depth - 1].window if depth and self.needs_window else ()
-        return PrefixMatch(depth * size, tuple(path[:depth]), window or (), (len(path) - depth) * size)
-
-    def apply(self, seq: Sequence, match: PrefixMatch) -> None:
-        """Makes ``seq`` resume at the hit: it takes references on the matched blocks."""
+        by_tier = {t.value: 0 for t in Tier}
+        for node in path[:depth]:
+            by_tier[node.tier.value] += size
         stamp = self.tree.tick()
-        for node in match.nodes:
+        taken = 0
+        for i, node in enumerate(path[:depth]):
+            if node.block_hash not in self._index:
+                break  # dropped while making room for an earlier entry of this path
+            if node.tier is not Tier.DEVICE and not self._promote(node, with_window=i == depth - 1):
+                break
+            if i == depth - 1 and self.needs_window and node.window is None:
+                break  # the window itself could not be brought back
             self.blocks.full.retain(node.full_block)
             seq.full_blocks.append(node.full_block)
             seq.block_hashes.append(node.block_hash)
             node.last_access = stamp
-        for block in match.window:
+            taken += 1
+        if taken < depth:  # fall back to the deepest device entry that still has its window
+            keep = taken
+            while keep and (path[keep - 1].window is None and self.needs_window):
+                keep -= 1
+            for block in seq.full_blocks[keep:]:
+                self.blocks.full.release(block)
+            del seq.full_blocks[keep:], seq.block_hashes[keep:]
+            by_tier = {t.value: 0 for t in Tier} | {Tier.DEVICE.value: keep * size}
+            depth = keep
+        window = path[depth - 1].window if depth and self.needs_window else None
+        for block in window or ():
             self.blocks.swa.retain(block)
-        seq.swa_blocks = list(match.window)
-        num_blocks = len(match.nodes)
-        seq.swa_first_block = num_blocks - len(match.window)
-        seq.num_computed_tokens = match.num_cached_tokens
+        seq.swa_blocks = list(window or ())
+        seq.swa_first_block = depth - len(seq.swa_blocks)
+        seq.num_computed_tokens = depth * size
+        return PrefixMatch(depth * size, (matched - depth) * size, by_tier)
 
     def record_lookup(self, seq: Sequence, match: PrefixMatch) -> None:
         self.stats.lookups += 1
         self.stats.lookup_tokens += seq.prompt_len
         self.stats.hit_tokens += match.num_cached_tokens
+        for tier, tokens in match.tokens_by_tier.items():
+            self.stats.hit_tokens_by_tier[tier] += tokens
         if match.cut_short_tokens:
             self.stats.hits_cut_short += 1
             self.stats.tokens_cut_short += match.cut_short_tokens
+
+    # -- tiers -------------------------------------------------------------------------------------
+    def _promote(self, node: Node, with_window: bool) -> bool:
+        payload = self.host.take(node.block_hash) if self.host is not None else None
+        if payload is None and self.disk is not None:
+            payload = self.disk.load(node.block_hash)
+            if payload is not None:
+                self.disk.discard(node.block_hash)
+        expected = self.transfer.payload_numel(node.window_len) if self.transfer is not None else -1
+        if payload is None or payload.numel() != expected:
+            self.stats.failed_loads += 1
+            self._drop_subtree(node)
+            return False
+        window_len = node.window_len if (with_window and self.needs_window) else 0
+        if not self._make_room(1, window_len):
+            self._store_below(node, payload)  # keep it where it was
+            return False
+        node.full_block = self.blocks.full.allocate()
+        window = tuple(self.blocks.swa.allocate() for _ in range(window_len))
+        node.window = window or None
+        node.window_len = window_len
+        node.tier = Tier.DEVICE
+        self.blocks.full.set_hash(node.full_block, node.block_hash)
+        self.transfer.schedule_load(PendingLoad(payload, node.full_block, window))
+        self.stats.promotions += 1
+        return True
+
+    def _make_room(self, full: int, swa: int) -> bool:
+        if self.blocks.full.num_free < full or self.blocks.swa.num_free < swa:
+            self.reclaim(full, swa)
+        return self.blocks.full.num_free >= full and self.blocks.swa.num_free >= swa
+
+    def _demote(self, node: Node) -> None:
+        """Moves a device entry (no device children, no other holder) down a tier, or out."""
+        keeps_lower_tiers = self.host is not None or self.disk is not None
+        payload = self.transfer.save(node.full_block, node.window or ()) if keeps_lower_tiers else None
+        self._release_device(node)
+        self.stats.nodes_evicted += 1
+        if payload is None or not self._store_below(node, payload):
+            self._drop_subtree(node)
+
+    def _store_below(self, node: Node, payload) -> bool:
+        """Puts an off-device entry's payload on the host (pushing older host entries to disk) or disk."""
+        if self.host is not None:
+            pushed_out = self.host.put(node.block_hash, payload)
+            for key, pushed in pushed_out:
+                if key == node.block_hash:
+                    continue  # did not fit on the host at all: try the disk below
+                other = self._index[key]
+                if not self._to_disk(other, pushed):
+                    self._drop_subtree(other)
+            if node.block_hash in self.host:
+                node.tier = Tier.HOST
+                return True
+        return self._to_disk(node, payload)
+
+    def _to_disk(self, node: Node, payload) -> bool:
+        if self.disk is None:
+            return False
+        parent = node.parent.block_hash if node.parent is not None else None
+        entry = DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len)
+        if self.disk.put(entry, payload):
+            node.tier = Tier.DISK
+            return True
+        return False
+
+    def _release_device(self, node: Node) -> None:
+        self._release_window(node, keep_length=True)
+        self.blocks.full.release(node.full_block)
+        node.full_block = None
+
+    def _release_window(self, node: Node, keep_length: bool = False) -> None:
+        for block in node.window or ():
+            self.blocks.swa.release(block)
+        node.window = None
+        if not keep_length:
+            node.window_len = 0
+
+    def _drop_subtree(self, node: Node) -> None:
+        for child in list(node.children.values()):
+            self._drop_subtree(child)
+        if node.tier is Tier.DEVICE and node.full_block is not None:
+            self._release_device(node)
+        if self.host is not None:
+            self.host.discard(node.block_hash)
+        if self.disk is not None and node.tier is Tier.DISK:
+            self.disk.discard(node.block_hash)
+        self.tree.remove_leaf(node)
+        self._index.pop(node.block_hash, None)
+        self.stats.nodes_dropped += 1
+
+    def _load_disk_index(self) -> None:
+        for entry in sorted(self.disk.entries(), key=lambda e: e.depth):
+            parent = self._index.get(entry.parent_hash) if entry.parent_hash else None
+            if (entry.parent_hash and parent is None) or entry.block_hash in self._index:
+                continue
+            node = self.tree.insert(parent, entry.block_hash, entry.token_ids, None, tier=Tier.DISK)
+            node.window_len = entry.window_len
+            self._index[entry.block_hash] = node
+
+    def persist(self) -> int:
+        """Writes every device and host entry to the disk tier (at shutdown); returns how many."""
+        if self.disk is None:
+            return 0
+        written = 0
+        for node in sorted(self.tree.nodes(), key=lambda n: n.depth):
+            if node.tier is Tier.DEVICE:
+                payload = self.transfer.save(node.full_block, node.window or ())
+            elif node.tier is Tier.HOST:
+                payload = self.host.take(node.block_hash)
+                node.tier = Tier.DISK
+            else:
+                continue
+            parent = node.parent.block_hash if node.parent is not None else None
+            entry = DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len)
+            if self.disk.put(entry, payload):
+                written += 1
+        return written
 
     # -- insertion ---------------------------------------------------------------------------------
     def cache_computed(self, seq: Sequence, previous_computed: int) -> None:
@@ -97,12 +267,11 @@ class PrefixCache:
             return
         path = self.tree.walk(seq.block_hashes[:num_complete], self._blocks_of(seq, num_complete))
         parent = path[-1] if path else None
+        if parent is not None and parent.tier is not Tier.DEVICE:
+            return  # an evicted entry on the way: leave the path as it is
         for i in range(len(path), num_complete):
-            if parent is not None and parent.block_hash != seq.block_hashes[i - 1]:
-                break
-            siblings = self.tree.children_of(parent)
-            if seq.block_hashes[i] in siblings:  # same hash, different tokens: a collision; stop here
-                break
+            if seq.block_hashes[i] in self.tree.children_of(parent):
+                break  # same hash, other tokens (a collision) or an evicted twin: stop here
             self.blocks.full.retain(seq.full_blocks[i])
             parent = self.tree.insert(
                 parent,
@@ -110,10 +279,11 @@ class PrefixCache:
                 tuple(seq.token_ids[i * size : (i + 1) * size]),
                 seq.full_blocks[i],
             )
+            self._index[parent.block_hash] = parent
             path.append(parent)
         for end_token in self._retention_points(seq, previous_computed):
             depth = end_token // size - 1
-            if depth < len(path):
+            if depth < len(path) and path[depth].tier is Tier.DEVICE:
                 self._retain_window(seq, path[depth])
 
     def _retention_points(self, seq: Sequence, previous_computed: int) -> list[int]:
@@ -138,27 +308,34 @@ class PrefixCache:
         for block in window:
             self.blocks.swa.retain(block)
         node.window = window
+        node.window_len = len(window)
         self.stats.windows_retained += 1
 
     # -- eviction ----------------------------------------------------------------------------------
     def reclaim(self, full_needed: int, swa_needed: int) -> None:
-        """Frees least-recently-used cache entries until the pools have the blocks asked for (or no
-        entry only the cache holds is left)."""
+        """Frees least-recently-used device entries until the pools have the blocks asked for (or no
+        entry only the cache holds is left). Evicted entries move to the host or disk tier if enabled."""
         if swa_needed > self.blocks.swa.num_free:
             self._drop_windows(swa_needed)
         if full_needed > self.blocks.full.num_free:
             self._evict_leaves(full_needed)
 
     def _evictable(self, node: Node) -> bool:
-        return node.is_leaf and self.blocks.full.ref_counts[node.full_block] == 1
+        return (
+            node.tier is Tier.DEVICE
+            and self.blocks.full.ref_counts[node.full_block] == 1
+            and all(c.tier is not Tier.DEVICE for c in node.children.values())
+        )
 
     def _evict_leaves(self, full_needed: int) -> None:
         heap = [(n.last_access, id(n), n) for n in self.tree.nodes() if self._evictable(n)]
         heapq.heapify(heap)
         while heap and self.blocks.full.num_free < full_needed:
             _, _, node = heapq.heappop(heap)
-            self._remove(node)
+            if not self._evictable(node):
+                continue
             parent = node.parent
+            self._demote(node)
             if parent is not None and self._evictable(parent):
                 heapq.heappush(heap, (parent.last_access, id(parent), parent))
 
@@ -170,40 +347,40 @@ class PrefixCache:
             self._release_window(node)
             self.stats.windows_dropped += 1
 
-    def _release_window(self, node: Node) -> None:
-        for block in node.window or ():
-            self.blocks.swa.release(block)
-        node.window = None
-
-    def _remove(self, node: Node) -> None:
-        self._release_window(node)
-        self.tree.remove_leaf(node)
-        self.blocks.full.release(node.full_block)
-        self.stats.nodes_evicted += 1
+    def demote_all(self) -> None:
+        """Moves every device entry no sequence uses down a tier (benchmarks and tests of the tiers)."""
+        self._evict_leaves(self.blocks.full.num_blocks + 1)
 
     def clear(self) -> None:
-        while self.tree.num_nodes:
-            for node in [n for n in self.tree.nodes() if n.is_leaf]:
-                self._remove(node)
+        for node in list(self.tree.root_children.values()):
+            self._drop_subtree(node)
 
     # -- accounting --------------------------------------------------------------------------------
-    @property
-    def num_cached_blocks(self) -> int:
-        return self.tree.num_nodes
+    def num_entries(self, tier: Tier) -> int:
+        return sum(1 for n in self.tree.nodes() if n.tier is tier)
 
     @property
     def num_windows(self) -> int:
-        return sum(1 for n in self.tree.nodes() if n.window)
+        return sum(1 for n in self.tree.nodes() if n.window_len)
 
     def held_blocks(self) -> tuple[dict[int, int], dict[int, int]]:
         """References the cache holds, per full block and per SWA block."""
         full: dict[int, int] = {}
         swa: dict[int, int] = {}
         for node in self.tree.nodes():
-            full[node.full_block] = full.get(node.full_block, 0) + 1
+            if node.full_block is not None:
+                full[node.full_block] = full.get(node.full_block, 0) + 1
             for block in node.window or ():
                 swa[block] = swa.get(block, 0) + 1
         return full, swa
+
+    def device_bytes(self) -> int:
+        """Bytes of device KV the cache keeps (each distinct block once)."""
+        if self.transfer is None:
+            return 0
+        full, swa = self.held_blocks()
+        full_bytes = self.transfer.payload_bytes(0)
+        return len(full) * full_bytes + len(swa) * (self.transfer.payload_bytes(1) - full_bytes)
 
     def check_integrity(self) -> None:
         self.tree.check_integrity()
@@ -214,6 +391,15 @@ class PrefixCache:
         for block, refs in swa.items():
             if self.blocks.swa.ref_counts[block] < refs:
                 raise AssertionError(f"swa block {block}: cache holds {refs} refs, pool counts fewer")
-        for node in self.tree.nodes():
-            if self.blocks.full.hashes.get(node.full_block) != node.block_hash:
+        nodes = list(self.tree.nodes())
+        if {n.block_hash for n in nodes} != set(self._index) or any(
+            self._index[n.block_hash] is not n for n in nodes
+        ):
+            raise AssertionError("hash index out of step with the tree")
+        for node in nodes:
+            if node.tier is Tier.DEVICE and self.blocks.full.hashes.get(node.full_block) != node.block_hash:
                 raise AssertionError(f"cached block {node.full_block} lost its hash")
+            if node.tier is Tier.HOST and (self.host is None or node.block_hash not in self.host):
+                raise AssertionError("host entry missing from the host tier")
+        if self.host is not None:
+            self.host.check_integrity()

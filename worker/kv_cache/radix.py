@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Tier(Enum):
+    DEVICE = "device"
+    HOST = "host"
+    DISK = "disk"
 
 
 @dataclass(eq=False)
@@ -18,8 +25,10 @@ class Node:
     token_ids: tuple[int, ...]
     depth: int
     parent: Node | None
-    full_block: int
-    window: tuple[int, ...] | None = None  # SWA blocks of logical blocks [depth + 1 - len(window), depth]
+    full_block: int | None  # the device block; None when the entry lives on the host or disk
+    window: tuple[int, ...] | None = None  # device SWA blocks of logical blocks [depth + 1 - len, depth]
+    window_len: int = 0  # blocks of the retained window in whichever tier holds the entry (0: none)
+    tier: Tier = Tier.DEVICE
     children: dict[bytes, Node] = field(default_factory=dict)
     last_access: int = 0
 
@@ -59,13 +68,18 @@ class RadixTree:
         return path
 
     def insert(
-        self, parent: Node | None, block_hash: bytes, token_ids: tuple[int, ...], full_block: int
+        self,
+        parent: Node | None,
+        block_hash: bytes,
+        token_ids: tuple[int, ...],
+        full_block: int | None,
+        tier: Tier = Tier.DEVICE,
     ) -> Node:
         siblings = self.children_of(parent)
         if block_hash in siblings:
             raise ValueError("node already present")
         depth = 0 if parent is None else parent.depth + 1
-        node = Node(block_hash, token_ids, depth, parent, full_block, last_access=self.tick())
+        node = Node(block_hash, token_ids, depth, parent, full_block, tier=tier, last_access=self.tick())
         siblings[block_hash] = node
         self.num_nodes += 1
         return node
@@ -94,5 +108,14 @@ class RadixTree:
                 raise AssertionError("node is not registered under its parent")
             if node.window is not None and not 0 < len(node.window) <= node.depth + 1:
                 raise AssertionError(f"window of {len(node.window)} blocks at depth {node.depth}")
+            on_device = node.tier is Tier.DEVICE
+            if on_device != (node.full_block is not None) or (node.window is not None and not on_device):
+                raise AssertionError(
+                    f"{node.tier.value} node holds device blocks {node.full_block}, {node.window}"
+                )
+            if node.window is not None and len(node.window) != node.window_len:
+                raise AssertionError("window length out of date")
+            if on_device and node.parent is not None and node.parent.tier is not Tier.DEVICE:
+                raise AssertionError("a device node under an evicted parent")
         if count != self.num_nodes:
             raise AssertionError(f"tree has {count} nodes but counts {self.num_nodes}")

@@ -5,6 +5,8 @@ Parameter layout differs from the checkpoint (fused gate/up, stacked experts); `
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -112,10 +114,15 @@ class MiMoV2Model(nn.Module):
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],  # per layer (k_cache, v_cache)
         meta: AttentionMetadata,
         backend: AttentionBackend,
+        before_layer: Callable[[int], None] | None = None,
     ) -> torch.Tensor:  # hidden states after the final norm: [num_tokens, hidden]
+        """``before_layer(i)`` runs right before layer i (the prefix cache's per-layer KV loads)."""
         x = F.embedding(input_ids, self.embed)
         cos_sin = {kind: rope.cos_sin(positions, x.dtype) for kind, rope in self.rotary.items()}
-        for layer, layer_type, kv_cache in zip(self.layers, self.config.layer_types, kv_caches, strict=True):
+        layers = zip(self.layers, self.config.layer_types, kv_caches, strict=True)
+        for i, (layer, layer_type, kv_cache) in enumerate(layers):
+            if before_layer is not None:
+                before_layer(i)
             x = layer(x, cos_sin[layer_type], kv_cache, meta, backend)
         return self.norm(x)
 
