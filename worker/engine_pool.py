@@ -1,0 +1,60 @@
+"""The worker process's one engine: loaded on first use, then reused by every batch.
+
+Loading a checkpoint and allocating the KV pools takes long and holds most of the device, so
+a worker process (one per GPU) keeps a single ``LLM`` for its whole life. The prefix cache
+lives inside it, so later batches of the same account hit what earlier ones left behind.
+torch and the engine are imported here only when the engine is first needed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from typing import TYPE_CHECKING, Any
+
+from hybatch.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.engine import LLM
+
+MAX_NUM_SEQS = 64
+# Cache tiers below device memory; passed only where this engine version accepts them.
+_TIER_OPTIONS = ("host_cache_gb", "disk_cache_dir", "disk_cache_gb")
+
+_lock = threading.Lock()
+_loaded: tuple[tuple, LLM] | None = None
+
+
+def llm_options(settings: Settings, accepted: set[str]) -> dict[str, Any]:
+    """Keyword arguments for ``LLM(settings.model, **options)``; ``accepted`` = its parameter names."""
+    options: dict[str, Any] = {
+        "device": settings.device,
+        "dtype": "auto",
+        "enable_prefix_caching": True,
+        "kv_cache_gb": settings.kv_cache_gb,
+        "max_num_seqs": MAX_NUM_SEQS,
+    }
+    tiers = {
+        "host_cache_gb": settings.host_cache_gb,
+        "disk_cache_dir": str(settings.disk_cache_dir),
+        "disk_cache_gb": settings.disk_cache_gb,
+    }
+    options.update({name: tiers[name] for name in _TIER_OPTIONS if name in accepted})
+    return options
+
+
+def get_llm(settings: Settings) -> LLM:
+    """The process's engine for ``settings`` (model, device, cache sizes); loads it on first call.
+
+    A call with different settings replaces the loaded engine (tests do this; a worker never does).
+    """
+    global _loaded
+    from worker.engine import LLM
+
+    options = llm_options(settings, set(inspect.signature(LLM.__init__).parameters))
+    key = (str(settings.model), tuple(sorted(options.items())))
+    with _lock:
+        if _loaded is None or _loaded[0] != key:
+            _loaded = None  # drop the old engine before the new one allocates its pools
+            _loaded = (key, LLM(settings.model, **options))
+        return _loaded[1]

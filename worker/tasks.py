@@ -1,0 +1,64 @@
+"""The Celery task: a thin shell that runs ``worker.jobs.run_batch`` for one batch id.
+
+A worker shutting down (SIGTERM, Ctrl-C) stops the job between engine steps and puts the
+message back on the queue, so the batch resumes on the next worker instead of waiting out a
+broker timeout. Any other error is retried with backoff; when retries run out the batch ends
+``failed`` with the lines finished so far.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery.exceptions import Reject
+from celery.utils.log import get_task_logger
+from celery.worker import state as worker_state
+
+from hybatch.db import make_engine, make_session_factory
+from hybatch.settings import get_settings
+from hybatch.storage import LocalFileStorage
+from hybatch.tasks import RUN_BATCH_TASK
+from worker import engine_pool, jobs
+from worker.celery_app import app
+
+MAX_RETRIES = 3
+RETRY_DELAY_S = 5
+
+log = get_task_logger(__name__)
+
+
+def _worker_is_stopping() -> bool:
+    # Set by Celery's SIGTERM/SIGINT handlers (warm and cold shutdown) in the worker process.
+    return worker_state.should_stop not in (None, False) or worker_state.should_terminate not in (None, False)
+
+
+@lru_cache(maxsize=1)
+def worker_context() -> jobs.JobContext:
+    """The process's job context: settings, database sessions, file storage and the engine."""
+    settings = get_settings()
+    return jobs.JobContext(
+        settings=settings,
+        session_factory=make_session_factory(make_engine(settings.database_url)),
+        storage=LocalFileStorage(settings.files_dir),
+        load_llm=lambda: engine_pool.get_llm(settings),
+        shutdown_requested=_worker_is_stopping,
+    )
+
+
+@app.task(name=RUN_BATCH_TASK, bind=True, max_retries=MAX_RETRIES)
+def run_batch(self, batch_id: str) -> str | None:
+    """Run one batch to its end (or until the worker stops); returns the batch's final status."""
+    context = worker_context()
+    try:
+        status = jobs.run_batch(batch_id, context)
+    except jobs.JobInterrupted as interrupted:
+        log.warning("%s; putting batch %s back on the queue", interrupted, batch_id)
+        raise Reject(str(interrupted), requeue=True) from interrupted
+    except Exception as error:
+        if self.request.retries < MAX_RETRIES:
+            log.exception("batch %s failed (attempt %d); retrying", batch_id, self.request.retries + 1)
+            raise self.retry(exc=error, countdown=RETRY_DELAY_S * 2**self.request.retries) from error
+        jobs.fail_batch(batch_id, context, message=f"The worker could not run the batch: {error}")
+        raise
+    log.info("batch %s is %s", batch_id, status)
+    return None if status is None else status.value
