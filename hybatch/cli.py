@@ -6,6 +6,7 @@ them, so ``hybatch`` itself depends on none of them (see the import contracts).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import signal
@@ -31,6 +32,14 @@ app.add_typer(keys_app, name="keys")
 
 CELERY_APP_MODULE = "worker.celery_app"
 WORKER_STOP_TIMEOUT_S = 30
+# Benchmarks live beside what they measure and run with only torch (+ triton, transformers) installed;
+# the CLI loads them by module name so the core never imports the engine or the kernels.
+BENCHMARKS = {
+    "engine": "worker.bench.engine",
+    "cache": "worker.bench.cache",
+    "kernels": "kernels.bench",
+    "e2e": "worker.bench.e2e",
+}
 
 
 def _fail(message: str) -> typer.Exit:
@@ -94,6 +103,17 @@ def keys_revoke(prefix: str) -> None:
     except HybatchError as error:
         raise _fail(error.message) from error
     typer.echo(f"revoked {key.prefix}...")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def bench(ctx: typer.Context, name: Annotated[str, typer.Argument(help=" | ".join(BENCHMARKS))]) -> None:
+    """Run a benchmark (engine, cache, kernels, e2e); options after the name go to it (try --help)."""
+    if name not in BENCHMARKS:
+        raise _fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    module = importlib.import_module(BENCHMARKS[name])
+    module.main(list(ctx.args))
 
 
 @app.command()
