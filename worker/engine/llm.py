@@ -23,6 +23,7 @@ from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import SchedulerConfig
 from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.host_store import HostStore
+from worker.kv_cache.metrics import CacheMetrics, snapshot
 from worker.kv_cache.planner import plan_batch
 from worker.model.attention_torch import TorchAttention
 from worker.model.config import CheckpointError, ModelConfig
@@ -199,6 +200,10 @@ class LLM:
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
+
+    def cache_metrics(self) -> CacheMetrics:
+        """Prefix-cache counters and gauges now (all zero when prefix caching is off)."""
+        return snapshot(self.engine.cache)
 
     def close(self) -> None:
         """Writes the prefix cache to the disk tier (if any) so a restarted worker finds it warm."""

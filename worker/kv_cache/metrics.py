@@ -1,0 +1,119 @@
+"""Prefix-cache metrics: a snapshot per engine, differences per batch, Prometheus text exposition."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from worker.kv_cache.prefix_cache import PrefixCache
+from worker.kv_cache.radix import Tier
+
+
+@dataclass(frozen=True)
+class CacheMetrics:
+    lookups: int = 0
+    lookup_tokens: int = 0
+    hit_tokens: int = 0
+    hit_tokens_device: int = 0
+    hit_tokens_host: int = 0
+    hit_tokens_disk: int = 0
+    hits_cut_short: int = 0
+    tokens_cut_short: int = 0
+    windows_retained: int = 0
+    windows_dropped: int = 0
+    evictions: int = 0
+    promotions: int = 0
+    failed_loads: int = 0
+    # Gauges (a state, not a count): what the cache holds now.
+    cached_tokens_device: int = 0
+    device_bytes: int = 0
+
+    @property
+    def bytes_per_cached_token(self) -> float:
+        return self.device_bytes / self.cached_tokens_device if self.cached_tokens_device else 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hit_tokens / self.lookup_tokens if self.lookup_tokens else 0.0
+
+    def since(self, earlier: CacheMetrics) -> CacheMetrics:
+        """Counters accumulated after ``earlier`` (gauges as they are now): one batch's share."""
+        gauges = {"cached_tokens_device", "device_bytes"}
+        values = {
+            f.name: getattr(self, f.name) - (0 if f.name in gauges else getattr(earlier, f.name))
+            for f in fields(self)
+        }
+        return CacheMetrics(**values)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {
+            "bytes_per_cached_token": self.bytes_per_cached_token,
+            "hit_rate": self.hit_rate,
+        }
+
+
+def snapshot(cache: PrefixCache | None) -> CacheMetrics:
+    if cache is None:
+        return CacheMetrics()
+    s = cache.stats
+    device_nodes = cache.num_entries(Tier.DEVICE)
+    return CacheMetrics(
+        lookups=s.lookups,
+        lookup_tokens=s.lookup_tokens,
+        hit_tokens=s.hit_tokens,
+        hit_tokens_device=s.hit_tokens_by_tier["device"],
+        hit_tokens_host=s.hit_tokens_by_tier["host"],
+        hit_tokens_disk=s.hit_tokens_by_tier["disk"],
+        hits_cut_short=s.hits_cut_short,
+        tokens_cut_short=s.tokens_cut_short,
+        windows_retained=s.windows_retained,
+        windows_dropped=s.windows_dropped,
+        evictions=s.nodes_evicted,
+        promotions=s.promotions,
+        failed_loads=s.failed_loads,
+        cached_tokens_device=device_nodes * cache.blocks.block_size,
+        device_bytes=cache.device_bytes(),
+    )
+
+
+_HELP = {
+    "lookups": "Prompts looked up in the prefix cache",
+    "lookup_tokens": "Prompt tokens looked up",
+    "hit_tokens": "Prompt tokens served from the prefix cache (any tier)",
+    "hits_cut_short": "Lookups whose full-KV match went deeper than the last retained window",
+    "tokens_cut_short": "Matched tokens lost because no window was retained there",
+    "windows_retained": "Sliding-window windows retained",
+    "windows_dropped": "Retained windows dropped under memory pressure",
+    "evictions": "Cache entries moved off the device",
+    "promotions": "Cache entries loaded back to the device on a hit",
+    "failed_loads": "Entries that could not be loaded (corrupt, truncated or missing)",
+}
+
+
+def render_prometheus(metrics: CacheMetrics, prefix: str = "hybatch_kv_cache") -> str:
+    """Prometheus text exposition format (version 0.0.4)."""
+    lines = []
+    for name, help_text in _HELP.items():
+        lines += [
+            f"# HELP {prefix}_{name}_total {help_text}",
+            f"# TYPE {prefix}_{name}_total counter",
+            f"{prefix}_{name}_total {getattr(metrics, name)}",
+        ]
+    lines += [
+        f"# HELP {prefix}_hit_tokens_by_tier_total Prompt tokens served from the cache, by tier",
+        f"# TYPE {prefix}_hit_tokens_by_tier_total counter",
+    ]
+    for tier in ("device", "host", "disk"):
+        lines.append(
+            f'{prefix}_hit_tokens_by_tier_total{{tier="{tier}"}} {getattr(metrics, "hit_tokens_" + tier)}'
+        )
+    for name, help_text, value in (
+        ("cached_tokens", "Tokens whose KV the cache holds on the device", metrics.cached_tokens_device),
+        ("device_bytes", "Device bytes the cache holds", metrics.device_bytes),
+        ("bytes_per_cached_token", "Device bytes per cached token", metrics.bytes_per_cached_token),
+    ):
+        lines += [
+            f"# HELP {prefix}_{name} {help_text}",
+            f"# TYPE {prefix}_{name} gauge",
+            f"{prefix}_{name} {value}",
+        ]
+    return "\n".join(lines) + "\n"
