@@ -1,4 +1,4 @@
-"""ORM models: accounts and keys, files, batches, per-request results and the usage ledger.
+"""ORM models: accounts and keys, files, batches, per-request results, the usage ledger and billing.
 
 Timestamps are timezone-aware UTC ``datetime`` values in Python on every backend. Public ids
 are strings shaped like OpenAI's (``file-...``, ``batch_...``); ledger rows use integer keys.
@@ -7,6 +7,7 @@ are strings shaped like OpenAI's (``file-...``, ``batch_...``); ledger rows use 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -230,3 +231,159 @@ class UsageRecord(Base):
     output_tokens: Mapped[int] = mapped_column(sa.BigInteger)
     prompt_tokens: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+# -- billing -------------------------------------------------------------------------------------
+# Written and read by the ``billing`` package; the core only declares the tables. Money columns:
+# ``*_minor`` are integer minor units (cents); decimal amounts and prices are exact decimal strings.
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """An exact decimal stored as text, so SQLite never turns money into a binary float."""
+
+    impl = sa.String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: sa.Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise TypeError(f"a money column takes a finite Decimal, not {value!r}")
+        return format(value, "f")
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"  # finalized: lines and totals never change again
+    PAID = "paid"
+    PAYMENT_FAILED = "payment_failed"
+    VOID = "void"
+
+
+class PriceScheduleVersion(Base):
+    """One immutable version of a named price schedule; ``document`` is its validated body."""
+
+    __tablename__ = "price_schedule_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("schedule", "version"),
+        sa.UniqueConstraint("schedule", "effective_from"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(sa.String(64))
+    version: Mapped[str] = mapped_column(sa.String(64))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    effective_from: Mapped[datetime]
+    document: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    content_sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class PriceScheduleAssignment(Base):
+    """From ``effective_from`` on, the account is priced by ``schedule`` (else by the default)."""
+
+    __tablename__ = "price_schedule_assignments"
+    __table_args__ = (sa.UniqueConstraint("account_id", "effective_from"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    schedule: Mapped[str] = mapped_column(sa.String(64))
+    effective_from: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class BillingPeriodClose(Base):
+    """A closed month (``YYYY-MM``): its invoices exist; usage dated in it now counts as late."""
+
+    __tablename__ = "billing_period_closes"
+
+    period: Mapped[str] = mapped_column(sa.String(7), primary_key=True)
+    closed_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Invoice(Base):
+    """One account's invoice for one month; created finalized, its money never changes."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (sa.UniqueConstraint("account_id", "period"),)
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    period: Mapped[str] = mapped_column(sa.String(7))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    status: Mapped[InvoiceStatus] = mapped_column(_enum_column(InvoiceStatus), default=InvoiceStatus.OPEN)
+    total_minor: Mapped[int] = mapped_column(sa.BigInteger)  # = sum of the lines' amount_minor
+    total_amount: Mapped[Decimal] = mapped_column(DecimalText())  # unrounded, = the ledger's priced total
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    finalized_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
+    payment_failed_at: Mapped[datetime | None]
+    voided_at: Mapped[datetime | None]
+    stripe_invoice_id: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    stripe_finalized_at: Mapped[datetime | None]
+
+
+class InvoiceLine(Base):
+    """Tokens of one (origin period, price version, model, token class, context tier, price tier)."""
+
+    __tablename__ = "invoice_lines"
+    __table_args__ = (sa.UniqueConstraint("invoice_id", "line_number"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id"))
+    line_number: Mapped[int]  # 1-based, stable: Stripe idempotency keys are built from it
+    origin_period: Mapped[str] = mapped_column(sa.String(7))  # != the invoice's period: late usage
+    is_adjustment: Mapped[bool] = mapped_column(default=False)
+    price_version: Mapped[str] = mapped_column(sa.String(130))
+    model: Mapped[str] = mapped_column(sa.String(200))
+    token_class: Mapped[str] = mapped_column(sa.String(32))
+    context_tier: Mapped[str] = mapped_column(sa.String(64))
+    price_tier: Mapped[int]  # 1-based row of the tier table
+    tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    unit_price: Mapped[Decimal] = mapped_column(DecimalText())  # per 1M tokens
+    amount: Mapped[Decimal] = mapped_column(DecimalText())  # tokens * unit_price / 1M, exact
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)  # amount rounded once, ROUND_HALF_UP
+    currency: Mapped[str] = mapped_column(sa.String(3))
+
+
+class BilledUsage(Base):
+    """Which invoice billed a usage record: the primary key makes billing a record twice impossible."""
+
+    __tablename__ = "billed_usage"
+
+    usage_record_id: Mapped[int] = mapped_column(
+        BigIntKey, sa.ForeignKey("usage_records.id"), primary_key=True, autoincrement=False
+    )
+    invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id"), index=True)
+
+
+class StripeCustomer(Base):
+    __tablename__ = "stripe_customers"
+
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"), primary_key=True)
+    stripe_customer_id: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class StripeInvoiceItem(Base):
+    __tablename__ = "stripe_invoice_items"
+
+    invoice_line_id: Mapped[int] = mapped_column(
+        BigIntKey, sa.ForeignKey("invoice_lines.id"), primary_key=True, autoincrement=False
+    )
+    stripe_invoice_item_id: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class StripeEvent(Base):
+    """A webhook event already handled (Stripe may deliver one more than once)."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(sa.String(100))
+    invoice_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    outcome: Mapped[str] = mapped_column(sa.String(32))
+    received_at: Mapped[datetime] = mapped_column(default=utc_now)
