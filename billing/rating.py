@@ -1,0 +1,192 @@
+"""Rating: usage records -> exact priced pieces -> invoice line drafts rounded once per line.
+
+Records are rated in ledger order (``created_at``, then id). For each ``ChargeKey`` a month's
+records fill the units ``(0, V]`` of that charge's monthly volume ``V`` one after another, each
+priced by the tier table of the schedule version in effect when it was created (so a schedule
+change mid-month keeps the month's tier progress). Late records of an already billed month
+continue after that month's billed volume (``volume_before``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from billing.money import add, amount_for_tokens, round_to_minor
+from billing.schedule import ChargeKey, ScheduleVersion, TierTable, TokenClass
+from billing.schedules import PriceBook
+from hybatch.models import UsageRecord
+
+TOKEN_CLASS_ORDER = {token_class: index for index, token_class in enumerate(TokenClass)}
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """What rating reads from one ledger row."""
+
+    usage_record_id: int
+    created_at: datetime
+    model: str
+    prompt_tokens: int
+    tokens: Mapping[TokenClass, int]
+
+    @classmethod
+    def from_record(cls, record: UsageRecord) -> UsageRow:
+        return cls(
+            usage_record_id=record.id,
+            created_at=record.created_at,
+            model=record.model,
+            prompt_tokens=record.prompt_tokens,
+            tokens={
+                TokenClass.CACHE_HIT_INPUT: record.cache_hit_input_tokens,
+                TokenClass.CACHE_MISS_INPUT: record.cache_miss_input_tokens,
+                TokenClass.OUTPUT: record.output_tokens,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class RatedPiece:
+    """Tokens of one record, one class and one price tier, with their exact (unrounded) amount."""
+
+    usage_record_id: int
+    created_at: datetime
+    origin_period: str
+    price_version: str
+    currency: str
+    charge: ChargeKey
+    tier_number: int
+    tokens: int
+    unit_price: Decimal  # per 1M tokens
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class LineKey:
+    origin_period: str
+    price_version: str
+    model: str
+    token_class: TokenClass
+    context_tier: str
+    tier_number: int
+
+    def sort_key(self) -> tuple:
+        return (
+            self.origin_period,
+            self.price_version,
+            self.model,
+            self.context_tier,
+            TOKEN_CLASS_ORDER[self.token_class],
+            self.tier_number,
+        )
+
+
+@dataclass(frozen=True)
+class LineDraft:
+    key: LineKey
+    currency: str
+    tokens: int
+    unit_price: Decimal
+    amount: Decimal  # exact sum of the pieces
+    amount_minor: int  # amount rounded once (billing.money.round_to_minor)
+
+
+def _charges(row: UsageRow, version: ScheduleVersion) -> Iterable[tuple[ChargeKey, TierTable, int]]:
+    context_tier = version.context_tier_for(row.prompt_tokens).name
+    for token_class in TokenClass:
+        tokens = row.tokens[token_class]
+        if tokens > 0:
+            yield (
+                ChargeKey(row.model, token_class, context_tier),
+                version.table(row.model, context_tier, token_class),
+                tokens,
+            )
+
+
+def charge_volumes(rows: Iterable[UsageRow], book: PriceBook) -> dict[ChargeKey, int]:
+    """Tokens per charge of ``rows`` (each classified by the version in effect at its time)."""
+    volumes: dict[ChargeKey, int] = defaultdict(int)
+    for row in rows:
+        for charge, _table, tokens in _charges(row, book.at(row.created_at)):
+            volumes[charge] += tokens
+    return dict(volumes)
+
+
+def rate_month(
+    rows: list[UsageRow],
+    book: PriceBook,
+    *,
+    origin_period: str,
+    volume_before: Mapping[ChargeKey, int] | None = None,
+) -> list[RatedPiece]:
+    """Price ``rows`` (one account, all created in ``origin_period``, in ledger order).
+
+    ``volume_before`` is the month's volume per charge already billed; the rows' units follow it.
+    A volume-mode table prices every row at the tier of the month's whole volume (before + rows).
+    """
+    volume_before = volume_before or {}
+    planned: list[tuple[UsageRow, ScheduleVersion, ChargeKey, TierTable, int]] = []
+    totals: dict[ChargeKey, int] = defaultdict(int)
+    for row in rows:
+        version = book.at(row.created_at)
+        for charge, table, tokens in _charges(row, version):
+            planned.append((row, version, charge, table, tokens))
+            totals[charge] += tokens
+    filled = {charge: volume_before.get(charge, 0) for charge in totals}
+    period_volume = {charge: filled[charge] + total for charge, total in totals.items()}
+    pieces: list[RatedPiece] = []
+    for row, version, charge, table, tokens in planned:
+        for tier_slice in table.slices(filled[charge], tokens, period_volume[charge]):
+            pieces.append(
+                RatedPiece(
+                    usage_record_id=row.usage_record_id,
+                    created_at=row.created_at,
+                    origin_period=origin_period,
+                    price_version=version.price_version,
+                    currency=version.currency,
+                    charge=charge,
+                    tier_number=tier_slice.tier_number,
+                    tokens=tier_slice.tokens,
+                    unit_price=tier_slice.unit_price,
+                    amount=amount_for_tokens(tier_slice.tokens, tier_slice.unit_price),
+                )
+            )
+        filled[charge] += tokens
+    return pieces
+
+
+def line_key(piece: RatedPiece) -> LineKey:
+    return LineKey(
+        origin_period=piece.origin_period,
+        price_version=piece.price_version,
+        model=piece.charge.model,
+        token_class=piece.charge.token_class,
+        context_tier=piece.charge.context_tier,
+        tier_number=piece.tier_number,
+    )
+
+
+def line_drafts(pieces: Iterable[RatedPiece]) -> list[LineDraft]:
+    """Group pieces into invoice lines (sorted) and round each line's exact amount once."""
+    grouped: dict[LineKey, list[RatedPiece]] = defaultdict(list)
+    for piece in pieces:
+        grouped[line_key(piece)].append(piece)
+    drafts = []
+    for key in sorted(grouped, key=LineKey.sort_key):
+        group = grouped[key]
+        amount = add(*(piece.amount for piece in group))
+        currency = group[0].currency
+        drafts.append(
+            LineDraft(
+                key=key,
+                currency=currency,
+                tokens=sum(piece.tokens for piece in group),
+                unit_price=group[0].unit_price,
+                amount=amount,
+                amount_minor=round_to_minor(amount, currency),
+            )
+        )
+    return drafts
