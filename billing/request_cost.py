@@ -1,0 +1,137 @@
+"""Per-request cost: the ``x_billing`` of one output line, and a batch's cost so far.
+
+The cost of a request is *marginal*: its tokens are priced where the account's month-to-date
+volume of each charge stands when the request lands (graduated: the next units of the month;
+volume: the tier of month-to-date + this request). The month's invoice re-rates the whole ledger
+and is authoritative; docs/billing.md explains when the two differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.money import ZERO, add, amount_for_tokens, decimal_string
+from billing.periods import Period
+from billing.schedule import ContextTier, ScheduleVersion, TokenClass
+from billing.schedules import price_book
+from hybatch.models import BatchRequestResult, UsageRecord, utc_now
+from hybatch.result_lines import TokenUsage
+
+X_BILLING = "x_billing"  # the key of the cost object on an output line
+
+_TOKEN_COLUMNS = {
+    TokenClass.CACHE_HIT_INPUT: UsageRecord.cache_hit_input_tokens,
+    TokenClass.CACHE_MISS_INPUT: UsageRecord.cache_miss_input_tokens,
+    TokenClass.OUTPUT: UsageRecord.output_tokens,
+}
+
+
+@dataclass(frozen=True)
+class RequestCost:
+    token_classes: dict[TokenClass, int]
+    amount: Decimal  # unrounded, major units
+    currency: str
+    price_version: str
+
+    def as_x_billing(self) -> dict[str, Any]:
+        """The line's ``x_billing`` object: token classes, amount as a decimal string, currency, version."""
+        return {
+            "token_classes": {token_class.value: n for token_class, n in self.token_classes.items()},
+            "amount": decimal_string(self.amount),
+            "currency": self.currency,
+            "price_version": self.price_version,
+        }
+
+
+@dataclass(frozen=True)
+class BatchCost:
+    amount: Decimal  # sum of the recorded lines' x_billing amounts, unrounded
+    currency: str | None  # None until a priced line exists
+    priced_requests: int
+    unpriced_requests: int  # successful lines recorded without x_billing
+
+
+def _tokens_of(usage: TokenUsage) -> dict[TokenClass, int]:
+    return {
+        TokenClass.CACHE_HIT_INPUT: usage.cache_hit_input_tokens,
+        TokenClass.CACHE_MISS_INPUT: usage.cache_miss_input_tokens,
+        TokenClass.OUTPUT: usage.output_tokens,
+    }
+
+
+def _context_bounds(version: ScheduleVersion, tier: ContextTier) -> tuple[int, int | None]:
+    """``(lower, upper]`` prompt lengths of ``tier`` (upper None: unbounded)."""
+    index = version.context_tiers.index(tier)
+    lower = version.context_tiers[index - 1].up_to_prompt_tokens if index > 0 else 0
+    return lower or 0, tier.up_to_prompt_tokens
+
+
+def month_to_date_volume(
+    session: Session, account_id: str, model: str, lower: int, upper: int | None, at: datetime
+) -> dict[TokenClass, int]:
+    """The account's tokens per class for ``model`` this month before ``at``, prompts in (lower, upper]."""
+    conditions = [
+        UsageRecord.account_id == account_id,
+        UsageRecord.model == model,
+        UsageRecord.created_at >= Period.containing(at).start,
+        UsageRecord.created_at < at,
+        UsageRecord.prompt_tokens > lower,
+    ]
+    if upper is not None:
+        conditions.append(UsageRecord.prompt_tokens <= upper)
+    sums = session.execute(
+        sa.select(*(sa.func.coalesce(sa.func.sum(column), 0) for column in _TOKEN_COLUMNS.values())).where(
+            *conditions
+        )
+    ).one()
+    return {token_class: int(total) for token_class, total in zip(_TOKEN_COLUMNS, sums, strict=True)}
+
+
+def price_request(
+    session: Session, *, account_id: str, model: str, usage: TokenUsage, at: datetime | None = None
+) -> RequestCost:
+    """Marginal cost of one finished request landing at ``at`` (default now); reads only.
+
+    Call it before recording the request (its own usage must not count as month-to-date).
+    Raises ``UnpricedModelError`` / ``NoScheduleInEffectError`` when nothing prices it.
+    """
+    at = at or utc_now()
+    version = price_book(session, account_id).at(at)
+    tokens = _tokens_of(usage)
+    context_tier = version.context_tier_for(usage.prompt_tokens)
+    lower, upper = _context_bounds(version, context_tier)
+    month_to_date = month_to_date_volume(session, account_id, model, lower, upper, at)
+    amounts = []
+    for token_class, count in tokens.items():
+        table = version.table(model, context_tier.name, token_class)
+        volume_before = month_to_date[token_class]
+        for tier_slice in table.slices(volume_before, count, volume_before + count):
+            amounts.append(amount_for_tokens(tier_slice.tokens, tier_slice.unit_price))
+    return RequestCost(tokens, add(*amounts), version.currency, version.price_version)
+
+
+def batch_cost_so_far(session: Session, batch_id: str) -> BatchCost:
+    """Sum of the ``x_billing`` amounts on the batch's recorded output lines (reads only)."""
+    amount_path = BatchRequestResult.line[(X_BILLING, "amount")].as_string()
+    currency_path = BatchRequestResult.line[(X_BILLING, "currency")].as_string()
+    rows = session.execute(
+        sa.select(amount_path, currency_path).where(
+            BatchRequestResult.batch_id == batch_id, BatchRequestResult.is_error.is_(False)
+        )
+    )
+    amounts: list[Decimal] = []
+    currency = None
+    unpriced = 0
+    for amount, line_currency in rows:
+        if amount is None:
+            unpriced += 1
+            continue
+        amounts.append(Decimal(amount))
+        currency = currency or line_currency
+    return BatchCost(add(ZERO, *amounts), currency, len(amounts), unpriced)
