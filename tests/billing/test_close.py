@@ -1,0 +1,221 @@
+"""Monthly close by hand-computed tables, on SQLite and Postgres: tier edges, models, context tiers,
+a schedule change mid-month, per-line rounding, invoice total = ledger, idempotence, late usage."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.beat import close_previous_month, periods_due
+from billing.invoices import ImmutableInvoiceError, close_period, invoice_lines, list_invoices
+from billing.money import add
+from billing.periods import Period
+from billing.request_cost import price_request
+from billing.schedule_file import parse_schedule
+from billing.schedules import assign_schedule, load_schedule
+from hybatch.errors import ConflictError
+from hybatch.models import BilledUsage, Invoice, InvoiceLine, InvoiceStatus
+from hybatch.result_lines import TokenUsage
+from tests.billing.ledger import add_customer, add_usage, at
+from tests.billing.schedule_docs import flat, model_entry, schedule, table, version
+
+D = Decimal
+M = 1_000_000
+MARCH, APRIL = Period(2026, 3), Period(2026, 4)
+
+
+def _test_schedule(session: Session) -> None:
+    """test@v1 from Jan, test@v2 from 15 March (dearer first output tier for "*", short prompts)."""
+    pro = {
+        "cache_hit_input": flat("1"),
+        "cache_miss_input": flat("4"),
+        "output": table("volume", (M, "10"), (None, "8")),
+    }
+    short_v1 = {
+        "cache_hit_input": flat("0.1"),
+        "cache_miss_input": flat("1"),
+        "output": table("graduated", (M, "2"), (3 * M, "1.5"), (None, "1")),
+    }
+    long = {
+        "cache_hit_input": flat("0.2"),
+        "cache_miss_input": flat("2"),
+        "output": table("graduated", (M, "4"), (None, "3")),
+    }
+    short_v2 = {**short_v1, "output": table("graduated", (M, "3"), (None, "2"))}
+    v1 = version(
+        "v1", "2026-01-01", [model_entry("pro", pro), model_entry("*", {"short": short_v1, "long": long})]
+    )
+    v2 = version(
+        "v2", "2026-03-15", [model_entry("pro", pro), model_entry("*", {"short": short_v2, "long": long})]
+    )
+    load_schedule(session, parse_schedule(schedule("test", v1, v2)))
+
+
+def _customer(session: Session, name: str = "acme"):
+    customer = add_customer(session, name)
+    assign_schedule(session, customer.account_id, "test", at("2026-01-01 00:00"))
+    return customer
+
+
+def _lines(session: Session, invoice_id: str) -> list[tuple]:
+    return [
+        (
+            line.origin_period,
+            line.is_adjustment,
+            line.price_version,
+            line.model,
+            line.context_tier,
+            line.token_class,
+            line.price_tier,
+            line.tokens,
+            line.unit_price,
+            line.amount,
+            line.amount_minor,
+        )
+        for line in invoice_lines(session, invoice_id)
+    ]
+
+
+MARCH_LINES = [
+    ("2026-03", False, "test@v1", "m", "long", "cache_miss_input", 1, 1001, D("2"), D("0.002002"), 0),
+    ("2026-03", False, "test@v1", "m", "long", "output", 1, 100_000, D("4"), D("0.4"), 40),
+    ("2026-03", False, "test@v1", "m", "short", "cache_hit_input", 1, 700, D("0.1"), D("0.00007"), 0),
+    ("2026-03", False, "test@v1", "m", "short", "cache_miss_input", 1, 800, D("1"), D("0.0008"), 0),
+    ("2026-03", False, "test@v1", "m", "short", "output", 1, M, D("2"), D("2"), 200),
+    ("2026-03", False, "test@v2", "m", "short", "cache_miss_input", 1, 100, D("1"), D("0.0001"), 0),
+    ("2026-03", False, "test@v2", "m", "short", "output", 2, 500_000, D("2"), D("1"), 100),  # tier 2 kept
+    ("2026-03", False, "test@v2", "pro", "short", "cache_miss_input", 1, 1010, D("4"), D("0.00404"), 0),
+    ("2026-03", False, "test@v2", "pro", "short", "output", 2, M + 1, D("8"), D("8.000008"), 800),  # volume
+]
+
+
+@pytest.fixture
+def acme(session: Session):
+    _test_schedule(session)
+    return _customer(session)
+
+
+def _usage(session, customer, when, **tokens):
+    tokens.setdefault("model", "m")
+    return add_usage(session, customer, at(when), **tokens)
+
+
+def test_march_invoice_by_hand(session: Session, acme) -> None:
+    for when, tokens in [
+        ("2026-03-02 09:00", {"hit": 500, "miss": 500, "out": 600_000}),
+        ("2026-03-05 09:00", {"miss": 1001, "out": 100_000}),
+        ("2026-03-10 09:00", {"hit": 200, "miss": 300, "out": 400_000}),
+        ("2026-03-20 09:00", {"miss": 100, "out": 500_000}),
+        ("2026-03-21 09:00", {"miss": 1000, "out": M, "model": "pro"}),
+        ("2026-03-25 09:00", {"miss": 10, "out": 1, "model": "pro"}),
+    ]:
+        _usage(session, acme, when, **tokens)
+    _usage(session, acme, "2026-04-01 00:00", out=5)  # April: not on March's invoice
+    other = _customer(session, "other")
+    result = close_period(session, MARCH, now=at("2026-04-02 00:00"))
+    session.commit()
+    assert not result.already_closed and len(result.invoice_ids) == 1  # "other" has no usage
+    (invoice,) = list_invoices(session, acme.account_id)
+    assert list_invoices(session, other.account_id) == []
+    assert (invoice.period, invoice.currency, invoice.status) == ("2026-03", "usd", InvoiceStatus.OPEN)
+    assert _lines(session, invoice.id) == MARCH_LINES
+    lines = invoice_lines(session, invoice.id)
+    # rounded once per line: 40 + 200 + 100 + 800; the exact ledger total would round to 1141
+    assert invoice.total_minor == sum(line.amount_minor for line in lines) == 1140
+    assert invoice.total_amount == add(*(line.amount for line in lines)) == D("11.40702")
+    assert session.scalar(sa.select(sa.func.count()).select_from(BilledUsage)) == 6
+
+
+def test_close_is_idempotent_and_ordered(session: Session, acme) -> None:
+    _usage(session, acme, "2026-03-02 09:00", out=600_000)
+    with pytest.raises(ConflictError, match="has not ended"):
+        close_period(session, MARCH, now=at("2026-03-31 23:59"))
+    first = close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    session.commit()
+    snapshot = _snapshot(session)
+    again = close_period(session, MARCH, now=at("2026-04-05 00:00"))
+    session.commit()
+    assert again.already_closed and again.invoice_ids == []
+    assert _snapshot(session) == snapshot and len(first.invoice_ids) == 1
+    with pytest.raises(ConflictError, match="already closed"):
+        close_period(session, Period(2026, 2), now=at("2026-04-05 00:00"))
+
+
+def _snapshot(session: Session) -> list:
+    invoices = [(i.id, i.total_minor, i.total_amount, i.status) for i in session.scalars(sa.select(Invoice))]
+    lines = [(line.id, line.amount, line.amount_minor) for line in session.scalars(sa.select(InvoiceLine))]
+    billed = session.execute(sa.select(BilledUsage.usage_record_id, BilledUsage.invoice_id)).all()
+    return [sorted(invoices), sorted(lines), sorted(billed)]
+
+
+def test_late_usage_lands_on_the_next_invoice_as_an_adjustment(session: Session, acme) -> None:
+    _usage(session, acme, "2026-03-02 09:00", out=600_000)
+    _usage(session, acme, "2026-03-20 09:00", out=900_000)  # March short output: 1.5M
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    session.commit()
+    (march,) = list_invoices(session, acme.account_id)
+    march_lines = _lines(session, march.id)
+    _usage(session, acme, "2026-03-31 23:00", out=600_000)  # arrives after March closed
+    _usage(session, acme, "2026-04-03 09:00", out=100_000)
+    close_period(session, APRIL, now=at("2026-05-01 01:00"))
+    session.commit()
+    april = next(i for i in list_invoices(session, acme.account_id) if i.period == "2026-04")
+    assert _lines(session, april.id) == [
+        ("2026-04", False, "test@v2", "m", "short", "output", 1, 100_000, D("3"), D("0.3"), 30),
+        # continues March's billed 1.5M: units (1.5M, 2.1M] at test@v2 tier 2
+        ("2026-03", True, "test@v2", "m", "short", "output", 2, 600_000, D("2"), D("1.2"), 120),
+    ]
+    assert april.total_minor == 150
+    assert _lines(session, march.id) == march_lines  # the closed invoice did not move
+
+
+def test_finalized_invoices_are_immutable(session: Session, acme) -> None:
+    _usage(session, acme, "2026-03-02 09:00", out=600_000)
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    session.commit()
+    (invoice,) = list_invoices(session, acme.account_id)
+    invoice.status = InvoiceStatus.PAID
+    invoice.paid_at = at("2026-04-03 00:00")
+    session.commit()  # status may move
+    invoice.total_minor += 1
+    with pytest.raises(ImmutableInvoiceError):
+        session.flush()
+    session.rollback()
+    (line,) = invoice_lines(session, invoice.id)
+    line.amount_minor = 0
+    with pytest.raises(ImmutableInvoiceError):
+        session.flush()
+    session.rollback()
+    session.delete(session.get(InvoiceLine, line.id))
+    with pytest.raises(ImmutableInvoiceError):
+        session.flush()
+    session.rollback()
+
+
+def test_marginal_costs_add_up_to_the_graduated_invoice(session: Session, acme) -> None:
+    marginal = []
+    for day, out in [(2, 600_000), (3, 500_000), (4, 2_500_000), (5, 7)]:  # crosses 1M and 3M
+        usage = TokenUsage(cache_hit_input_tokens=300, cache_miss_input_tokens=200, output_tokens=out)
+        when = at(f"2026-03-{day:02d} 09:00")
+        marginal.append(
+            price_request(session, account_id=acme.account_id, model="m", usage=usage, at=when).amount
+        )
+        _usage(session, acme, f"2026-03-{day:02d} 09:00", hit=300, miss=200, out=out)
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    (invoice,) = list_invoices(session, acme.account_id)
+    assert add(*marginal) == invoice.total_amount
+
+
+def test_beat_closes_every_due_period_after_the_grace(session_factory, session: Session, acme) -> None:
+    _usage(session, acme, "2026-02-10 09:00", out=1000)
+    _usage(session, acme, "2026-03-10 09:00", out=1000)
+    session.commit()
+    assert periods_due(session, at("2026-04-01 00:30")) == [Period(2026, 2)]  # March still in its grace
+    results = close_previous_month(session_factory, now=at("2026-04-01 01:30"))
+    assert [(r.period, len(r.invoice_ids)) for r in results] == [("2026-02", 1), ("2026-03", 1)]
+    assert close_previous_month(session_factory, now=at("2026-04-01 02:30")) == []
+    with session_factory() as fresh:
+        assert periods_due(fresh, at("2026-05-01 01:30")) == [APRIL]
