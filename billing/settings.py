@@ -1,0 +1,28 @@
+"""Billing settings, read once from ``HYBATCH_*`` environment variables (frozen).
+
+``HYBATCH_STRIPE_API_KEY`` enables pushing invoices to Stripe; ``HYBATCH_STRIPE_WEBHOOK_SECRET``
+(``whsec_...``) enables the webhook; ``HYBATCH_STRIPE_API_BASE`` points the SDK elsewhere than
+``https://api.stripe.com`` (a local test server).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BillingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HYBATCH_", frozen=True, extra="ignore")
+
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_tolerance_s: int = Field(default=300, ge=1)  # older signatures are refused
+
+
+@lru_cache(maxsize=1)
+def get_billing_settings() -> BillingSettings:
+    """The process-wide billing settings, read from the environment on first use."""
+    return BillingSettings()
