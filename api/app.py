@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from api.body_limit import BodySizeLimit
 from api.enqueue import CeleryEnqueuer
 from api.errors import install_error_handlers
-from api.routes import batches, files, health, models
+from api.routes import batches, billing, files, health, models, usage
 from hybatch.batches import BatchEnqueuer
 from hybatch.db import make_engine, make_session_factory
 from hybatch.settings import Settings, get_settings
@@ -34,6 +34,6 @@ def create_app(
     app.state.storage = storage or LocalFileStorage(settings.files_dir)
     app.state.enqueue = enqueue or CeleryEnqueuer.from_settings(settings)
     install_error_handlers(app)
-    for module in (health, files, batches, models):
+    for module in (health, files, batches, models, usage, billing):
         app.include_router(module.router)
     return app

@@ -1,0 +1,153 @@
+"""``/v1/billing``: price preview, a batch's cost so far, invoices, exports, the Stripe webhook."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentCaller, SessionDep, SettingsDep, StorageDep
+from billing import exports, file_estimate, invoices, stripe_sync
+from billing.money import decimal_string, minor_to_decimal
+from billing.periods import Period
+from billing.request_cost import batch_cost_so_far
+from billing.settings import BillingSettings, get_billing_settings
+from hybatch import batches
+from hybatch.db import unit_of_work
+from hybatch.models import Invoice, InvoiceLine
+
+router = APIRouter(prefix="/v1/billing", tags=["billing"])
+
+EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+
+def get_billing_settings_dep(request: Request) -> BillingSettings:
+    """``app.state.billing_settings`` when the app was given some, else the environment's."""
+    return getattr(request.app.state, "billing_settings", None) or get_billing_settings()
+
+
+BillingSettingsDep = Annotated[BillingSettings, Depends(get_billing_settings_dep)]
+
+
+class EstimateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str
+    endpoint: str
+
+
+@router.post("/estimate")
+def estimate_cost(
+    body: EstimateRequest,
+    caller: CurrentCaller,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    estimate = file_estimate.estimate_file(
+        session,
+        storage,
+        settings,
+        account_id=caller.account_id,
+        input_file_id=body.input_file_id,
+        endpoint=body.endpoint,
+    )
+    return {
+        **estimate.as_dict(),
+        "input_file_id": body.input_file_id,
+        "endpoint": body.endpoint,
+        "model": settings.model_name,
+    }
+
+
+@router.get("/batches/{batch_id}/cost")
+def batch_cost(caller: CurrentCaller, session: SessionDep, batch_id: str) -> dict[str, Any]:
+    batch = batches.get_batch(session, caller.account_id, batch_id)
+    cost = batch_cost_so_far(session, batch.id)
+    return {
+        "object": "billing.batch_cost",
+        "batch_id": batch.id,
+        "amount": decimal_string(cost.amount),
+        "currency": cost.currency,
+        "priced_requests": cost.priced_requests,
+        "unpriced_requests": cost.unpriced_requests,
+    }
+
+
+def _invoice_object(invoice: Invoice, lines: list[InvoiceLine] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": invoice.id,
+        "object": "billing.invoice",
+        "period": invoice.period,
+        "status": invoice.status.value,
+        "currency": invoice.currency,
+        "total_minor": invoice.total_minor,
+        "total": str(minor_to_decimal(invoice.total_minor, invoice.currency)),
+        "total_unrounded": decimal_string(invoice.total_amount),
+        "finalized_at": int(invoice.finalized_at.timestamp()),
+        "paid_at": int(invoice.paid_at.timestamp()) if invoice.paid_at else None,
+    }
+    if lines is not None:
+        body["lines"] = [
+            {
+                "line_number": line.line_number,
+                "origin_period": line.origin_period,
+                "is_adjustment": line.is_adjustment,
+                "price_version": line.price_version,
+                "model": line.model,
+                "token_class": line.token_class,
+                "context_tier": line.context_tier,
+                "price_tier": line.price_tier,
+                "tokens": line.tokens,
+                "unit_price": decimal_string(line.unit_price),
+                "amount_unrounded": decimal_string(line.amount),
+                "amount_minor": line.amount_minor,
+            }
+            for line in lines
+        ]
+    return body
+
+
+@router.get("/invoices")
+def list_invoices(caller: CurrentCaller, session: SessionDep) -> dict[str, Any]:
+    rows = invoices.list_invoices(session, caller.account_id)
+    return {"object": "list", "data": [_invoice_object(row) for row in rows], "has_more": False}
+
+
+@router.get("/invoices/{invoice_id}")
+def retrieve_invoice(caller: CurrentCaller, session: SessionDep, invoice_id: str) -> dict[str, Any]:
+    invoice = invoices.get_invoice(session, caller.account_id, invoice_id)
+    return _invoice_object(invoice, invoices.invoice_lines(session, invoice.id))
+
+
+@router.get("/exports")
+def export(
+    caller: CurrentCaller,
+    session: SessionDep,
+    period: str,
+    format: Literal["csv", "json"] = "csv",  # noqa: A002 - the query parameter's name
+) -> StreamingResponse:
+    billing_period = Period.parse(period)
+    summary, detail = exports.export_rows(session, billing_period, caller.account_id)
+    return StreamingResponse(
+        exports.render(billing_period, summary, detail, format),
+        media_type=EXPORT_MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="hybatch-billing-{billing_period}.{format}"'},
+    )
+
+
+@router.post("/stripe/webhook")
+async def stripe_webhook(request: Request, billing_settings: BillingSettingsDep) -> dict[str, Any]:
+    """Stripe calls this (no bearer key: the ``Stripe-Signature`` header authenticates it)."""
+    payload = await request.body()
+    signature = request.headers.get("stripe-signature")
+
+    def handle() -> stripe_sync.WebhookResult:
+        with unit_of_work(request.app.state.session_factory) as session:
+            return stripe_sync.handle_webhook(session, payload, signature, billing_settings)
+
+    result = await run_in_threadpool(handle)
+    return {"received": True, "id": result.event_id, "type": result.event_type, "outcome": result.outcome}

@@ -1,0 +1,213 @@
+"""Usage buckets for ``GET /v1/usage``, shaped after OpenAI's organization usage API.
+
+Buckets of ``bucket_width`` (``1h`` or ``1d``) start at ``start_time`` and cover
+``[start_time, end_time)``; each holds one result per group (``api_key``, ``model``, ``batch``
+in any combination) with the token classes, the request count and the cost. The cost of a
+bucket is the sum of its requests' marginal ``x_billing`` amounts (what their output lines
+say); the month's invoice is authoritative. Pages hold ``limit`` buckets; ``next_page`` is the
+cursor of the next one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.money import ZERO, add, decimal_string
+from billing.request_cost import X_BILLING
+from billing.schedules import price_book
+from hybatch.errors import HybatchError, InvalidRequestError
+from hybatch.models import BatchRequestResult, UsageRecord, utc_now
+
+BUCKET_WIDTHS = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
+DEFAULT_LIMITS = {"1h": 24, "1d": 7}
+MAX_LIMITS = {"1h": 168, "1d": 31}
+GROUP_FIELDS = {"api_key": "api_key_id", "api_key_id": "api_key_id", "model": "model", "batch": "batch"}
+RESULT_OBJECT = "organization.usage.completions.result"
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    account_id: str
+    start: datetime
+    end: datetime
+    bucket_width: str
+    group_by: tuple[str, ...]  # result field names: api_key_id, model, batch
+    limit: int
+
+
+def build_query(
+    account_id: str,
+    *,
+    start_time: int,
+    end_time: int | None,
+    bucket_width: str,
+    group_by: list[str],
+    limit: int | None,
+    page: str | None,
+    now: datetime | None = None,
+) -> UsageQuery:
+    """Check the request parameters (every one names its ``param`` when wrong)."""
+    if bucket_width not in BUCKET_WIDTHS:
+        raise InvalidRequestError(
+            "bucket_width must be one of 1h, 1d", code="invalid_value", param="bucket_width"
+        )
+    names = [name for value in group_by for name in value.split(",") if name]
+    unknown = [name for name in names if name not in GROUP_FIELDS]
+    if unknown:
+        raise InvalidRequestError(
+            f"group_by accepts api_key, model, batch; got {', '.join(unknown)}",
+            code="invalid_value",
+            param="group_by",
+        )
+    fields = tuple(dict.fromkeys(GROUP_FIELDS[name] for name in names))
+    limit = DEFAULT_LIMITS[bucket_width] if limit is None else limit
+    if not 1 <= limit <= MAX_LIMITS[bucket_width]:
+        raise InvalidRequestError(
+            f"limit must be between 1 and {MAX_LIMITS[bucket_width]} for {bucket_width} buckets",
+            code="invalid_value",
+            param="limit",
+        )
+    start = datetime.fromtimestamp(start_time, UTC)
+    end = datetime.fromtimestamp(end_time, UTC) if end_time is not None else (now or utc_now())
+    if end <= start:
+        raise InvalidRequestError("end_time must be after start_time", code="invalid_value", param="end_time")
+    if page is not None:
+        try:
+            page_start = datetime.fromtimestamp(int(page), UTC)
+        except (ValueError, OverflowError, OSError) as error:
+            raise InvalidRequestError(
+                "page is not a cursor from next_page", code="invalid_value", param="page"
+            ) from error
+        width = BUCKET_WIDTHS[bucket_width]
+        if not start <= page_start < end or (page_start - start) % width:
+            raise InvalidRequestError(
+                "page is not a cursor from next_page", code="invalid_value", param="page"
+            )
+        start_of_page = page_start
+    else:
+        start_of_page = start
+    return UsageQuery(account_id, start_of_page, end, bucket_width, fields, limit)
+
+
+def usage_page(session: Session, query: UsageQuery) -> dict[str, Any]:
+    """One page of buckets, OpenAI-shaped: ``{object: page, data, has_more, next_page}``."""
+    width = BUCKET_WIDTHS[query.bucket_width]
+    starts = []
+    moment = query.start
+    while moment < query.end and len(starts) < query.limit:
+        starts.append(moment)
+        moment += width
+    page_end = min(moment, query.end)
+    has_more = moment < query.end
+    rows = session.execute(
+        sa.select(
+            UsageRecord.created_at,
+            UsageRecord.api_key_id,
+            UsageRecord.model,
+            UsageRecord.batch_id,
+            UsageRecord.cache_hit_input_tokens,
+            UsageRecord.cache_miss_input_tokens,
+            UsageRecord.output_tokens,
+            BatchRequestResult.line[(X_BILLING, "amount")].as_string(),
+            BatchRequestResult.line[(X_BILLING, "currency")].as_string(),
+        )
+        .outerjoin(
+            BatchRequestResult,
+            sa.and_(
+                BatchRequestResult.batch_id == UsageRecord.batch_id,
+                BatchRequestResult.custom_id == UsageRecord.custom_id,
+            ),
+        )
+        .where(
+            UsageRecord.account_id == query.account_id,
+            UsageRecord.created_at >= query.start,
+            UsageRecord.created_at < page_end,
+        )
+    )
+    buckets: dict[int, dict[tuple, _Totals]] = defaultdict(lambda: defaultdict(_Totals))
+    for row in rows:
+        index = (row.created_at - query.start) // width
+        values = {"api_key_id": row.api_key_id, "model": row.model, "batch": row.batch_id}
+        group = tuple(values[name] for name in query.group_by)
+        buckets[index][group].add(row)
+    default_currency = _account_currency(session, query.account_id)
+    data = []
+    for index, bucket_start in enumerate(starts):
+        bucket_end = min(bucket_start + width, query.end)
+        results = [
+            totals.as_result(dict(zip(query.group_by, group, strict=True)), default_currency)
+            for group, totals in sorted(
+                buckets.get(index, {}).items(), key=lambda item: tuple(map(str, item[0]))
+            )
+        ]
+        data.append(
+            {
+                "object": "bucket",
+                "start_time": int(bucket_start.timestamp()),
+                "end_time": int(bucket_end.timestamp()),
+                "results": results,
+            }
+        )
+    return {
+        "object": "page",
+        "data": data,
+        "has_more": has_more,
+        "next_page": str(int(moment.timestamp())) if has_more else None,
+    }
+
+
+def _account_currency(session: Session, account_id: str) -> str:
+    book = price_book(session, account_id)
+    try:
+        return book.at(utc_now()).currency
+    except HybatchError:
+        return "usd"
+
+
+class _Totals:
+    def __init__(self) -> None:
+        self.hit = self.miss = self.output = self.requests = self.unpriced = 0
+        self.amounts: list[Decimal] = []
+        self.currency: str | None = None
+
+    def add(self, row: Any) -> None:
+        self.hit += row.cache_hit_input_tokens
+        self.miss += row.cache_miss_input_tokens
+        self.output += row.output_tokens
+        self.requests += 1
+        amount, currency = row[7], row[8]
+        if amount is None:
+            self.unpriced += 1
+        else:
+            self.amounts.append(Decimal(amount))
+            self.currency = self.currency or currency
+
+    def as_result(self, group: dict[str, str], default_currency: str) -> dict[str, Any]:
+        return {
+            "object": RESULT_OBJECT,
+            "input_tokens": self.hit + self.miss,
+            "input_cached_tokens": self.hit,
+            "output_tokens": self.output,
+            "input_audio_tokens": 0,
+            "output_audio_tokens": 0,
+            "num_model_requests": self.requests,
+            "project_id": None,
+            "user_id": None,
+            "api_key_id": group.get("api_key_id"),
+            "model": group.get("model"),
+            "batch": group.get("batch"),
+            "cache_hit_input_tokens": self.hit,
+            "cache_miss_input_tokens": self.miss,
+            "amount": {
+                "value": decimal_string(add(ZERO, *self.amounts)),
+                "currency": self.currency or default_currency,
+            },
+            "unpriced_requests": self.unpriced,
+        }
