@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,8 +28,14 @@ from hybatch.settings import Settings
 app = typer.Typer(no_args_is_help=True, help="hybatch: OpenAI-compatible batch inference with billing.")
 accounts_app = typer.Typer(no_args_is_help=True, help="Manage accounts.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
+billing_app = typer.Typer(
+    no_args_is_help=True, help="Billing: monthly close, exports, price schedules, Stripe."
+)
+schedules_app = typer.Typer(no_args_is_help=True, help="Price schedules: load versions, assign to accounts.")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(billing_app, name="billing")
+billing_app.add_typer(schedules_app, name="schedules")
 
 CELERY_APP_MODULE = "worker.celery_app"
 WORKER_STOP_TIMEOUT_S = 30
@@ -105,6 +112,87 @@ def keys_revoke(prefix: str) -> None:
     typer.echo(f"revoked {key.prefix}...")
 
 
+def _echo_lines(produce: Callable[[], list[str]]) -> None:
+    try:
+        lines = produce()
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    for line in lines:
+        typer.echo(line)
+
+
+@billing_app.command("close")
+def billing_close(
+    period: Annotated[str | None, typer.Option(help="YYYY-MM; default: every period that is due")] = None,
+) -> None:
+    """Close a month: one finalized invoice per account with usage. A second run changes nothing."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.close(Settings(), period))
+
+
+@billing_app.command("export")
+def billing_export(
+    period: Annotated[str, typer.Option(help="a closed period, YYYY-MM")],
+    account: Annotated[str | None, typer.Option(help="only this account (name)")] = None,
+    format: Annotated[str, typer.Option(help="csv or json")] = "csv",  # noqa: A002 - the option's name
+    output: Annotated[str | None, typer.Option(help="write to this file instead of stdout")] = None,
+) -> None:
+    """Export a closed period: a row per invoice line and per priced request."""
+    from billing import commands
+
+    try:
+        chunks = commands.export(Settings(), period, account, format)
+        if output is None:
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+        else:
+            with open(output, "w", encoding="utf-8", newline="") as target:
+                target.writelines(chunks)
+    except HybatchError as error:
+        raise _fail(error.message) from error
+
+
+@billing_app.command("stripe-push")
+def billing_stripe_push(
+    period: Annotated[str | None, typer.Option(help="YYYY-MM; default: all")] = None,
+) -> None:
+    """Push finalized invoices to Stripe (HYBATCH_STRIPE_API_KEY); safe to repeat."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.stripe_push(Settings(), period))
+
+
+@schedules_app.command("load")
+def schedules_load(file: str) -> None:
+    """Validate a schedule file (YAML or JSON) and load its new versions."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.load_schedules(Settings(), Path(file)))
+
+
+@schedules_app.command("assign")
+def schedules_assign(
+    account: Annotated[str, typer.Option(help="account name")],
+    schedule: Annotated[str, typer.Option(help="schedule name")],
+    effective_from: Annotated[
+        str | None, typer.Option(help="ISO date-time (UTC if no zone); default now")
+    ] = None,
+) -> None:
+    """Price an account by a schedule from a moment on."""
+    from billing import commands
+
+    _echo_lines(lambda: [commands.assign(Settings(), account, schedule, effective_from)])
+
+
+@schedules_app.command("list")
+def schedules_list() -> None:
+    """List the loaded schedule versions."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.list_schedules(Settings()))
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
 )
@@ -154,13 +242,27 @@ def up(
     upgrade_to_head(settings.database_url)
     _ensure_default_account(settings)
     worker_process = WorkerProcess([sys.executable, "-m", "hybatch", "worker"]) if with_worker else None
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again; turn that into
+    # an exception so the worker is stopped (it puts an unfinished batch back on the queue) first.
+    previous_handler = signal.signal(signal.SIGTERM, _raise_stop_requested)
     try:
         _serve_api(settings)
+    except (_StopRequested, KeyboardInterrupt):
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         if worker_process is not None:
             worker_process.stop()
     if worker_process is not None and worker_process.died.is_set():
         raise typer.Exit(code=1)
+
+
+class _StopRequested(Exception):
+    """``hybatch up`` was asked to stop (SIGTERM)."""
+
+
+def _raise_stop_requested(_signum: int, _frame: object) -> None:
+    raise _StopRequested
 
 
 def _ensure_default_account(settings: Settings) -> None:

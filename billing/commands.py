@@ -1,0 +1,112 @@
+"""The ``hybatch billing ...`` commands as plain functions (the CLI imports only this module).
+
+Each opens its own unit of work from the settings, does one thing and returns what to print;
+failures are ``HybatchError``s carrying a message for the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from billing import exports, schedules
+from billing.beat import close_previous_month
+from billing.invoices import close_period, list_invoices
+from billing.money import minor_to_decimal
+from billing.periods import Period
+from billing.schedule_file import read_schedule_file
+from hybatch import accounts
+from hybatch.db import make_engine, make_session_factory, unit_of_work
+from hybatch.errors import InvalidRequestError
+from hybatch.settings import Settings
+
+
+def _session_factory(settings: Settings):
+    return make_session_factory(make_engine(settings.database_url))
+
+
+def close(settings: Settings, period_text: str | None) -> list[str]:
+    """Close ``period_text`` (YYYY-MM), or every due period when None; lines to print."""
+    session_factory = _session_factory(settings)
+    if period_text is None:
+        results = close_previous_month(session_factory)
+        if not results:
+            return ["no period is due for closing"]
+    else:
+        period = Period.parse(period_text)
+        with unit_of_work(session_factory) as session:
+            results = [close_period(session, period)]
+    out = []
+    with session_factory() as session:
+        for result in results:
+            if result.already_closed:
+                out.append(f"{result.period} was already closed; nothing changed")
+                continue
+            out.append(f"closed {result.period}: {len(result.invoice_ids)} invoices")
+            for invoice in list_invoices(session, period=Period.parse(result.period)):
+                if invoice.id in result.invoice_ids:
+                    total = minor_to_decimal(invoice.total_minor, invoice.currency)
+                    out.append(f"  {invoice.id}  {invoice.account_id}  {total} {invoice.currency}")
+    return out
+
+
+def export(settings: Settings, period_text: str, account_name: str | None, fmt: str) -> Iterator[str]:
+    """The export of a closed period (of one account when named) as text chunks."""
+    if fmt not in exports.FORMATS:
+        raise InvalidRequestError(f"format must be one of {', '.join(exports.FORMATS)}", param="format")
+    period = Period.parse(period_text)
+    with _session_factory(settings)() as session:
+        account_id = accounts.get_account(session, account_name).id if account_name else None
+        summary, detail = exports.export_rows(session, period, account_id)
+    return exports.render(period, summary, detail, fmt)
+
+
+def load_schedules(settings: Settings, path: Path) -> list[str]:
+    schedule_file = read_schedule_file(path)
+    with unit_of_work(_session_factory(settings)) as session:
+        result = schedules.load_schedule(session, schedule_file)
+    return [f"loaded {version}" for version in result.added] + [
+        f"unchanged {version}" for version in result.unchanged
+    ]
+
+
+def assign(settings: Settings, account_name: str, schedule: str, effective_from: str | None) -> str:
+    moment = _moment(effective_from) if effective_from else datetime.now(UTC)
+    with unit_of_work(_session_factory(settings)) as session:
+        account = accounts.get_account(session, account_name)
+        schedules.assign_schedule(session, account.id, schedule, moment)
+    return f"{account_name} is priced by {schedule!r} from {moment.isoformat()}"
+
+
+def list_schedules(settings: Settings) -> list[str]:
+    with unit_of_work(_session_factory(settings)) as session:
+        rows = schedules.list_versions(session)
+        return [
+            f"{row.schedule}@{row.version}  {row.currency}  from {row.effective_from.isoformat()}"
+            for row in rows
+        ]
+
+
+def stripe_push(settings: Settings, period_text: str | None) -> list[str]:
+    """Push the invoices not yet in Stripe (of one period when given)."""
+    from billing.settings import get_billing_settings
+    from billing.stripe_sync import push_open_invoices, stripe_client
+
+    client = stripe_client(get_billing_settings())
+    period = Period.parse(period_text) if period_text else None
+    results = push_open_invoices(_session_factory(settings), client, period)
+    return [
+        f"{r.invoice_id}: " + (f"finalized as {r.stripe_invoice_id}" if r.finalized else "nothing to push")
+        for r in results
+    ] or ["no invoices to push"]
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise InvalidRequestError(
+            f"{text!r} is not an ISO 8601 date or date-time", param="effective_from"
+        ) from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
