@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from billing.money import MAX_PRICE_PLACES, MINOR_UNIT_EXPONENTS, decimal_string, places
+from billing.money import MAX_PRICE_PLACES, MINOR_UNIT_EXPONENTS, places
 from billing.schedule import (
     ContextTier,
     ModelPrices,
@@ -41,7 +41,7 @@ from hybatch.errors import InvalidRequestError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _FILE_KEYS = {"schedule", "currency", "versions"}
-_VERSION_KEYS = {"version", "effective_from", "context_tiers", "models"}
+VERSION_KEYS = {"version", "effective_from", "context_tiers", "models"}
 _CONTEXT_TIER_KEYS = {"name", "up_to_prompt_tokens"}
 _MODEL_KEYS = {"match", "prices"}
 _TABLE_KEYS = {"mode", "tiers"}
@@ -99,7 +99,8 @@ def read_schedule_file(path: Path) -> ScheduleFile:
 
 def parse_schedule_text(text: str, *, is_json: bool = False) -> ScheduleFile:
     try:
-        data = json.loads(text, parse_float=Decimal) if is_json else yaml.load(text, _DecimalSafeLoader)  # noqa: S506
+        # yaml.load with a SafeLoader subclass: safe, and floats become Decimals.
+        data = json.loads(text, parse_float=Decimal) if is_json else yaml.load(text, _DecimalSafeLoader)
     except (ValueError, yaml.YAMLError) as error:
         raise ScheduleInvalidError(
             [ScheduleProblem("", f"not valid {'JSON' if is_json else 'YAML'}: {error}")]
@@ -114,50 +115,6 @@ def parse_schedule(data: Any) -> ScheduleFile:
     if checker.problems or result is None:
         raise ScheduleInvalidError(checker.problems)
     return result
-
-
-def version_from_document(document: dict[str, Any]) -> ScheduleVersion:
-    """Rebuild a version from ``version_document`` output (as stored in the database)."""
-    data = {
-        "schedule": document["schedule"],
-        "currency": document["currency"],
-        "versions": [{key: document[key] for key in _VERSION_KEYS}],
-    }
-    return parse_schedule(data).versions[0]
-
-
-def version_document(version: ScheduleVersion) -> dict[str, Any]:
-    """A JSON-ready document of one version (prices as decimal strings): what the database keeps."""
-    return {
-        "schedule": version.schedule,
-        "currency": version.currency,
-        "version": version.version,
-        "effective_from": version.effective_from.isoformat(),
-        "context_tiers": [
-            {"name": tier.name, "up_to_prompt_tokens": tier.up_to_prompt_tokens}
-            for tier in version.context_tiers
-        ],
-        "models": [
-            {
-                "match": entry.match,
-                "prices": {
-                    context.name: {
-                        token_class.value: _table_document(entry.tables[(context.name, token_class)])
-                        for token_class in TokenClass
-                    }
-                    for context in version.context_tiers
-                },
-            }
-            for entry in version.models
-        ],
-    }
-
-
-def _table_document(table: TierTable) -> dict[str, Any]:
-    return {
-        "mode": table.mode.value,
-        "tiers": [{"up_to": tier.up_to, "per_1m": decimal_string(tier.unit_price)} for tier in table.tiers],
-    }
 
 
 def _is_int(value: Any) -> bool:
@@ -235,7 +192,7 @@ class _Checker:
                 )
 
     def version(self, raw: Any, path: str, schedule: str, currency: str) -> ScheduleVersion | None:
-        body = self.mapping(raw, path, _VERSION_KEYS, _VERSION_KEYS)
+        body = self.mapping(raw, path, VERSION_KEYS, VERSION_KEYS)
         if body is None:
             return None
         label = body.get("version")

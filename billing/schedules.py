@@ -20,14 +20,8 @@ from sqlalchemy.orm import Session
 
 from billing.periods import Period
 from billing.schedule import ScheduleVersion
-from billing.schedule_file import (
-    ScheduleFile,
-    ScheduleInvalidError,
-    ScheduleProblem,
-    read_schedule_file,
-    version_document,
-    version_from_document,
-)
+from billing.schedule_document import version_document, version_from_document
+from billing.schedule_file import ScheduleFile, ScheduleInvalidError, ScheduleProblem, read_schedule_file
 from billing.sql import insert_ignoring_conflicts
 from hybatch.errors import ConflictError, InvalidRequestError, NotFoundError
 from hybatch.models import BillingPeriodClose, PriceScheduleAssignment, PriceScheduleVersion, utc_now

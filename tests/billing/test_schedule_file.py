@@ -9,13 +9,12 @@ from decimal import Decimal
 import pytest
 
 from billing.schedule import TierMode, TokenClass, UnpricedModelError
+from billing.schedule_document import version_document, version_from_document
 from billing.schedule_file import (
     ScheduleInvalidError,
     parse_schedule,
     parse_schedule_text,
     read_schedule_file,
-    version_document,
-    version_from_document,
 )
 from billing.schedules import DEFAULT_SCHEDULE_FILE
 from tests.billing.schedule_docs import flat, model_entry, schedule, table, version
