@@ -3,6 +3,7 @@ a schedule change mid-month, per-line rounding, invoice total = ledger, idempote
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -16,6 +17,7 @@ from billing.periods import Period
 from billing.request_cost import price_request
 from billing.schedule_file import parse_schedule
 from billing.schedules import assign_schedule, load_schedule
+from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import ConflictError
 from hybatch.models import BilledUsage, Invoice, InvoiceLine, InvoiceStatus
 from hybatch.result_lines import TokenUsage
@@ -219,3 +221,35 @@ def test_beat_closes_every_due_period_after_the_grace(session_factory, session: 
     assert close_previous_month(session_factory, now=at("2026-04-01 02:30")) == []
     with session_factory() as fresh:
         assert periods_due(fresh, at("2026-05-01 01:30")) == [APRIL]
+
+
+@pytest.mark.postgres
+def test_concurrent_closes_make_one_invoice(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as session:
+        _test_schedule(session)
+        customer = _customer(session)
+        _usage(session, customer, "2026-03-02 09:00", out=600_000)
+    results, errors = [], []
+    start = threading.Barrier(4)
+
+    def close() -> None:
+        start.wait()
+        try:
+            with unit_of_work(factory) as session:
+                results.append(close_period(session, MARCH, now=at("2026-04-01 01:00")))
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=close) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert sorted(r.already_closed for r in results) == [False, True, True, True]
+    with factory() as session:
+        assert len(list_invoices(session)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(BilledUsage)) == 1
+    engine.dispose()
