@@ -223,6 +223,10 @@ def worker(
             "--pool=solo",
             "--concurrency=1",
             "--prefetch-multiplier=1",
+            # Workers share nothing through Celery (batches are coordinated in the database), so
+            # skip the start-up handshake and the chatter between workers.
+            "--without-mingle",
+            "--without-gossip",
             f"--queues={settings.task_queue}",
             f"--loglevel={loglevel}",
         ]

@@ -14,14 +14,10 @@ from celery import Celery
 
 from hybatch.settings import Settings, completion_window_duration, get_settings
 
-# How often the embedded (SQLite) transport looks for new messages.
-EMBEDDED_POLLING_INTERVAL_S = 0.5
-
 
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app consuming ``settings.task_queue`` on ``settings.broker_url``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # the embedded broker's SQLite file
-    longest_window_s = max(completion_window_duration(w) for w in settings.completion_windows).total_seconds()
     celery_app = Celery("hybatch-worker", broker=settings.broker_url, include=["worker.tasks"])
     celery_app.conf.update(
         task_default_queue=settings.task_queue,
@@ -34,13 +30,13 @@ def create_celery_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            # Redis hands an unacknowledged message to another worker after this long; a batch may
-            # legitimately run for its whole completion window, so never hand it over earlier.
-            "visibility_timeout": int(longest_window_s),
-            "polling_interval": EMBEDDED_POLLING_INTERVAL_S,
-        },
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Redis hands an unacknowledged message to another worker after this long; a batch may
+        # legitimately run for its whole completion window, so never hand it over earlier. (The
+        # SQLAlchemy transport passes its options to create_engine, so it gets none.)
+        longest_window = max(completion_window_duration(w) for w in settings.completion_windows)
+        celery_app.conf.broker_transport_options = {"visibility_timeout": int(longest_window.total_seconds())}
     return celery_app
 
 

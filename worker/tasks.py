@@ -3,7 +3,8 @@
 A worker shutting down (SIGTERM, Ctrl-C) stops the job between engine steps and puts the
 message back on the queue, so the batch resumes on the next worker instead of waiting out a
 broker timeout. Any other error is retried with backoff; when retries run out the batch ends
-``failed`` with the lines finished so far.
+``failed`` with the lines finished so far. An embedded worker starting up takes back the batches
+a killed worker left behind (``worker.recovery``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from celery.exceptions import Reject
+from celery.signals import worker_ready
 from celery.utils.log import get_task_logger
 from celery.worker import state as worker_state
 
@@ -18,7 +20,7 @@ from hybatch.db import make_engine, make_session_factory
 from hybatch.settings import get_settings
 from hybatch.storage import LocalFileStorage
 from hybatch.tasks import RUN_BATCH_TASK
-from worker import engine_pool, jobs
+from worker import engine_pool, jobs, recovery
 from worker.celery_app import app
 
 MAX_RETRIES = 3
@@ -28,8 +30,9 @@ log = get_task_logger(__name__)
 
 
 def _worker_is_stopping() -> bool:
-    # Set by Celery's SIGTERM/SIGINT handlers (warm and cold shutdown) in the worker process.
-    return worker_state.should_stop not in (None, False) or worker_state.should_terminate not in (None, False)
+    # Set by Celery's SIGTERM/SIGINT handlers in the worker process, to an exit code (0 included).
+    flags = (worker_state.should_stop, worker_state.should_terminate)
+    return any(flag is not None and flag is not False for flag in flags)
 
 
 @lru_cache(maxsize=1)
@@ -62,3 +65,17 @@ def run_batch(self, batch_id: str) -> str | None:
         raise
     log.info("batch %s is %s", batch_id, status)
     return None if status is None else status.value
+
+
+@worker_ready.connect
+def take_back_orphaned_batches(**_kwargs: object) -> list[str]:
+    """Embedded broker only: publish again the batches a killed worker left (see worker.recovery)."""
+    context = worker_context()
+    if not recovery.is_embedded_broker(context.settings.broker_url):
+        return []
+    with context.session_factory() as session:
+        batch_ids = recovery.claimed_unfinished_batch_ids(session)
+    for batch_id in batch_ids:
+        log.warning("batch %s was left unfinished by an earlier worker; queueing it again", batch_id)
+        run_batch.apply_async(args=[batch_id], queue=context.settings.task_queue)
+    return batch_ids

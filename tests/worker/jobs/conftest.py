@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,9 +10,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from hybatch.db import make_engine, make_session_factory
-from hybatch.settings import Settings
+from hybatch.settings import Settings, get_settings
 from hybatch.storage import LocalFileStorage
-from tests.worker.jobs.service_checkpoint import build_service_checkpoint
+from tests.worker.jobs.service_checkpoint import shared_service_checkpoint
 from worker.jobs import JobContext
 
 SERVED_MODEL = "tiny-test"
@@ -19,7 +20,7 @@ SERVED_MODEL = "tiny-test"
 
 @pytest.fixture(scope="session")
 def service_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_service_checkpoint(tmp_path_factory.mktemp("service-ckpt") / SERVED_MODEL)
+    return shared_service_checkpoint(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,17 @@ def llm(service_checkpoint: Path):
     from worker.engine import LLM
 
     return LLM(service_checkpoint, device="cpu", enable_prefix_caching=True, kv_cache_gb=0.02)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Decode steps of a tiny model are ~10x slower when 2 threads contend for 2 shared cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture
@@ -57,3 +69,18 @@ def context(settings: Settings, session_factory: sessionmaker[Session], llm) -> 
         load_llm=lambda: llm,
         status_poll_interval_s=0.0,
     )
+
+
+@pytest.fixture
+def tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: JobContext):
+    """``worker.tasks`` with its process-wide context replaced by the test's.
+
+    Imported here, not at a module top: the module-level Celery app reads the settings (and makes
+    the data dir) on first import, which must not be ./var.
+    """
+    monkeypatch.setenv("HYBATCH_DATA_DIR", str(tmp_path / "import-var"))
+    get_settings.cache_clear()
+    module = importlib.import_module("worker.tasks")
+    get_settings.cache_clear()
+    monkeypatch.setattr(module, "worker_context", lambda: context)
+    return module

@@ -44,3 +44,11 @@ def build_service_checkpoint(directory: Path) -> Path:
     }
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     return directory
+
+
+def shared_service_checkpoint(base_temp: Path) -> Path:
+    """The checkpoint built once per test session under pytest's ``base_temp`` (job and e2e tests)."""
+    directory = base_temp / "service-checkpoint" / "tiny-test"
+    if not (directory / "tokenizer_config.json").is_file():  # written last: the build finished
+        build_service_checkpoint(directory)
+    return directory

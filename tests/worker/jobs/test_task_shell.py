@@ -9,25 +9,10 @@ import pytest
 from celery.exceptions import Reject
 
 from hybatch.models import BatchStatus
-from hybatch.settings import Settings, get_settings
+from hybatch.settings import Settings
 from hybatch.tasks import RUN_BATCH_TASK
 from tests.worker.jobs.batches import chat_lines, read_outcome, submit
 from worker import jobs
-
-
-@pytest.fixture
-def tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: jobs.JobContext):
-    """``worker.tasks`` with its process-wide context replaced by the test's.
-
-    Imported here, not at the top: the module-level Celery app reads the settings (and makes the
-    data dir) on first import, which must not be ./var.
-    """
-    monkeypatch.setenv("HYBATCH_DATA_DIR", str(tmp_path / "import-var"))
-    get_settings.cache_clear()
-    module = importlib.import_module("worker.tasks")
-    monkeypatch.setattr(module, "worker_context", lambda: context)
-    yield module
-    get_settings.cache_clear()
 
 
 def test_app_runs_one_task_at_a_time_and_acks_late(tasks, tmp_path: Path) -> None:
@@ -37,8 +22,16 @@ def test_app_runs_one_task_at_a_time_and_acks_late(tasks, tmp_path: Path) -> Non
     assert conf.task_default_queue == "q-test"
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1 and conf.worker_pool == "solo"
-    assert conf.broker_transport_options["visibility_timeout"] == 24 * 3600
+    assert not conf.broker_transport_options  # kombu's SQLAlchemy transport takes engine options only
     assert (tmp_path / "var").is_dir()
+
+
+def test_redis_never_hands_a_running_batch_to_another_worker_early(tasks, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0", completion_windows=("24h", "1h")
+    )
+    conf = importlib.import_module("worker.celery_app").create_celery_app(settings).conf
+    assert conf.broker_transport_options == {"visibility_timeout": 24 * 3600}
 
 
 def test_task_is_registered_by_the_name_the_api_sends(tasks) -> None:
