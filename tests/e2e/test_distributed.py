@@ -1,0 +1,88 @@
+"""Distributed mode end to end: Postgres + Redis, ``hybatch api`` and ``hybatch worker`` processes."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from hybatch import accounts
+from hybatch.db import make_engine, make_session_factory, unit_of_work
+from hybatch.migrate import upgrade_to_head
+from tests.e2e.checks import assert_batch_accounted
+from tests.e2e.conftest import service_env
+from tests.e2e.service import (
+    ServiceProcess,
+    api_is_healthy,
+    chat_requests,
+    free_port,
+    run_batch_with_sdk,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+STARTUP_TIMEOUT_S = 60
+BATCH_TIMEOUT_S = 60
+
+
+@pytest.fixture
+def queue(redis_url: str) -> Iterator[str]:
+    """A queue name no other run uses; its keys are removed from Redis afterwards."""
+    import redis
+
+    name = f"hybatch-e2e-{secrets.token_hex(6)}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(name, f"_kombu.binding.{name}")
+    finally:
+        client.close()
+
+
+def _api_key(database_url: str) -> str:
+    engine = make_engine(database_url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            account = accounts.create_account(session, "e2e")
+            return accounts.create_api_key(session, account.id).secret
+    finally:
+        engine.dispose()
+
+
+def test_api_and_worker_processes_on_postgres_and_redis(
+    tmp_path: Path,
+    empty_postgres_url: str,
+    redis_url: str,
+    queue: str,
+    service_checkpoint: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    upgrade_to_head(empty_postgres_url)
+    key = _api_key(empty_postgres_url)
+    port = free_port()
+    env = service_env(
+        data_dir=tmp_path / "shared",  # the files directory API and worker share
+        port=port,
+        model=service_checkpoint,
+        queue=queue,
+        database_url=empty_postgres_url,
+        broker_url=redis_url,
+    )
+    worker = ServiceProcess(["worker", "--loglevel=warning"], env)
+    request.addfinalizer(worker.stop)
+    api = ServiceProcess(["api"], env)
+    request.addfinalizer(api.stop)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_until(
+        lambda: api_is_healthy(base_url), timeout_s=STARTUP_TIMEOUT_S, processes=[api, worker], what="the API"
+    )
+    client = OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+    requests = chat_requests("tiny-test", 4)
+
+    batch, lines = run_batch_with_sdk(client, requests, processes=[api, worker], timeout_s=BATCH_TIMEOUT_S)
+
+    assert_batch_accounted(empty_postgres_url, batch, requests, lines)

@@ -1,0 +1,112 @@
+"""Embedded mode end to end: ``hybatch up`` (SQLite, SQLite broker, worker subprocess) + openai SDK."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from hybatch.settings import DEFAULT_MODEL_DIR
+from tests.e2e.checks import assert_batch_accounted
+from tests.e2e.conftest import service_env
+from tests.e2e.service import (
+    ServiceProcess,
+    api_is_healthy,
+    chat_requests,
+    free_port,
+    run_batch_with_sdk,
+    wait_until,
+)
+
+STARTUP_TIMEOUT_S = 60
+BATCH_TIMEOUT_S = 60
+
+
+def _start_up(
+    data_dir: Path, model: Path, request: pytest.FixtureRequest, *, key: str | None = None
+) -> tuple[OpenAI, ServiceProcess]:
+    """``hybatch up`` on ``data_dir``; the API key is the one it prints on first start, else ``key``."""
+    port = free_port()
+    env = service_env(data_dir=data_dir, port=port, model=model, queue="e2e")
+    up = ServiceProcess(["up"], env)
+    request.addfinalizer(up.stop)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: api_is_healthy(base_url), timeout_s=STARTUP_TIMEOUT_S, processes=[up], what="the API")
+    if key is None:
+        printed = re.search(r"\bhb-\S+", up.output)
+        assert printed is not None, f"`hybatch up` printed no API key:\n{up.output}"
+        key = printed.group(0)
+    return OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0), up
+
+
+def test_hybatch_up_runs_a_batch_for_the_openai_sdk(
+    tmp_path: Path, service_checkpoint: Path, request: pytest.FixtureRequest
+) -> None:
+    client, up = _start_up(tmp_path / "var", service_checkpoint, request)
+    [model] = [m.id for m in client.models.list().data]
+    requests = chat_requests(model, 5)
+
+    batch, lines = run_batch_with_sdk(client, requests, processes=[up], timeout_s=BATCH_TIMEOUT_S)
+
+    assert_batch_accounted(f"sqlite:///{tmp_path / 'var' / 'hybatch.db'}", batch, requests, lines)
+    # The requests share a system prompt: after the first, it comes from the prefix cache.
+    assert batch.usage.input_tokens_details.cached_tokens > 0
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_MODEL_DIR / "config.json").is_file(), reason="the default checkpoint is not in this checkout"
+)
+def test_quick_start_with_the_default_checkpoint(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    client, up = _start_up(tmp_path / "var", DEFAULT_MODEL_DIR, request)
+    [model] = [m.id for m in client.models.list().data]
+    assert model == DEFAULT_MODEL_DIR.name
+    requests = chat_requests(model, 2, max_tokens=8)
+
+    batch, lines = run_batch_with_sdk(client, requests, processes=[up], timeout_s=BATCH_TIMEOUT_S)
+
+    assert_batch_accounted(f"sqlite:///{tmp_path / 'var' / 'hybatch.db'}", batch, requests, lines)
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_a_service_stopped_or_killed_mid_batch_resumes_it_after_a_restart(
+    tmp_path: Path, service_checkpoint: Path, request: pytest.FixtureRequest, how: str
+) -> None:
+    data_dir = tmp_path / "var"
+    client, up = _start_up(data_dir, service_checkpoint, request)
+    # Long, staggered generations, so the batch is still running when the service goes down.
+    requests = [
+        {**line, "body": {**line["body"], "max_tokens": 60 + 40 * i}}
+        for i, line in enumerate(chat_requests("tiny-test", 8))
+    ]
+    content = "".join(json.dumps(line) + "\n" for line in requests).encode()
+    upload = client.files.create(file=("in.jsonl", content), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    wait_until(
+        lambda: client.batches.retrieve(batch.id).request_counts.completed >= 1,
+        timeout_s=BATCH_TIMEOUT_S,
+        processes=[up],
+        what="the first finished request",
+    )
+    if how == "stopped":
+        up.stop()  # SIGTERM: the worker stops between engine steps and puts its task back
+        assert "putting batch" in up.output, up.output
+    else:
+        up.kill()  # SIGKILL: the embedded broker's message is lost; the next worker takes the batch back
+
+    client, up = _start_up(data_dir, service_checkpoint, request, key=client.api_key)
+    interrupted = client.batches.retrieve(batch.id)
+    assert interrupted.status == "in_progress" and 1 <= interrupted.request_counts.completed < len(requests)
+    wait_until(
+        lambda: client.batches.retrieve(batch.id).status == "completed",
+        timeout_s=BATCH_TIMEOUT_S,
+        processes=[up],
+        what="the resumed batch",
+    )
+    batch = client.batches.retrieve(batch.id)
+    lines = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    assert_batch_accounted(f"sqlite:///{data_dir / 'hybatch.db'}", batch, requests, lines)
