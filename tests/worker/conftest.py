@@ -6,6 +6,11 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
+import torch
+
+# Tiny models: a second thread only adds synchronisation, and on a busy 2-core machine it can make
+# every op wait for a descheduled thread (measured 10x slower). One thread for the in-process tests.
+torch.set_num_threads(1)
 
 sys.path.insert(0, str(Path(__file__).parent))
 

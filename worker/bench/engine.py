@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kv-cache-gb", type=float, default=2.0)
     parser.add_argument("--max-num-batched-tokens", type=int, default=None)
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for both peers")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
     checkpoint = build_random_checkpoint(BENCH_1_35B, dtype) if args.config else args.model
     from worker.model.config import ModelConfig
