@@ -1,4 +1,5 @@
-"""Fixtures for the batch job: a runnable tiny checkpoint, one shared engine, a migrated SQLite db."""
+"""Fixtures for the batch job: a runnable tiny checkpoint, one shared engine, a migrated database
+(every job test runs on SQLite and on Postgres)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,10 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, sqlite_url: str, service_checkpoint: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str, service_checkpoint: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "var",
-        database_url=sqlite_url,
+        database_url=database_url,
         model=service_checkpoint,
         model_name=SERVED_MODEL,
         device="cpu",

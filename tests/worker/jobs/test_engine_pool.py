@@ -1,0 +1,62 @@
+"""The worker's one engine: options from settings, loaded once, replaced only for other settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import worker.engine
+from hybatch.settings import Settings
+from worker import engine_pool
+
+
+def test_options_come_from_settings_and_skip_tiers_the_engine_lacks(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, device="cpu", kv_cache_gb=0.5, host_cache_gb=2.0, disk_cache_gb=3.0
+    )
+    base = {
+        "device": "cpu",
+        "dtype": "auto",
+        "enable_prefix_caching": True,
+        "kv_cache_gb": 0.5,
+        "max_num_seqs": 64,
+    }
+
+    assert engine_pool.llm_options(settings, accepted=set(base)) == base
+    with_tiers = engine_pool.llm_options(
+        settings, accepted={*base, "host_cache_gb", "disk_cache_dir", "disk_cache_gb"}
+    )
+    assert with_tiers == {
+        **base,
+        "host_cache_gb": 2.0,
+        "disk_cache_dir": str(tmp_path / "kv_cache"),
+        "disk_cache_gb": 3.0,
+    }
+
+
+def test_the_engine_is_loaded_once_per_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = []
+
+    class FakeLLM:
+        def __init__(
+            self,
+            model,
+            *,
+            device="auto",
+            dtype="auto",
+            enable_prefix_caching=False,
+            kv_cache_gb=1.0,
+            max_num_seqs=64,
+        ):
+            loads.append((model, kv_cache_gb))
+
+    monkeypatch.setattr(worker.engine, "LLM", FakeLLM)
+    monkeypatch.setattr(engine_pool, "_loaded", None)
+    settings = Settings(data_dir=tmp_path, model=tmp_path / "ckpt", kv_cache_gb=0.5)
+
+    first = engine_pool.get_llm(settings)
+    assert engine_pool.get_llm(settings) is first
+    other = engine_pool.get_llm(settings.model_copy(update={"kv_cache_gb": 0.25}))
+    assert other is not first
+    assert loads == [(tmp_path / "ckpt", 0.5), (tmp_path / "ckpt", 0.25)]
