@@ -33,9 +33,10 @@ from hybatch.batch_lifecycle import UNFINISHED, claim_batch, current_status, mov
 from hybatch.batch_results import finished_custom_ids, record_failure, record_success, write_result_files
 from hybatch.models import Batch, BatchStatus, utc_now
 from hybatch.prompt_tokenizer import PromptTokenizer
-from hybatch.result_lines import TokenUsage, error_line, success_line
+from hybatch.result_lines import error_line
 from hybatch.settings import Settings
 from hybatch.storage import FileStorage, iter_chunks
+from worker import engine_requests
 
 if TYPE_CHECKING:
     from worker.engine import RequestOutput
@@ -203,32 +204,19 @@ class _BatchJob:
 
     def _generate(self, pending: list[BatchRequest]) -> bool:
         """Run ``pending`` in one engine call, recording each as it finishes; True if stopped early."""
-        from worker.engine import SamplingParams
-
         runnable: dict[str, BatchRequest] = {}
         params = []
         for request in pending:
-            generation = request.generation
             try:
-                params.append(
-                    SamplingParams(
-                        temperature=generation.temperature,
-                        top_p=generation.top_p,
-                        max_tokens=generation.max_tokens,
-                        seed=generation.seed,
-                        stop=generation.stop,
-                    )
-                )
+                params.append(engine_requests.sampling_params(request))
             except ValueError as error:
                 self._record_error(request, code="invalid_request", message=str(error))
                 continue
             runnable[request.custom_id] = request
         if not runnable:
             return False
-        prompts = [
-            {"prompt_token_ids": list(r.generation.prompt_token_ids), "cache_salt": self.batch.account_id}
-            for r in runnable.values()
-        ]
+        account_id = self.batch.account_id
+        prompts = [engine_requests.engine_prompt(r, account_id=account_id) for r in runnable.values()]
         was_stopped = False
 
         def should_stop() -> bool:
@@ -256,20 +244,9 @@ class _BatchJob:
         if output.error is not None:
             self._record_error(request, code="invalid_request", message=output.error)
             return
-        completion = output.outputs[0]
-        usage = TokenUsage(
-            cache_hit_input_tokens=output.num_cached_tokens,
-            cache_miss_input_tokens=len(output.prompt_token_ids) - output.num_cached_tokens,
-            output_tokens=len(completion.token_ids),
-        )
-        line = success_line(
-            request.custom_id,
-            endpoint=self.batch.endpoint,
-            model=self.batch.model,
-            text=completion.text,
-            finish_reason=completion.finish_reason or "length",
-            usage=usage,
-            created_at=utc_now(),
+        usage = engine_requests.token_usage(output)
+        line = engine_requests.output_line(
+            request, output, endpoint=self.batch.endpoint, model=self.batch.model, usage=usage
         )
         record_success(
             self.session,
