@@ -23,7 +23,7 @@ from tests.e2e.service import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 STARTUP_TIMEOUT_S = 60
 BATCH_TIMEOUT_S = 60

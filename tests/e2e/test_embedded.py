@@ -21,6 +21,8 @@ from tests.e2e.service import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow
+
 STARTUP_TIMEOUT_S = 60
 BATCH_TIMEOUT_S = 60
 
