@@ -86,11 +86,17 @@ def wait_until(condition, *, timeout_s: float, processes: list[ServiceProcess], 
                 raise AssertionError(
                     f"hybatch {process.args} exited while waiting for {what}:\n{process.output}"
                 )
-        if condition():
-            return
+        try:
+            if condition():
+                return
+        except Exception as error:  # e.g. an HTTP 500: show what the services logged
+            raise AssertionError(f"{error!r} while waiting for {what}\n{_logs(processes)}") from error
         time.sleep(0.2)
-    logs = "\n".join(f"--- hybatch {p.args}:\n{p.output}" for p in processes)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{logs}")
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{_logs(processes)}")
+
+
+def _logs(processes: list[ServiceProcess]) -> str:
+    return "\n".join(f"--- hybatch {p.args}:\n{p.output}" for p in processes)
 
 
 def api_is_healthy(base_url: str) -> bool:
