@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from billing.beat import beat_schedule
 from hybatch.settings import Settings, completion_window_duration, get_settings
 
 
@@ -30,6 +31,8 @@ def create_celery_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        # `celery -A worker.celery_app beat` runs the monthly close (billing.close_previous_month).
+        beat_schedule=beat_schedule,
     )
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # Redis hands an unacknowledged message to another worker after this long; a batch may

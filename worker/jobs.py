@@ -37,6 +37,7 @@ from hybatch.result_lines import error_line
 from hybatch.settings import Settings
 from hybatch.storage import FileStorage, iter_chunks
 from worker import engine_requests
+from worker.costing import SKIPPED_BUDGET, X_BILLING, BatchCosting
 
 if TYPE_CHECKING:
     from worker.engine import RequestOutput
@@ -117,6 +118,14 @@ class _BatchJob:
         self.batch: Batch = batch
         self._input: BatchInput | None = None
         self._last_poll_s = 0.0
+        self._costing: BatchCosting | None = None
+
+    @property
+    def costing(self) -> BatchCosting:
+        if self._costing is None:
+            self._costing = BatchCosting.open(self.session, self.batch)
+            self.session.commit()  # end the read transaction
+        return self._costing
 
     def run(self) -> BatchStatus | None:
         status: BatchStatus | None = self.batch.status
@@ -188,6 +197,23 @@ class _BatchJob:
         done = finished_custom_ids(self.session, self.batch.id)
         self.session.commit()
         pending = [request for request in batch_input.requests if request.custom_id not in done]
+        try:
+            self.costing  # noqa: B018 (reads the cap and the cost so far before anything runs)
+        except ValueError as error:
+            return self.finish(
+                BatchStatus.FAILED,
+                UNFINISHED,
+                code="batch_failed",
+                message=str(error),
+                errors=[
+                    {
+                        "code": "invalid_metadata",
+                        "line": None,
+                        "message": str(error),
+                        "param": "metadata.max_cost",
+                    }
+                ],
+            )
         if pending and self._generate(pending):
             if self.context.shutdown_requested():
                 raise JobInterrupted(f"batch {self.batch.id}: the worker is shutting down")
@@ -203,20 +229,40 @@ class _BatchJob:
         return BatchStatus.FINALIZING if moved else self._status()
 
     def _generate(self, pending: list[BatchRequest]) -> bool:
-        """Run ``pending`` in one engine call, recording each as it finishes; True if stopped early."""
+        """Run ``pending`` on the engine, recording each as it finishes; True if stopped early.
+
+        Without a budget cap that is one engine call (continuous batching and the prefix cache see
+        the whole batch). With ``metadata.max_cost`` the requests run in waves the cap admits;
+        those it never admits end as ``skipped_budget`` error lines.
+        """
         runnable: dict[str, BatchRequest] = {}
-        params = []
+        params: dict[str, Any] = {}
         for request in pending:
             try:
-                params.append(engine_requests.sampling_params(request))
+                params[request.custom_id] = engine_requests.sampling_params(request)
             except ValueError as error:
                 self._record_error(request, code="invalid_request", message=str(error))
                 continue
             runnable[request.custom_id] = request
-        if not runnable:
-            return False
+        waiting = list(runnable.values())
+        while waiting:
+            wave, waiting = self.costing.admit(waiting)
+            if not wave:
+                for request in waiting:
+                    self._record_error(
+                        request,
+                        code=SKIPPED_BUDGET,
+                        message=f"Skipped: running it could pass the batch's max_cost of {self.costing.max_cost}.",
+                    )
+                return False
+            if self._run_wave(wave, [params[r.custom_id] for r in wave]):
+                return True
+        return False
+
+    def _run_wave(self, wave: list[BatchRequest], params: list[Any]) -> bool:
         account_id = self.batch.account_id
-        prompts = [engine_requests.engine_prompt(r, account_id=account_id) for r in runnable.values()]
+        prompts = [engine_requests.engine_prompt(r, account_id=account_id) for r in wave]
+        by_id = {r.custom_id: r for r in wave}
         was_stopped = False
 
         def should_stop() -> bool:
@@ -225,10 +271,10 @@ class _BatchJob:
             return was_stopped
 
         llm = self.context.load_llm()
-        outputs = llm.generate_stream(prompts, params, request_ids=list(runnable), should_stop=should_stop)
+        outputs = llm.generate_stream(prompts, params, request_ids=list(by_id), should_stop=should_stop)
         with closing(outputs):  # an exception here aborts the engine's unfinished requests
             for output in outputs:
-                self._record_output(runnable[output.request_id], output)
+                self._record_output(by_id[output.request_id], output)
         return was_stopped
 
     def _should_stop(self) -> bool:
@@ -248,6 +294,9 @@ class _BatchJob:
         line = engine_requests.output_line(
             request, output, endpoint=self.batch.endpoint, model=self.batch.model, usage=usage
         )
+        x_billing = self.costing.price(request, usage)  # before recording: not yet month-to-date
+        if x_billing is not None:
+            line[X_BILLING] = x_billing
         record_success(
             self.session,
             self.batch,
@@ -259,6 +308,8 @@ class _BatchJob:
         self.session.commit()
 
     def _record_error(self, request: BatchRequest, *, code: str, message: str) -> None:
+        if self._costing is not None:
+            self._costing.settle(request)
         line = error_line(request.custom_id, code=code, message=message)
         record_failure(
             self.session, self.batch, custom_id=request.custom_id, line_number=request.line_number, line=line

@@ -16,6 +16,8 @@ from celery.signals import worker_ready
 from celery.utils.log import get_task_logger
 from celery.worker import state as worker_state
 
+from billing.beat import CLOSE_TASK
+from billing.beat import close_previous_month as close_due_periods
 from hybatch.db import make_engine, make_session_factory
 from hybatch.settings import get_settings
 from hybatch.storage import LocalFileStorage
@@ -79,3 +81,9 @@ def take_back_orphaned_batches(**_kwargs: object) -> list[str]:
         log.warning("batch %s was left unfinished by an earlier worker; queueing it again", batch_id)
         run_batch.apply_async(args=[batch_id], queue=context.settings.task_queue)
     return batch_ids
+
+
+@app.task(name=CLOSE_TASK)
+def close_previous_month() -> int:
+    """The monthly close on beat's schedule (idempotent); returns how many periods it closed."""
+    return len(close_due_periods(worker_context().session_factory))

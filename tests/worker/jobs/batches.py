@@ -41,7 +41,14 @@ def chat_lines(count: int, *, max_tokens: int = 4) -> list[dict]:
     ]
 
 
-def submit(context: JobContext, lines: list[dict], *, endpoint: str = CHAT, account: str = "acme") -> str:
+def submit(
+    context: JobContext,
+    lines: list[dict],
+    *,
+    endpoint: str = CHAT,
+    account: str = "acme",
+    metadata: dict | None = None,
+) -> str:
     """Upload ``lines`` and create a batch for a new account; returns the batch id (not yet run)."""
     content = "".join(json.dumps(line) + "\n" for line in lines).encode()
     with context.session_factory() as session:
@@ -61,7 +68,7 @@ def submit(context: JobContext, lines: list[dict], *, endpoint: str = CHAT, acco
             session,
             lambda _batch_id: None,
             accounts.Caller(account_row.id, key.id),
-            NewBatchRequest(upload.id, endpoint, "24h", None),
+            NewBatchRequest(upload.id, endpoint, "24h", metadata),
             served_model=SERVED_MODEL,
             completion_windows=("24h",),
         )

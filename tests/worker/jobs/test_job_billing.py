@@ -1,0 +1,68 @@
+"""Money on the worker's lines: x_billing per request, the batch's cost so far, budget caps."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from billing.request_cost import batch_cost_so_far
+from hybatch.models import BatchStatus, UsageRecord
+from tests.worker.jobs.batches import chat_lines, read_outcome, submit
+from worker import jobs
+
+# The default schedule's first tier for any model, USD per 1M tokens (billing/schedules/default.yaml).
+HIT, MISS, OUTPUT = Decimal("0.07"), Decimal("0.70"), Decimal("2.10")
+
+
+def expected_amount(usage: dict) -> Decimal:
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    miss = usage["prompt_tokens"] - cached
+    return (cached * HIT + miss * MISS + usage["completion_tokens"] * OUTPUT) / Decimal(1_000_000)
+
+
+def test_every_output_line_carries_its_price(context: jobs.JobContext) -> None:
+    batch_id = submit(context, chat_lines(4))
+    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    outcome = read_outcome(context, batch_id)
+    total = Decimal(0)
+    for line in outcome.output_lines:
+        x_billing = line["x_billing"]
+        usage = line["response"]["body"]["usage"]
+        assert x_billing["currency"] == "usd" and x_billing["price_version"]
+        assert x_billing["token_classes"] == {
+            "cache_hit_input": usage["prompt_tokens_details"]["cached_tokens"],
+            "cache_miss_input": usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"],
+            "output": usage["completion_tokens"],
+        }
+        assert Decimal(x_billing["amount"]) == expected_amount(usage)
+        total += Decimal(x_billing["amount"])
+    with context.session_factory() as session:
+        assert batch_cost_so_far(session, batch_id).amount == total
+
+
+def test_a_budget_cap_skips_what_could_pass_it_and_bills_none_of_it(context: jobs.JobContext) -> None:
+    lines = chat_lines(6)
+    # Enough for about two requests' worst case (every prompt token a miss, max_tokens of output).
+    batch_id = submit(context, lines, metadata={"max_cost": "0.00012"})
+    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    outcome = read_outcome(context, batch_id)
+    skipped = [line for line in outcome.error_lines if line["error"]["code"] == "skipped_budget"]
+    assert outcome.output_lines and skipped
+    assert len(outcome.output_lines) + len(skipped) == 6
+    spent = sum(Decimal(line["x_billing"]["amount"]) for line in outcome.output_lines)
+    assert spent <= Decimal("0.00012")
+    with context.session_factory() as session:
+        billed = set(
+            session.scalars(sa.select(UsageRecord.custom_id).where(UsageRecord.batch_id == batch_id))
+        )
+    assert billed == {line["custom_id"] for line in outcome.output_lines}
+    assert not billed & {line["custom_id"] for line in skipped}
+
+
+def test_a_bad_max_cost_fails_the_batch_without_running_it(context: jobs.JobContext) -> None:
+    batch_id = submit(context, chat_lines(2), metadata={"max_cost": "lots"})
+    assert jobs.run_batch(batch_id, context) is BatchStatus.FAILED
+    outcome = read_outcome(context, batch_id)
+    assert outcome.output_lines == []
+    assert outcome.batch.errors[0]["param"] == "metadata.max_cost"

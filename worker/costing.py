@@ -1,0 +1,82 @@
+"""A batch's money while it runs: the price on every output line and the optional budget cap.
+
+Prices come from ``billing`` (the marginal cost at the account's month-to-date tier, recorded on
+the line as ``x_billing``; the month's invoice is authoritative). A batch may carry
+``metadata.max_cost``: a request is admitted only while the recorded cost plus the worst case of
+every request in flight stays within it; once one does not fit, the requests after it are skipped
+(``skipped_budget`` error lines, no usage, not billed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from billing.budget import SKIPPED_BUDGET, parse_max_cost, should_skip, worst_case_cost
+from billing.request_cost import X_BILLING, batch_cost_so_far, price_request
+from billing.schedules import price_book
+from hybatch.batch_input import BatchRequest
+from hybatch.errors import HybatchError
+from hybatch.models import Batch, utc_now
+from hybatch.result_lines import TokenUsage
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SKIPPED_BUDGET", "X_BILLING", "BatchCosting"]
+
+
+@dataclass
+class BatchCosting:
+    session: Session
+    batch: Batch
+    max_cost: Decimal | None
+    spent: Decimal = Decimal(0)
+    in_flight: dict[str, Decimal] = field(default_factory=dict)  # custom_id -> worst case
+
+    @classmethod
+    def open(cls, session: Session, batch: Batch) -> BatchCosting:
+        """Reads the cap (a bad ``max_cost`` raises ValueError) and what the batch already cost."""
+        max_cost = parse_max_cost(batch.metadata_)
+        spent = batch_cost_so_far(session, batch.id).amount
+        return cls(session, batch, max_cost, spent)
+
+    def admit(self, requests: list[BatchRequest]) -> tuple[list[BatchRequest], list[BatchRequest]]:
+        """Splits ``requests`` (in order) into those that may start now and those that must wait.
+
+        Without a cap everything starts. With one, requests start while the cap holds; the rest
+        wait for the running ones to settle (their real cost is usually below the worst case).
+        """
+        if self.max_cost is None:
+            return list(requests), []
+        version = price_book(self.session, self.batch.account_id).at(utc_now())
+        admitted: list[BatchRequest] = []
+        for i, request in enumerate(requests):
+            generation = request.generation
+            worst = worst_case_cost(
+                version, self.batch.model, len(generation.prompt_token_ids), generation.max_tokens
+            )
+            if should_skip(self.spent, sum(self.in_flight.values(), Decimal(0)) + worst, self.max_cost):
+                return admitted, list(requests[i:])
+            self.in_flight[request.custom_id] = worst
+            admitted.append(request)
+        return admitted, []
+
+    def price(self, request: BatchRequest, usage: TokenUsage) -> dict | None:
+        """The ``x_billing`` object of a finished request (None when no schedule prices the model)."""
+        self.in_flight.pop(request.custom_id, None)
+        try:
+            cost = price_request(
+                self.session, account_id=self.batch.account_id, model=self.batch.model, usage=usage
+            )
+        except HybatchError as error:
+            log.warning("batch %s: request %s is not priced: %s", self.batch.id, request.custom_id, error)
+            return None
+        self.spent += cost.amount
+        return cost.as_x_billing()
+
+    def settle(self, request: BatchRequest) -> None:
+        """A request that ended without output (an error line) costs nothing."""
+        self.in_flight.pop(request.custom_id, None)
