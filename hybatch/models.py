@@ -187,6 +187,8 @@ class Batch(Base):
     input_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     cached_input_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # Prefix-cache counters of this batch's engine work (worker.kv_cache.metrics), summed over runs.
+    cache_metrics: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON())
 
 
 class BatchRequestResult(Base):

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=200_000_000, ge=1)
     completion_windows: tuple[str, ...] = ("24h",)
     default_account: str = "default"
+    # Port of the worker's Prometheus text endpoint (/metrics, prefix-cache counters); 0 = off.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @model_validator(mode="before")
     @classmethod

@@ -58,3 +58,9 @@ def get_llm(settings: Settings) -> LLM:
             _loaded = None  # drop the old engine before the new one allocates its pools
             _loaded = (key, LLM(settings.model, **options))
         return _loaded[1]
+
+
+def loaded_llm() -> LLM | None:
+    """The engine this process has loaded, if any (the metrics endpoint reads it)."""
+    with _lock:
+        return _loaded[1] if _loaded is not None else None

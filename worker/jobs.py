@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from worker.engine import RequestOutput
 
 STATUS_POLL_INTERVAL_S = 0.5
+_CACHE_GAUGES = frozenset({"cached_tokens_device", "device_bytes", "bytes_per_cached_token", "hit_rate"})
 
 
 class TextGenerator(Protocol):
@@ -271,11 +272,28 @@ class _BatchJob:
             return was_stopped
 
         llm = self.context.load_llm()
+        metrics_before = llm.cache_metrics() if hasattr(llm, "cache_metrics") else None
         outputs = llm.generate_stream(prompts, params, request_ids=list(by_id), should_stop=should_stop)
-        with closing(outputs):  # an exception here aborts the engine's unfinished requests
-            for output in outputs:
-                self._record_output(by_id[output.request_id], output)
+        try:
+            with closing(outputs):  # an exception here aborts the engine's unfinished requests
+                for output in outputs:
+                    self._record_output(by_id[output.request_id], output)
+        finally:
+            if metrics_before is not None:
+                self._add_cache_metrics(llm.cache_metrics().since(metrics_before).as_dict())
         return was_stopped
+
+    def _add_cache_metrics(self, wave: dict[str, Any]) -> None:
+        """Adds one engine call's prefix-cache counters to the batch's (gauges: the latest value)."""
+        self.session.refresh(self.batch)
+        merged = dict(self.batch.cache_metrics or {})
+        for key, value in wave.items():
+            merged[key] = value if key in _CACHE_GAUGES else merged.get(key, 0) + value
+        merged["hit_rate"] = (
+            merged["hit_tokens"] / merged["lookup_tokens"] if merged.get("lookup_tokens") else 0.0
+        )
+        self.batch.cache_metrics = merged
+        self.session.commit()
 
     def _should_stop(self) -> bool:
         if self.context.shutdown_requested() or self._is_expired():

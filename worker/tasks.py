@@ -24,6 +24,7 @@ from hybatch.storage import LocalFileStorage
 from hybatch.tasks import RUN_BATCH_TASK
 from worker import engine_pool, jobs, recovery
 from worker.celery_app import app
+from worker.metrics_server import render_engine_metrics, start_metrics_server
 
 MAX_RETRIES = 3
 RETRY_DELAY_S = 5
@@ -67,6 +68,15 @@ def run_batch(self, batch_id: str) -> str | None:
         raise
     log.info("batch %s is %s", batch_id, status)
     return None if status is None else status.value
+
+
+@worker_ready.connect
+def serve_metrics(**_kwargs: object) -> None:
+    """Starts the Prometheus endpoint when HYBATCH_WORKER_METRICS_PORT is set."""
+    port = worker_context().settings.worker_metrics_port
+    if port:
+        start_metrics_server(port, render_engine_metrics)
+        log.info("prefix-cache metrics at http://0.0.0.0:%d/metrics", port)
 
 
 @worker_ready.connect

@@ -71,6 +71,10 @@ def test_shared_prefix_is_served_from_the_cache_on_later_lines(context: jobs.Job
     assert sorted(cached)[0] == 0  # the first request of the tree computes the prefix
     assert sum(c > 0 for c in cached) == 3  # every other request hits it
     assert outcome.batch.cached_input_tokens == sum(cached) > 0
+    # The batch's prefix-cache metrics agree with its lines.
+    metrics = outcome.batch.cache_metrics
+    assert metrics["lookups"] == 4 and metrics["hit_tokens"] == sum(cached) == metrics["hit_tokens_device"]
+    assert metrics["windows_retained"] >= 1 and 0 < metrics["hit_rate"] < 1
     assert_usage_consistent(outcome)
 
 
