@@ -220,11 +220,7 @@ def _tier_times(args, vocab, avoid) -> dict:
                     cache.demote_all()
                 elif tier == "disk":
                     cache.demote_all()
-                    cache.host, host = None, cache.host  # push host entries on to the disk
-                    for node in list(cache.tree.nodes()):
-                        if node.tier.value == "host":
-                            cache._to_disk(node, host.take(node.block_hash))
-                    cache.host = host
+                    cache.tiers.spill_host_to_disk(list(cache.tree.nodes()))
                 best = min(best, _timed_batch(llm, [p])[0])
             times[tier] = best
         llm.close()

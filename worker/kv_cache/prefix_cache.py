@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from worker.engine.block_manager import BlockManager
 from worker.engine.kv_transfer import KVTransfer, PendingLoad
 from worker.engine.sequence import Sequence
-from worker.kv_cache.disk_store import DiskEntry, DiskStore
+from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.host_store import HostStore
+from worker.kv_cache.lower_tiers import LowerTiers
 from worker.kv_cache.radix import Node, RadixTree, Tier
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,15 @@ class PrefixCache:
         self.tree = RadixTree()
         self.retain_every_tokens = retain_every_tokens
         self.transfer = transfer
-        self.host = host if host is not None and host.enabled and transfer is not None else None
-        self.disk = disk if disk is not None and disk.enabled and transfer is not None else None
         self.stats = CacheStats()
         self.needs_window = blocks.window > 0
         self._index: dict[bytes, Node] = {}
+        # Lower tiers need the transfer object to copy KV out of and into device blocks.
+        self.tiers = (
+            LowerTiers(host, disk, self._index) if transfer is not None else LowerTiers(None, None, {})
+        )
         blocks.reclaim = self.reclaim
-        if self.disk is not None:
-            self._load_disk_index()
+        self._load_disk_index()
 
     # -- lookup ----------------------------------------------------------------------------------
     def _blocks_of(self, seq: Sequence, num_blocks: int) -> list[tuple[int, ...]]:
@@ -139,13 +141,8 @@ class PrefixCache:
 
     # -- tiers -------------------------------------------------------------------------------------
     def _promote(self, node: Node, with_window: bool) -> bool:
-        payload = self.host.take(node.block_hash) if self.host is not None else None
-        if payload is None and self.disk is not None:
-            payload = self.disk.load(node.block_hash)
-            if payload is not None:
-                self.disk.discard(node.block_hash)
-        expected = self.transfer.payload_numel(node.window_len) if self.transfer is not None else -1
-        if payload is None or payload.numel() != expected:
+        payload = self.tiers.fetch(node)
+        if payload is None or payload.numel() != self.transfer.payload_numel(node.window_len):
             self.stats.failed_loads += 1
             self._drop_subtree(node)
             return False
@@ -170,37 +167,18 @@ class PrefixCache:
 
     def _demote(self, node: Node) -> None:
         """Moves a device entry (no device children, no other holder) down a tier, or out."""
-        keeps_lower_tiers = self.host is not None or self.disk is not None
-        payload = self.transfer.save(node.full_block, node.window or ()) if keeps_lower_tiers else None
+        payload = self.transfer.save(node.full_block, node.window or ()) if self.tiers.enabled else None
         self._release_device(node)
         self.stats.nodes_evicted += 1
         if payload is None or not self._store_below(node, payload):
             self._drop_subtree(node)
 
     def _store_below(self, node: Node, payload) -> bool:
-        """Puts an off-device entry's payload on the host (pushing older host entries to disk) or disk."""
-        if self.host is not None:
-            pushed_out = self.host.put(node.block_hash, payload)
-            for key, pushed in pushed_out:
-                if key == node.block_hash:
-                    continue  # did not fit on the host at all: try the disk below
-                other = self._index[key]
-                if not self._to_disk(other, pushed):
-                    self._drop_subtree(other)
-            if node.block_hash in self.host:
-                node.tier = Tier.HOST
-                return True
-        return self._to_disk(node, payload)
-
-    def _to_disk(self, node: Node, payload) -> bool:
-        if self.disk is None:
-            return False
-        parent = node.parent.block_hash if node.parent is not None else None
-        entry = DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len)
-        if self.disk.put(entry, payload):
-            node.tier = Tier.DISK
-            return True
-        return False
+        stored, lost = self.tiers.store(node, payload)
+        for other in lost:
+            if other.block_hash in self._index:
+                self._drop_subtree(other)
+        return stored
 
     def _release_device(self, node: Node) -> None:
         self._release_window(node, keep_length=True)
@@ -219,16 +197,13 @@ class PrefixCache:
             self._drop_subtree(child)
         if node.tier is Tier.DEVICE and node.full_block is not None:
             self._release_device(node)
-        if self.host is not None:
-            self.host.discard(node.block_hash)
-        if self.disk is not None and node.tier is Tier.DISK:
-            self.disk.discard(node.block_hash)
+        self.tiers.discard(node)
         self.tree.remove_leaf(node)
         self._index.pop(node.block_hash, None)
         self.stats.nodes_dropped += 1
 
     def _load_disk_index(self) -> None:
-        for entry in sorted(self.disk.entries(), key=lambda e: e.depth):
+        for entry in sorted(self.tiers.disk_entries(), key=lambda e: e.depth):
             parent = self._index.get(entry.parent_hash) if entry.parent_hash else None
             if (entry.parent_hash and parent is None) or entry.block_hash in self._index:
                 continue
@@ -238,22 +213,9 @@ class PrefixCache:
 
     def persist(self) -> int:
         """Writes every device and host entry to the disk tier (at shutdown); returns how many."""
-        if self.disk is None:
-            return 0
-        written = 0
-        for node in sorted(self.tree.nodes(), key=lambda n: n.depth):
-            if node.tier is Tier.DEVICE:
-                payload = self.transfer.save(node.full_block, node.window or ())
-            elif node.tier is Tier.HOST:
-                payload = self.host.take(node.block_hash)
-                node.tier = Tier.DISK
-            else:
-                continue
-            parent = node.parent.block_hash if node.parent is not None else None
-            entry = DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len)
-            if self.disk.put(entry, payload):
-                written += 1
-        return written
+        return self.tiers.persist(
+            list(self.tree.nodes()), lambda node: self.transfer.save(node.full_block, node.window or ())
+        )
 
     # -- insertion ---------------------------------------------------------------------------------
     def cache_computed(self, seq: Sequence, previous_computed: int) -> None:
@@ -399,7 +361,4 @@ class PrefixCache:
         for node in nodes:
             if node.tier is Tier.DEVICE and self.blocks.full.hashes.get(node.full_block) != node.block_hash:
                 raise AssertionError(f"cached block {node.full_block} lost its hash")
-            if node.tier is Tier.HOST and (self.host is None or node.block_hash not in self.host):
-                raise AssertionError("host entry missing from the host tier")
-        if self.host is not None:
-            self.host.check_integrity()
+        self.tiers.check_integrity(nodes)

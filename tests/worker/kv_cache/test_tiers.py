@@ -147,7 +147,7 @@ def test_zero_budgets_turn_tiers_off(path, prompts, expected, tmp_path):
     run(llm, prompts)
     llm.engine.cache.demote_all()
     cache = llm.engine.cache
-    assert cache.host is None and cache.disk is None
+    assert cache.tiers.host is None and cache.tiers.disk is None and not cache.tiers.enabled
     assert cache.tree.num_nodes == 0
     assert [o.outputs[0].token_ids for o in run(llm, prompts)] == expected
 

@@ -1,0 +1,107 @@
+"""Host memory, then local disk: where entries evicted from the device keep their KV payloads.
+
+The tiers hold flat payloads (``worker.engine.kv_transfer``) keyed by block hash and keep each tree
+node's ``tier`` up to date. The host tier is LRU under its budget; entries it pushes out move on to
+the disk, and entries that fit nowhere are reported so the cache can drop them (and their subtrees).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from worker.kv_cache.disk_store import DiskEntry, DiskStore
+from worker.kv_cache.host_store import HostStore
+from worker.kv_cache.radix import Node, Tier
+
+
+class LowerTiers:
+    def __init__(self, host: HostStore | None, disk: DiskStore | None, index: dict[bytes, Node]):
+        """``index`` maps block hashes to tree nodes (shared with the cache); disabled stores are off."""
+        self.host = host if host is not None and host.enabled else None
+        self.disk = disk if disk is not None and disk.enabled else None
+        self.index = index
+
+    @property
+    def enabled(self) -> bool:
+        return self.host is not None or self.disk is not None
+
+    def fetch(self, node: Node) -> torch.Tensor | None:
+        """Takes ``node``'s payload out of its tier (None when it is gone or unreadable)."""
+        payload = self.host.take(node.block_hash) if self.host is not None else None
+        if payload is None and self.disk is not None:
+            payload = self.disk.load(node.block_hash)
+            if payload is not None:
+                self.disk.discard(node.block_hash)
+        return payload
+
+    def store(self, node: Node, payload: torch.Tensor) -> tuple[bool, list[Node]]:
+        """Keeps ``payload`` on the host (older host entries spill to disk) or else on disk.
+
+        Returns whether ``node`` was stored, and the other nodes that were pushed out of every tier.
+        """
+        lost: list[Node] = []
+        if self.host is not None:
+            for key, pushed in self.host.put(node.block_hash, payload):
+                if key == node.block_hash:
+                    continue  # did not fit on the host at all: try the disk below
+                other = self.index[key]
+                if not self._to_disk(other, pushed):
+                    lost.append(other)
+            if node.block_hash in self.host:
+                node.tier = Tier.HOST
+                return True, lost
+        return self._to_disk(node, payload), lost
+
+    def _to_disk(self, node: Node, payload: torch.Tensor) -> bool:
+        if self.disk is None:
+            return False
+        parent = node.parent.block_hash if node.parent is not None else None
+        entry = DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len)
+        if self.disk.put(entry, payload):
+            node.tier = Tier.DISK
+            return True
+        return False
+
+    def discard(self, node: Node) -> None:
+        if self.host is not None:
+            self.host.discard(node.block_hash)
+        if self.disk is not None and node.tier is Tier.DISK:
+            self.disk.discard(node.block_hash)
+
+    def disk_entries(self) -> list[DiskEntry]:
+        return self.disk.entries() if self.disk is not None else []
+
+    def spill_host_to_disk(self, nodes: list[Node]) -> None:
+        """Moves every host entry among ``nodes`` to the disk (benchmarks of the disk tier)."""
+        for node in nodes:
+            if node.tier is Tier.HOST and self.host is not None:
+                payload = self.host.take(node.block_hash)
+                if not self._to_disk(node, payload):
+                    self.host.put(node.block_hash, payload)
+
+    def persist(self, nodes: list[Node], save: Callable[[Node], torch.Tensor]) -> int:
+        """Writes device entries (``save`` copies them out) and host entries to disk; returns how many."""
+        if self.disk is None:
+            return 0
+        written = 0
+        for node in sorted(nodes, key=lambda n: n.depth):
+            if node.tier is Tier.DEVICE:
+                payload = save(node)
+            elif node.tier is Tier.HOST:
+                payload = self.host.take(node.block_hash)
+                node.tier = Tier.DISK
+            else:
+                continue
+            parent = node.parent.block_hash if node.parent is not None else None
+            entry = DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len)
+            written += self.disk.put(entry, payload)
+        return written
+
+    def check_integrity(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            if node.tier is Tier.HOST and (self.host is None or node.block_hash not in self.host):
+                raise AssertionError("host entry missing from the host tier")
+        if self.host is not None:
+            self.host.check_integrity()
