@@ -65,10 +65,8 @@ def _default_checkpoint_is_complete() -> bool:
     )
 
 
-@pytest.mark.skipif(
-    not _default_checkpoint_is_complete(), reason="the default checkpoint is not in this checkout"
-)
 def test_quick_start_with_the_default_checkpoint(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    assert _default_checkpoint_is_complete(), "the default checkpoint ships with the repository"
     client, up = _start_up(tmp_path / "var", DEFAULT_MODEL_DIR, request, kv_cache_gb="0.25")
     [model] = [m.id for m in client.models.list().data]
     assert model == DEFAULT_MODEL_DIR.name

@@ -36,8 +36,9 @@ def test_no_template_means_no_chat(tmp_path: Path) -> None:
 
 
 def test_same_ids_as_the_engine_tokenizer(tiny_checkpoint: Path, tokenizer: PromptTokenizer) -> None:
-    engine_tokenizer_module = pytest.importorskip("worker.model.tokenizer")
-    engine_tokenizer = engine_tokenizer_module.Tokenizer(tiny_checkpoint)
+    from worker.model.tokenizer import Tokenizer
+
+    engine_tokenizer = Tokenizer(tiny_checkpoint)
     assert tokenizer.encode_chat(MESSAGES) == engine_tokenizer.apply_chat_template(MESSAGES)
     assert tokenizer.encode_completion("hello world") == engine_tokenizer.encode(
         "hello world", add_special_tokens=True

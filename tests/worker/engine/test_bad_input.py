@@ -55,4 +55,4 @@ def test_sampling_params_reject_bad_values_at_construction():
     with pytest.raises(ValueError, match="max_tokens"):
         SamplingParams(max_tokens=-1)
     with pytest.raises(ValueError, match="temperature"):
-        SamplingParams(temperature=float("nan") if False else -0.5)
+        SamplingParams(temperature=-0.5)

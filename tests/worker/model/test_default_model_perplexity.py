@@ -2,14 +2,8 @@
 
 import math
 
-import pytest
-
 from worker.bench.perplexity import engine_mean_nll
 from worker.bench.workloads import DEFAULT_CHECKPOINT
-
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_CHECKPOINT / "model.safetensors").is_file(), reason="the default checkpoint has no weights"
-)
 
 
 def test_engine_and_transformers_agree_on_heldout_perplexity():
