@@ -21,11 +21,8 @@ TRAINING_TEXT = [
 ]
 
 
-def write_tiny_checkpoint(
-    directory: Path, *, context_tokens: int = 64, chat_template: str | None = CHATML_TEMPLATE
-) -> Path:
-    """Write tokenizer.json, config.json and tokenizer_config.json into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+def train_tiny_tokenizer() -> Tokenizer:
+    """A byte-level BPE of ~320 tokens with the ChatML special tokens, trained on TRAINING_TEXT."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -33,6 +30,15 @@ def write_tiny_checkpoint(
         vocab_size=320, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tokenizer.train_from_iterator(TRAINING_TEXT, trainer=trainer)
+    return tokenizer
+
+
+def write_tiny_checkpoint(
+    directory: Path, *, context_tokens: int = 64, chat_template: str | None = CHATML_TEMPLATE
+) -> Path:
+    """Write tokenizer.json, config.json and tokenizer_config.json into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tiny_tokenizer()
     tokenizer.save(str(directory / "tokenizer.json"))
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     config = {

@@ -23,14 +23,6 @@ class KVCacheLayout:
     full_block_bytes: int  # one block across every full-attention layer, K and V
     swa_block_bytes: int  # one block across every sliding-window layer, K and V
 
-    @property
-    def total_bytes(self) -> int:
-        return self.num_full_blocks * self.full_block_bytes + self.num_swa_blocks * self.swa_block_bytes
-
-    @property
-    def full_token_capacity(self) -> int:
-        return self.num_full_blocks * self.block_size
-
 
 def block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype, sliding: bool) -> int:
     layers = config.swa_layers if sliding else config.full_layers

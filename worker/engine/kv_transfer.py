@@ -41,34 +41,32 @@ class KVTransfer:
         self._pending: list[PendingLoad] = []
         self._events: dict[int, torch.cuda.Event] = {}
         self._loaded_layers: set[int] = set()
+        # Per layer: (elements of one block's K, of its V, elements of the payload before this layer,
+        # counting sliding-window layers per window block). Computed once; loads read it per layer.
+        self._layout: dict[int, tuple[int, int, int]] = {}
+        offset = 0
+        for i in (*config.full_layers, *config.swa_layers):
+            k_numel, v_numel = kv_caches[i][0][0].numel(), kv_caches[i][1][0].numel()
+            self._layout[i] = (k_numel, v_numel, offset)
+            offset += k_numel + v_numel
+        self._full_numel = sum(k + v for i, (k, v, _) in self._layout.items() if not config.is_sliding(i))
+        self._window_block_numel = offset - self._full_numel
 
     # -- layout ------------------------------------------------------------------------------------
-    def _block_numel(self, layer: int) -> tuple[int, int]:
-        k, v = self.kv_caches[layer]
-        return k[0].numel(), v[0].numel()
-
     def payload_numel(self, window_len: int) -> int:
-        full = sum(sum(self._block_numel(i)) for i in self.config.full_layers)
-        swa = sum(sum(self._block_numel(i)) for i in self.config.swa_layers)
-        return full + window_len * swa
+        return self._full_numel + window_len * self._window_block_numel
 
     def payload_bytes(self, window_len: int) -> int:
         return self.payload_numel(window_len) * self.kv_caches[0][0].element_size()
 
     def _offsets(self, layer: int, window_len: int) -> tuple[int, int, int]:
         """(start of K, start of V, end of V) of ``layer``'s part of a payload."""
-        offset = 0
-        for i in self.config.full_layers:
-            k, v = self._block_numel(i)
-            if i == layer:
-                return offset, offset + k, offset + k + v
-            offset += k + v
-        for i in self.config.swa_layers:
-            k, v = self._block_numel(i)
-            if i == layer:
-                return offset, offset + window_len * k, offset + window_len * (k + v)
-            offset += window_len * (k + v)
-        raise KeyError(layer)
+        k_numel, v_numel, before = self._layout[layer]
+        if not self.config.is_sliding(layer):
+            return before, before + k_numel, before + k_numel + v_numel
+        # Sliding-window layers hold window_len blocks each: scale their part of the prefix.
+        start = self._full_numel + (before - self._full_numel) * window_len
+        return start, start + window_len * k_numel, start + window_len * (k_numel + v_numel)
 
     # -- device -> host ------------------------------------------------------------------------------
     def save(self, full_block: int, window: tuple[int, ...]) -> torch.Tensor:

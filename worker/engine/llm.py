@@ -105,7 +105,6 @@ class LLM:
             num_full_blocks=num_full_blocks,
             num_swa_blocks=num_swa_blocks,
         )
-        self.enable_prefix_caching = enable_prefix_caching
         runner = ModelRunner(self.model, layout, _backend(attention_backend, self.device), self.device)
         runner.transfer.overlap = overlap_loads
         self.disk_store = None

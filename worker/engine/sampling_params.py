@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,6 @@ class SamplingParams:
         return self.temperature == 0
 
     def with_eos(self, eos_token_ids: tuple[int, ...]) -> SamplingParams:
-        from dataclasses import replace
-
         return replace(self, eos_token_ids=tuple(eos_token_ids))
 
 

@@ -53,7 +53,8 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
             num_tokens = min(seq.num_uncomputed_tokens, budget)
-            while not self.blocks.can_allocate(seq, num_tokens):
+            fits = self.blocks.can_allocate(seq, num_tokens)
+            while not fits:
                 victim = self._newest_unscheduled(scheduled)
                 if victim is None:
                     break
@@ -61,7 +62,8 @@ class Scheduler:
                 preempted = True
                 if victim is seq:
                     break
-            if seq.status is not SequenceStatus.RUNNING or not self.blocks.can_allocate(seq, num_tokens):
+                fits = self.blocks.can_allocate(seq, num_tokens)
+            if not fits:
                 continue
             self.blocks.allocate(seq, num_tokens)
             batch.append(ScheduledSeq(seq, num_tokens))

@@ -313,17 +313,9 @@ class PrefixCache:
         """Moves every device entry no sequence uses down a tier (benchmarks and tests of the tiers)."""
         self._evict_leaves(self.blocks.full.num_blocks + 1)
 
-    def clear(self) -> None:
-        for node in list(self.tree.root_children.values()):
-            self._drop_subtree(node)
-
     # -- accounting --------------------------------------------------------------------------------
     def num_entries(self, tier: Tier) -> int:
         return sum(1 for n in self.tree.nodes() if n.tier is tier)
-
-    @property
-    def num_windows(self) -> int:
-        return sum(1 for n in self.tree.nodes() if n.window_len)
 
     def held_blocks(self) -> tuple[dict[int, int], dict[int, int]]:
         """References the cache holds, per full block and per SWA block."""

@@ -43,13 +43,5 @@ class AttentionMetadata:
     full: PagedKV
     sliding: PagedKV
 
-    @property
-    def num_seqs(self) -> int:
-        return len(self.query_lens)
-
-    @property
-    def is_pure_decode(self) -> bool:
-        return all(n == 1 for n in self.query_lens)
-
     def pool(self, is_sliding: bool) -> PagedKV:
         return self.sliding if is_sliding else self.full

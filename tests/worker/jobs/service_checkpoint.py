@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-from tests.hybatch.checkpoint import CHATML_TEMPLATE, SPECIAL_TOKENS, TRAINING_TEXT
+from tests.hybatch.checkpoint import CHATML_TEMPLATE, train_tiny_tokenizer
 from tests.worker.checkpoints import build_checkpoint
 
 CONTEXT_TOKENS = 512
@@ -21,13 +19,7 @@ CONTEXT_TOKENS = 512
 def build_service_checkpoint(directory: Path) -> Path:
     """Write a runnable checkpoint (config, weights, tokenizer files) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(TRAINING_TEXT, trainer=trainer)
+    tokenizer = train_tiny_tokenizer()
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     build_checkpoint(
         directory,
