@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.body_limit import BodySizeLimit
+from api.dashboard import install_dashboard
 from api.enqueue import CeleryEnqueuer
 from api.errors import install_error_handlers
 from api.routes import batches, billing, files, health, models, usage
@@ -25,7 +26,7 @@ def create_app(
 ) -> FastAPI:
     """Build the gateway. ``enqueue`` and ``storage`` default to Celery and the local files dir."""
     settings = settings or get_settings()
-    app = FastAPI(title="hybatch", summary="OpenAI-compatible Files and Batches API")
+    app = FastAPI(title="hybatch", summary="OpenAI-compatible Files and Batches API, with a usage dashboard")
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_file_bytes + MULTIPART_OVERHEAD_BYTES)
     engine = make_engine(settings.database_url)
     app.state.settings = settings
@@ -36,4 +37,5 @@ def create_app(
     install_error_handlers(app)
     for module in (health, files, batches, models, usage, billing):
         app.include_router(module.router)
+    install_dashboard(app, settings)
     return app

@@ -1,6 +1,8 @@
 """OpenAI-shaped errors: every failure answers ``{"error": {message, type, param, code}}``.
 
 Request validation failures answer 400 like OpenAI (not FastAPI's 422 ``detail`` list).
+Under ``/dashboard`` a browser is asking, so the same error is rendered as a page instead, by
+the renderer the dashboard registers (``app.state.render_page_error``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from hybatch.errors import (
@@ -19,10 +21,13 @@ from hybatch.errors import (
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     ServiceUnavailableError,
 )
 
 log = logging.getLogger(__name__)
+
+PAGE_PATH_PREFIX = "/dashboard"
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
@@ -30,6 +35,7 @@ SERVER_ERROR = "server_error"
 _STATUS_BY_ERROR: dict[type[HybatchError], int] = {
     InvalidRequestError: 400,
     AuthenticationError: 401,
+    PermissionDeniedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
     PayloadTooLargeError: 413,
@@ -50,16 +56,34 @@ def error_response(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
-def _hybatch_error(_request: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, HybatchError)
-    status_code = next((status for kind, status in _STATUS_BY_ERROR.items() if isinstance(error, kind)), 400)
-    error_type = SERVER_ERROR if status_code >= 500 else INVALID_REQUEST
+def _respond(
+    request: Request,
+    status_code: int,
+    message: str,
+    *,
+    error_type: str = INVALID_REQUEST,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    render_page = getattr(request.app.state, "render_page_error", None)
+    if render_page is not None and request.url.path.startswith(PAGE_PATH_PREFIX):
+        return render_page(request, status_code, message)
     return error_response(
-        status_code, error.message, error_type=error_type, param=error.param, code=error.code
+        status_code, message, error_type=error_type, param=param, code=code, headers=headers
     )
 
 
-def _http_error(request: Request, error: Exception) -> JSONResponse:
+def _hybatch_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HybatchError)
+    status_code = next((status for kind, status in _STATUS_BY_ERROR.items() if isinstance(error, kind)), 400)
+    error_type = SERVER_ERROR if status_code >= 500 else INVALID_REQUEST
+    return _respond(
+        request, status_code, error.message, error_type=error_type, param=error.param, code=error.code
+    )
+
+
+def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     if error.status_code == 404:
         message = f"Invalid URL ({request.method} {request.url.path})"
@@ -67,7 +91,9 @@ def _http_error(request: Request, error: Exception) -> JSONResponse:
         message = str(error.detail)
     error_type = SERVER_ERROR if error.status_code >= 500 else INVALID_REQUEST
     code = "request_too_large" if error.status_code == 413 else None
-    return error_response(error.status_code, message, error_type=error_type, code=code, headers=error.headers)
+    return _respond(
+        request, error.status_code, message, error_type=error_type, code=code, headers=error.headers
+    )
 
 
 def _param_name(location: tuple[object, ...]) -> str | None:
@@ -76,29 +102,41 @@ def _param_name(location: tuple[object, ...]) -> str | None:
     return ".".join(names) or None
 
 
-def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     first = error.errors()[0]
     param = _param_name(tuple(first.get("loc", ())))
     kind = first.get("type", "")
     if kind == "missing":
-        return error_response(
-            400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+        return _respond(
+            request,
+            400,
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
         )
     if kind == "extra_forbidden":
-        return error_response(
-            400, f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+        return _respond(
+            request,
+            400,
+            f"Unrecognized request argument supplied: {param}",
+            param=param,
+            code="unknown_parameter",
         )
     if kind == "json_invalid":
-        return error_response(400, "We could not parse the JSON body of your request.")
-    return error_response(
-        400, f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param=param, code="invalid_value"
+        return _respond(request, 400, "We could not parse the JSON body of your request.")
+    return _respond(
+        request,
+        400,
+        f"Invalid value for '{param}': {first.get('msg', 'invalid')}.",
+        param=param,
+        code="invalid_value",
     )
 
 
-def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+def _unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("unhandled error", exc_info=error)
-    return error_response(500, "The server had an error processing your request.", error_type=SERVER_ERROR)
+    return _respond(request, 500, "The server had an error processing your request.", error_type=SERVER_ERROR)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -103,10 +103,20 @@ def price_request(
     """
     at = at or utc_now()
     version = price_book(session, account_id).at(at)
-    tokens = _tokens_of(usage)
     context_tier = version.context_tier_for(usage.prompt_tokens)
     lower, upper = _context_bounds(version, context_tier)
     month_to_date = month_to_date_volume(session, account_id, model, lower, upper, at)
+    return price_at_volume(version, model, usage, month_to_date)
+
+
+def price_at_volume(
+    version: ScheduleVersion, model: str, usage: TokenUsage, month_to_date: dict[TokenClass, int]
+) -> RequestCost:
+    """Marginal cost of ``usage`` when the month already holds ``month_to_date`` tokens per class
+    of this model and of the request's context tier (what ``price_request`` reads from the ledger).
+    """
+    tokens = _tokens_of(usage)
+    context_tier = version.context_tier_for(usage.prompt_tokens)
     amounts = []
     for token_class, count in tokens.items():
         table = version.table(model, context_tier.name, token_class)

@@ -145,6 +145,14 @@ def get_batch(session: Session, account_id: str, batch_id: str) -> Batch:
     return batch
 
 
+def find_batches(session: Session, account_id: str, batch_ids: list[str]) -> list[Batch]:
+    """The account's batches among ``batch_ids`` (others' and unknown ids are left out), newest first."""
+    if not batch_ids:
+        return []
+    query = sa.select(Batch).where(Batch.account_id == account_id, Batch.id.in_(batch_ids))
+    return list(session.scalars(query.order_by(Batch.created_at.desc(), Batch.id.desc())))
+
+
 def list_batches(session: Session, account_id: str, *, after: str | None, limit: int) -> Page[Batch]:
     """The account's batches, newest first."""
     query = sa.select(Batch).where(Batch.account_id == account_id)

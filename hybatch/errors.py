@@ -24,6 +24,10 @@ class AuthenticationError(HybatchError):
     """Missing, unknown or revoked API key (HTTP 401)."""
 
 
+class PermissionDeniedError(HybatchError):
+    """Authenticated, but not allowed to do this (HTTP 403): a failed CSRF check, say."""
+
+
 class NotFoundError(HybatchError):
     """The object does not exist for this account (HTTP 404); never reveals other accounts."""
 

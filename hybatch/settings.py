@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     default_account: str = "default"
     # Port of the worker's Prometheus text endpoint (/metrics, prefix-cache counters); 0 = off.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    # Dashboard sign-in. Without a session secret one is generated into DATA_DIR/session_secret;
+    # every API process behind one address must share it. No admin key: no admin view.
+    session_secret: SecretStr | None = None
+    admin_key: SecretStr | None = None
+    session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    cookie_secure: bool = False  # set when the dashboard is served over HTTPS
 
     @model_validator(mode="before")
     @classmethod

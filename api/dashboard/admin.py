@@ -1,0 +1,83 @@
+"""``/dashboard/admin``: the operator's view of every account (read-only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from api.dashboard.deps import AdminDep
+from api.dashboard.pages import render
+from api.dashboard.ranges import PRESETS, parse_range, recent_months
+from api.dashboard.usage_view import usage_view
+from api.deps import SessionDep
+from billing.usage_summary import summarize_usage
+from hybatch import accounts
+from hybatch.errors import NotFoundError
+from hybatch.models import Account, utc_now
+
+router = APIRouter(prefix="/dashboard/admin", include_in_schema=False)
+
+
+@router.get("")
+def accounts_page(
+    request: Request,
+    viewer: AdminDep,
+    db: SessionDep,
+    range: str | None = None,  # noqa: A002 - the query parameter's name
+    month: str | None = None,
+) -> HTMLResponse:
+    now = utc_now()
+    usage_range = parse_range(range, month, now)
+    rows = [
+        (
+            account,
+            summarize_usage(
+                db,
+                account.id,
+                start=usage_range.start,
+                end=usage_range.end,
+                bucket_width=usage_range.bucket_width,
+                now=now,
+            ),
+        )
+        for account in accounts.list_accounts(db)
+    ]
+    rows.sort(key=lambda row: (-row[1].totals.cost, -row[1].totals.total_tokens, row[0].name))
+    return render(
+        request,
+        "admin.html",
+        viewer,
+        active="admin",
+        rows=rows,
+        usage_range=usage_range,
+        presets=PRESETS,
+        months=recent_months(now),
+        form_action="/dashboard/admin",
+    )
+
+
+@router.get("/accounts/{account_id}")
+def account_page(
+    request: Request,
+    viewer: AdminDep,
+    db: SessionDep,
+    account_id: str,
+    range: str | None = None,  # noqa: A002
+    month: str | None = None,
+) -> HTMLResponse:
+    account = db.get(Account, account_id)
+    if account is None:
+        raise NotFoundError(f"No account with id '{account_id}'.", code="account_not_found")
+    now = utc_now()
+    usage_range = parse_range(range, month, now)
+    return render(
+        request,
+        "usage.html",
+        viewer,
+        active="admin",
+        view=usage_view(db, account.id, usage_range, now),
+        presets=PRESETS,
+        months=recent_months(now),
+        form_action=f"/dashboard/admin/accounts/{account.id}",
+        viewed_account=account,
+    )

@@ -1,0 +1,90 @@
+"""``/dashboard/batches``: the account's batches with live progress, one batch, cancel, downloads."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from api.dashboard.batch_progress import progress_of
+from api.dashboard.deps import CheckedFormDep, DeveloperDep, get_developer
+from api.dashboard.pages import render
+from api.deps import SessionDep, StorageDep
+from hybatch import batches, files
+from hybatch.models import utc_now
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+PAGE_SIZE = 20
+MAX_LIVE_IDS = 100
+
+
+@router.get("/batches")
+def batches_page(
+    request: Request, viewer: DeveloperDep, db: SessionDep, after: str | None = None
+) -> HTMLResponse:
+    assert viewer.account_id is not None
+    page = batches.list_batches(db, viewer.account_id, after=after, limit=PAGE_SIZE)
+    now = utc_now()
+    return render(
+        request,
+        "batches.html",
+        viewer,
+        active="batches",
+        rows=[progress_of(db, batch, now) for batch in page.items],
+        has_more=page.has_more,
+        next_after=page.items[-1].id if page.items and page.has_more else None,
+    )
+
+
+@router.get("/batches/progress.json")
+def batches_progress(
+    viewer: DeveloperDep, db: SessionDep, ids: Annotated[str, Query(max_length=4000)] = ""
+) -> dict[str, Any]:
+    """Live fields of the viewer's batches named in ``ids`` (comma-separated); others are left out."""
+    assert viewer.account_id is not None
+    wanted = [batch_id for batch_id in ids.split(",") if batch_id][:MAX_LIVE_IDS]
+    now = utc_now()
+    found = batches.find_batches(db, viewer.account_id, wanted)
+    return {"batches": [progress_of(db, batch, now).as_live_fields() for batch in found]}
+
+
+@router.get("/batches/{batch_id}")
+def batch_page(request: Request, viewer: DeveloperDep, db: SessionDep, batch_id: str) -> HTMLResponse:
+    assert viewer.account_id is not None
+    batch = batches.get_batch(db, viewer.account_id, batch_id)
+    return render(request, "batch.html", viewer, active="batches", row=progress_of(db, batch, utc_now()))
+
+
+@router.get("/batches/{batch_id}/cancel")
+def cancel_confirmation(
+    request: Request, viewer: DeveloperDep, db: SessionDep, batch_id: str
+) -> HTMLResponse:
+    assert viewer.account_id is not None
+    batch = batches.get_batch(db, viewer.account_id, batch_id)
+    return render(request, "cancel.html", viewer, active="batches", row=progress_of(db, batch, utc_now()))
+
+
+@router.post("/batches/{batch_id}/cancel")
+def cancel(viewer: CheckedFormDep, db: SessionDep, batch_id: str) -> Response:
+    developer = get_developer(viewer)
+    assert developer.account_id is not None
+    batches.cancel_batch(db, developer.account_id, batch_id)
+    return RedirectResponse(f"/dashboard/batches/{batch_id}", status_code=303)
+
+
+@router.get("/files/{file_id}")
+def download(viewer: DeveloperDep, db: SessionDep, storage: StorageDep, file_id: str) -> StreamingResponse:
+    """One of the account's files as an attachment (output and error files of its batches)."""
+    assert viewer.account_id is not None
+    row = files.get_file(db, viewer.account_id, file_id)
+    safe_name = "".join(char for char in row.filename if char.isalnum() or char in "._-") or row.id
+    return StreamingResponse(
+        files.open_file_content(storage, row),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(row.size_bytes),
+            "Content-Disposition": f'attachment; filename="{safe_name}"',
+        },
+    )

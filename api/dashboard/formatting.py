@@ -1,0 +1,108 @@
+"""How the dashboard writes numbers: tokens with separators, money with its currency, rates as %.
+
+Money arrives as ``Decimal`` (never float) and is shown with two decimals, or up to six when the
+amount is below one cent so that small batches do not read as free.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from billing.money import minor_to_decimal
+
+CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cny": "¥", "jpy": "¥"}
+ZERO_DECIMAL_CURRENCIES = {"jpy", "krw"}
+COMPACT_UNITS = ((Decimal(10**12), "T"), (Decimal(10**9), "B"), (Decimal(10**6), "M"), (Decimal(10**3), "K"))
+
+
+def integer(value: int | None) -> str:
+    """``1234567`` -> ``1,234,567``."""
+    return "—" if value is None else f"{value:,}"
+
+
+def compact(value: int | Decimal | None) -> str:
+    """``1234567`` -> ``1.23M``; below 1,000 the plain number."""
+    if value is None:
+        return "—"
+    number = Decimal(value)
+    for size, suffix in COMPACT_UNITS:
+        if abs(number) >= size:
+            scaled = (number / size).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            return f"{scaled.normalize():f}{suffix}"
+    return f"{int(number):,}"
+
+
+def money(amount: Decimal | None, currency: str | None) -> str:
+    """``Decimal("1234.5"), "usd"`` -> ``$1,234.50``; tiny amounts keep their significant digits."""
+    if amount is None:
+        return "—"
+    code = (currency or "usd").lower()
+    places = 0 if code in ZERO_DECIMAL_CURRENCIES else 2
+    if amount != 0 and abs(amount) < Decimal(1).scaleb(-places):
+        places = 6  # a fraction of a cent: show it rather than "$0.00"
+    rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    text = f"{abs(rounded):,.{places}f}"
+    if places == 6:
+        text = text.rstrip("0")
+    sign = "-" if rounded < 0 else ""
+    symbol = CURRENCY_SYMBOLS.get(code)
+    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {code.upper()}"
+
+
+def minor_money(amount_minor: int | None, currency: str) -> str:
+    """An amount in minor units (cents): ``1234, "usd"`` -> ``$12.34``."""
+    if amount_minor is None:
+        return "—"
+    return money(minor_to_decimal(amount_minor, currency.lower()), currency)
+
+
+def unit_price(price_per_1m: Decimal, currency: str, with_unit: bool = True) -> str:
+    """A per-1M-token price with all its digits: ``Decimal("0.028")`` -> ``$0.028 / 1M tokens``."""
+    code = currency.lower()
+    digits = f"{price_per_1m.normalize():f}"
+    if "." not in digits or len(digits.split(".")[1]) < 2:
+        digits = f"{price_per_1m:.2f}"
+    symbol = CURRENCY_SYMBOLS.get(code)
+    text = f"{symbol}{digits}" if symbol else f"{digits} {code.upper()}"
+    return f"{text} / 1M tokens" if with_unit else text
+
+
+def percent(fraction: Decimal | float | None) -> str:
+    """``Decimal("0.9342")`` -> ``93.4%``."""
+    if fraction is None:
+        return "—"
+    value = (Decimal(str(fraction)) * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    return f"{value}%"
+
+
+def timestamp(moment: datetime | None) -> str:
+    """``2026-11-28 09:24 UTC``."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def duration(span: timedelta | None) -> str:
+    """``timedelta(seconds=3725)`` -> ``1 h 2 min``; under a minute ``< 1 min``."""
+    if span is None:
+        return "—"
+    minutes = int(span.total_seconds() // 60)
+    if minutes < 1:
+        return "< 1 min"
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    return " ".join(part for part in parts if part)
+
+
+FILTERS = {
+    "integer": integer,
+    "compact": compact,
+    "money": money,
+    "minor_money": minor_money,
+    "unit_price": unit_price,
+    "percent": percent,
+    "timestamp": timestamp,
+    "duration": duration,
+}

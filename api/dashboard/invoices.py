@@ -1,0 +1,76 @@
+"""``/dashboard/invoices``: the upcoming invoice, past invoices, monthly exports, the price sheet."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+
+from api.dashboard.deps import DeveloperDep
+from api.dashboard.pages import render
+from api.dashboard.price_view import price_bands
+from api.deps import SessionDep
+from billing import exports, invoices
+from billing.periods import Period
+from billing.price_sheet import price_sheet
+from billing.schedule import TokenClass
+from billing.schedules import NoScheduleInEffectError
+from billing.upcoming_invoice import upcoming_invoice
+from hybatch.models import utc_now
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+
+@router.get("/invoices")
+def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTMLResponse:
+    assert viewer.account_id is not None
+    now = utc_now()
+    try:
+        sheet = price_sheet(db, viewer.account_id, now)
+    except NoScheduleInEffectError:
+        sheet = None
+    return render(
+        request,
+        "invoices.html",
+        viewer,
+        active="invoices",
+        upcoming=upcoming_invoice(db, viewer.account_id, now),
+        past=invoices.list_invoices(db, viewer.account_id),
+        sheet=sheet,
+        bands=price_bands(sheet) if sheet is not None else [],
+        token_classes=list(TokenClass),
+    )
+
+
+@router.get("/invoices/{invoice_id}")
+def invoice_page(request: Request, viewer: DeveloperDep, db: SessionDep, invoice_id: str) -> HTMLResponse:
+    assert viewer.account_id is not None
+    invoice = invoices.get_invoice(db, viewer.account_id, invoice_id)
+    return render(
+        request,
+        "invoice.html",
+        viewer,
+        active="invoices",
+        invoice=invoice,
+        lines=invoices.invoice_lines(db, invoice.id),
+    )
+
+
+@router.get("/exports/{period}.{export_format}")
+def export(
+    viewer: DeveloperDep, db: SessionDep, period: str, export_format: Literal["csv", "json"]
+) -> StreamingResponse:
+    """The month's billing export for the viewer's account, as a download."""
+    assert viewer.account_id is not None
+    billing_period = Period.parse(period)
+    summary, detail = exports.export_rows(db, billing_period, viewer.account_id)
+    return StreamingResponse(
+        exports.render(billing_period, summary, detail, export_format),
+        media_type=EXPORT_MEDIA_TYPES[export_format],
+        headers={
+            "Content-Disposition": f'attachment; filename="hybatch-billing-{billing_period}.{export_format}"'
+        },
+    )

@@ -1,0 +1,325 @@
+"""The dashboard's pages over HTTP: sign-in, what each page shows, and who may see what."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from html.parser import HTMLParser
+
+from fastapi.testclient import TestClient
+
+from api.dashboard.security import CONTENT_SECURITY_POLICY
+from api.dashboard.session import COOKIE_NAME
+from tests.api.dashboard.conftest import form_token
+from tests.api.dashboard.world import ADMIN_KEY, World
+from tests.api.helpers import bearer
+
+
+class _Metrics(HTMLParser):
+    """Collects ``data-metric``/``data-value`` pairs and the range caption's attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: dict[str, str] = {}
+        self.caption: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if "data-metric" in values:
+            self.metrics[values["data-metric"]] = values["data-value"]
+        if values.get("id") == "range-caption":
+            self.caption = values
+
+
+def page_metrics(html: str) -> _Metrics:
+    parser = _Metrics()
+    parser.feed(html)
+    return parser
+
+
+def api_totals(client: TestClient, secret: str, start: int, end: int, width: str) -> dict[str, Decimal]:
+    """Sums over every bucket of ``GET /v1/usage`` for the range (following next_page)."""
+    totals = dict.fromkeys(["requests", "hit", "miss", "output", "cost"], Decimal(0))
+    page = None
+    while True:
+        params = {
+            "start_time": start,
+            "end_time": end,
+            "bucket_width": width,
+            "limit": 31 if width == "1d" else 168,
+        }
+        if page:
+            params["page"] = page
+        body = client.get("/v1/usage", params=params, headers=bearer(secret)).json()
+        for bucket in body["data"]:
+            for result in bucket["results"]:
+                totals["requests"] += result["num_model_requests"]
+                totals["hit"] += result["cache_hit_input_tokens"]
+                totals["miss"] += result["cache_miss_input_tokens"]
+                totals["output"] += result["output_tokens"]
+                totals["cost"] += Decimal(result["amount"]["value"])
+        page = body["next_page"]
+        if not body["has_more"]:
+            return totals
+
+
+def test_pages_redirect_to_sign_in_and_back(browser_client: TestClient, world: World) -> None:
+    response = browser_client.get("/dashboard/batches")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Fbatches"
+    login = browser_client.get(response.headers["location"])
+    token = form_token(login.text)
+    signed_in = browser_client.post(
+        "/dashboard/login",
+        data={"api_key": world.alice_secret, "csrf_token": token, "next": "/dashboard/batches"},
+    )
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/dashboard/batches"
+    cookie = signed_in.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE_NAME}=")
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/dashboard" in cookie
+    assert browser_client.get("/dashboard/batches").status_code == 200
+
+
+def test_sign_in_never_redirects_off_site(browser_client: TestClient, world: World) -> None:
+    for target in ("https://evil.example/", "//evil.example/x", "/v1/files"):
+        token = form_token(browser_client.get("/dashboard/login").text)
+        response = browser_client.post(
+            "/dashboard/login", data={"api_key": world.alice_secret, "csrf_token": token, "next": target}
+        )
+        assert response.headers["location"] == "/dashboard"
+
+
+def test_a_wrong_key_is_refused_and_never_echoed(browser_client: TestClient, world: World) -> None:
+    token = form_token(browser_client.get("/dashboard/login").text)
+    wrong = world.alice_secret[:-4] + "zzzz"
+    response = browser_client.post("/dashboard/login", data={"api_key": wrong, "csrf_token": token})
+    assert response.status_code == 401
+    assert "not valid" in response.text
+    assert wrong not in response.text and world.alice_secret[12:] not in response.text
+    assert COOKIE_NAME not in response.headers.get("set-cookie", "")
+
+
+def test_sign_in_needs_the_form_token(browser_client: TestClient, world: World) -> None:
+    browser_client.get("/dashboard/login")
+    response = browser_client.post(
+        "/dashboard/login", data={"api_key": world.alice_secret, "csrf_token": "forged"}
+    )
+    assert response.status_code == 403
+    assert COOKIE_NAME not in response.headers.get("set-cookie", "")
+
+
+def test_no_page_renders_the_key(sign_in: Callable[[str], TestClient], world: World) -> None:
+    client = sign_in(world.alice_secret)
+    secret_tail = world.alice_secret[12:]  # beyond the visible prefix
+    for path in (
+        "/dashboard",
+        "/dashboard/batches",
+        "/dashboard/invoices",
+        f"/dashboard/batches/{world.alice_running_batch_id}",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert secret_tail not in response.text, path
+    assert secret_tail not in client.cookies.get(COOKIE_NAME, "")
+
+
+def test_security_headers(sign_in: Callable[[str], TestClient], world: World) -> None:
+    client = sign_in(world.alice_secret)
+    for path in ("/dashboard", "/dashboard/login", "/dashboard/static/dashboard.css"):
+        headers = client.get(path).headers
+        assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
+    page = client.get("/dashboard").text
+    assert "<script>" not in page and " style=" not in page and "<style" not in page
+    for url in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert url.startswith(("/", "#", "?")), f"off-site asset or link: {url}"
+
+
+def test_usage_numbers_equal_the_usage_api(sign_in: Callable[[str], TestClient], world: World) -> None:
+    client = sign_in(world.alice_secret)
+    for query in ("?range=7d", "?range=today", "?range=30d", f"?range=month&month={world.closed_period}"):
+        page = page_metrics(client.get("/dashboard" + query).text)
+        caption = page.caption
+        api = api_totals(
+            client,
+            world.alice_secret,
+            int(caption["data-start"]),
+            int(caption["data-end"]),
+            caption["data-bucket-width"],
+        )
+        assert int(page.metrics["requests"]) == api["requests"], query
+        assert int(page.metrics["cache_hit_input_tokens"]) == api["hit"], query
+        assert int(page.metrics["cache_miss_input_tokens"]) == api["miss"], query
+        assert int(page.metrics["output_tokens"]) == api["output"], query
+        assert Decimal(page.metrics["cost"]) == api["cost"], query
+    assert (
+        api_totals(client, world.alice_secret, int(caption["data-start"]), int(caption["data-end"]), "1d")[
+            "requests"
+        ]
+        == 60
+    )
+
+
+def test_usage_page_draws_three_charts_and_breakdowns(
+    sign_in: Callable[[str], TestClient], world: World
+) -> None:
+    page = sign_in(world.alice_secret).get("/dashboard?range=7d").text
+    for chart_id in ("chart-tokens", "chart-cost", "chart-hit-rate"):
+        assert f'id="{chart_id}"' in page
+    assert page.count("<rect") > 10 and "<path" in page
+    for table in ("by-api-key", "by-model", "by-batch"):
+        assert f'id="{table}"' in page
+    assert "mimo-v2.5-pro" in page and "tiny-test" in page
+
+
+def test_empty_range_says_what_to_do(sign_in: Callable[[str], TestClient], world: World) -> None:
+    page = sign_in(world.alice_secret).get("/dashboard?range=month&month=2025-06").text
+    assert "No usage in this range" in page
+    assert "client.batches.create" in page
+
+
+def test_bad_range_is_a_clear_error_page(sign_in: Callable[[str], TestClient], world: World) -> None:
+    client = sign_in(world.alice_secret)
+    response = client.get("/dashboard?range=forever")
+    assert response.status_code == 400
+    assert "range must be one of" in response.text and response.headers["content-type"].startswith(
+        "text/html"
+    )
+    assert client.get("/dashboard?range=month&month=2026-13").status_code == 400
+
+
+def test_another_accounts_objects_are_not_found(sign_in: Callable[[str], TestClient], world: World) -> None:
+    client = sign_in(world.alice_secret)
+    for path in (
+        f"/dashboard/batches/{world.bob_batch_id}",
+        f"/dashboard/batches/{world.bob_batch_id}/cancel",
+        f"/dashboard/files/{world.bob_output_file_id}",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "Not found" in response.text
+    progress = client.get(
+        f"/dashboard/batches/progress.json?ids={world.bob_batch_id},{world.alice_running_batch_id}"
+    ).json()
+    assert [batch["id"] for batch in progress["batches"]] == [world.alice_running_batch_id]
+
+
+def test_batch_progress_fields(sign_in: Callable[[str], TestClient], world: World) -> None:
+    client = sign_in(world.alice_secret)
+    [batch] = client.get(f"/dashboard/batches/progress.json?ids={world.alice_running_batch_id}").json()[
+        "batches"
+    ]
+    assert batch["status"] == "in_progress" and batch["is_live"] and batch["can_cancel"]
+    assert batch["percent"] == 25  # 10 of 40
+    assert batch["text"]["progress"] == "10 / 40"
+    assert batch["text"]["hit_rate"] == "80.0%"  # 4,000 of 5,000 input tokens
+    assert batch["text"]["tokens"] == "5,800"
+    # 10 done in 10 minutes, 30 to go: about 30 minutes left
+    assert batch["text"]["eta"] in ("29 min", "30 min")
+
+
+def test_cancel_needs_confirmation_and_a_token(sign_in: Callable[[str], TestClient], world: World) -> None:
+    client = sign_in(world.alice_secret)
+    path = f"/dashboard/batches/{world.alice_running_batch_id}/cancel"
+    confirm = client.get(path)
+    assert "Yes, cancel the batch" in confirm.text and "10 of 40" in confirm.text
+    assert client.post(path, data={"csrf_token": "wrong"}).status_code == 403
+    assert (
+        client.post(
+            path, data={"csrf_token": form_token(confirm.text)}, headers={"origin": "https://evil.example"}
+        ).status_code
+        == 403
+    )
+    batch = client.get(
+        f"/v1/batches/{world.alice_running_batch_id}", headers=bearer(world.alice_secret)
+    ).json()
+    assert batch["status"] == "in_progress"
+    done = client.post(path, data={"csrf_token": form_token(confirm.text)})
+    assert (
+        done.status_code == 303
+        and done.headers["location"] == f"/dashboard/batches/{world.alice_running_batch_id}"
+    )
+    batch = client.get(
+        f"/v1/batches/{world.alice_running_batch_id}", headers=bearer(world.alice_secret)
+    ).json()
+    assert batch["status"] == "cancelling"
+
+
+def test_downloads_of_own_files_and_exports(sign_in: Callable[[str], TestClient], world: World) -> None:
+    client = sign_in(world.alice_secret)
+    output = client.get(f"/dashboard/files/{world.alice_output_file_id}")
+    assert output.status_code == 200 and output.content == b'{"ok": 1}\n'
+    assert output.headers["content-disposition"].startswith("attachment;")
+    csv_export = client.get(f"/dashboard/exports/{world.closed_period}.csv")
+    api_export = client.get(
+        "/v1/billing/exports", params={"period": str(world.closed_period)}, headers=bearer(world.alice_secret)
+    )
+    assert csv_export.status_code == 200 and csv_export.text == api_export.text
+    assert "bob" not in csv_export.text
+    json_export = client.get(f"/dashboard/exports/{world.closed_period}.json")
+    assert json_export.headers["content-type"] == "application/json"
+
+
+def test_invoices_page_shows_past_upcoming_and_prices(
+    sign_in: Callable[[str], TestClient], world: World
+) -> None:
+    client = sign_in(world.alice_secret)
+    page = client.get("/dashboard/invoices").text
+    invoices = client.get("/v1/billing/invoices", headers=bearer(world.alice_secret)).json()["data"]
+    assert len(invoices) == 1
+    assert invoices[0]["id"] in page and f"/dashboard/exports/{world.closed_period}.csv" in page
+    assert "Prices in force" in page and "default@2025-01" in page
+    assert 'data-metric="upcoming_total"' in page
+    detail = client.get(f"/dashboard/invoices/{invoices[0]['id']}").text
+    total = page_metrics(detail).metrics["invoice_total"]
+    assert int(total) == invoices[0]["total_minor"]
+
+
+def test_sign_out_needs_the_token_and_ends_the_session(
+    sign_in: Callable[[str], TestClient], world: World
+) -> None:
+    client = sign_in(world.alice_secret)
+    token = form_token(client.get("/dashboard").text)
+    assert client.post("/dashboard/logout", data={"csrf_token": "nope"}).status_code == 403
+    response = client.post("/dashboard/logout", data={"csrf_token": token})
+    assert response.status_code == 303
+    assert client.get("/dashboard").status_code == 303
+
+
+def test_a_revoked_key_ends_its_session(sign_in: Callable[[str], TestClient], world: World, settings) -> None:
+    from hybatch import accounts
+    from hybatch.db import make_engine, make_session_factory, unit_of_work
+
+    client = sign_in(world.alice_secret)
+    engine = make_engine(settings.database_url)
+    with unit_of_work(make_session_factory(engine)) as session:
+        accounts.revoke_api_key(session, world.alice_secret[:12])
+    engine.dispose()
+    assert client.get("/dashboard").status_code == 303
+
+
+def test_a_forged_cookie_is_ignored(browser_client: TestClient, world: World) -> None:
+    browser_client.cookies.set(COOKIE_NAME, "eyJhIjoiYWNjdCJ9.AAAA", path="/dashboard")
+    assert browser_client.get("/dashboard").status_code == 303
+
+
+def test_operator_sees_every_account_and_developers_do_not(
+    sign_in: Callable[[str], TestClient], world: World
+) -> None:
+    client = sign_in(world.alice_secret)
+    assert client.get("/dashboard/admin").status_code == 404
+    client.cookies.clear()
+    operator = sign_in(ADMIN_KEY)
+    page = operator.get("/dashboard/admin?range=7d")
+    assert page.status_code == 200 and "alice" in page.text and "bob" in page.text
+    assert ADMIN_KEY not in page.text
+    assert operator.get("/dashboard").headers["location"] == "/dashboard/admin"
+    alice_view = operator.get(f"/dashboard/admin/accounts/{world.alice_account_id}?range=7d").text
+    assert "Operator view of account" in alice_view
+    developer_view = page_metrics(
+        operator.get(f"/dashboard/admin/accounts/{world.alice_account_id}?range=7d").text
+    )
+    assert int(developer_view.metrics["requests"]) == 120
