@@ -46,6 +46,7 @@ BENCHMARKS = {
     "cache": "worker.bench.cache",
     "kernels": "kernels.bench",
     "e2e": "worker.bench.e2e",
+    "dashboard": "api.dashboard.bench",
 }
 
 
@@ -197,11 +198,13 @@ def schedules_list() -> None:
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
 )
 def bench(ctx: typer.Context, name: Annotated[str, typer.Argument(help=" | ".join(BENCHMARKS))]) -> None:
-    """Run a benchmark (engine, cache, kernels, e2e); options after the name go to it (try --help)."""
+    """Run a benchmark (engine, cache, kernels, e2e, dashboard); options after the name go to it (try --help)."""
     if name not in BENCHMARKS:
         raise _fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     module = importlib.import_module(BENCHMARKS[name])
-    module.main(list(ctx.args))
+    status = module.main(list(ctx.args))
+    if isinstance(status, int) and status != 0:
+        raise typer.Exit(code=status)
 
 
 @app.command()
