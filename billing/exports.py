@@ -23,7 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.invoices import invoice_lines, list_invoices, rate_invoice_usage
+from billing.invoice_draft import rate_invoice_usage
+from billing.invoices import invoice_lines, list_invoices
 from billing.money import add, decimal_string, minor_to_decimal
 from billing.periods import Period
 from billing.rating import LineKey, line_key

@@ -11,7 +11,6 @@ immutable: their lines and money never change (enforced below for ORM writes); o
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,11 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from billing.money import add
+from billing.invoice_draft import draft_invoice, unbilled_records
 from billing.periods import Period
-from billing.rating import RatedPiece, UsageRow, charge_volumes, line_drafts, rate_month
-from billing.schedule import ChargeKey
-from billing.schedules import PriceBook, price_book
+from billing.schedules import price_book
 from billing.sql import insert_ignoring_conflicts
 from hybatch.errors import ConflictError, NotFoundError
 from hybatch.ids import new_id
@@ -93,71 +90,19 @@ def close_period(session: Session, period: Period, *, now: datetime | None = Non
     return CloseResult(str(period), invoice_ids, already_closed=False)
 
 
-def _unbilled_rows(session: Session, account_id: str, before: datetime) -> list[UsageRecord]:
-    return list(
-        session.scalars(
-            sa.select(UsageRecord)
-            .outerjoin(BilledUsage, BilledUsage.usage_record_id == UsageRecord.id)
-            .where(
-                UsageRecord.account_id == account_id,
-                UsageRecord.created_at < before,
-                BilledUsage.usage_record_id.is_(None),
-            )
-            .order_by(UsageRecord.created_at, UsageRecord.id)
-        )
-    )
-
-
-def billed_volume(
-    session: Session, account_id: str, origin: Period, before: Period, book: PriceBook
-) -> dict[ChargeKey, int]:
-    """Volume per charge of ``origin``'s records billed by invoices of periods before ``before``."""
-    records = session.scalars(
-        sa.select(UsageRecord)
-        .join(BilledUsage, BilledUsage.usage_record_id == UsageRecord.id)
-        .join(Invoice, Invoice.id == BilledUsage.invoice_id)
-        .where(
-            UsageRecord.account_id == account_id,
-            UsageRecord.created_at >= origin.start,
-            UsageRecord.created_at < origin.end,
-            Invoice.period < str(before),
-        )
-    )
-    return charge_volumes((UsageRow.from_record(r) for r in records), book)
-
-
-def rate_invoice_usage(
-    session: Session, account_id: str, period: Period, records: list[UsageRecord], book: PriceBook
-) -> list[RatedPiece]:
-    """The priced pieces of ``records`` billed on ``period``'s invoice (close and exports share this)."""
-    by_origin: dict[Period, list[UsageRow]] = defaultdict(list)
-    for record in records:
-        by_origin[Period.containing(record.created_at)].append(UsageRow.from_record(record))
-    pieces = []
-    for origin in sorted(by_origin):
-        rows = sorted(by_origin[origin], key=lambda row: (row.created_at, row.usage_record_id))
-        volume_before = {} if origin == period else billed_volume(session, account_id, origin, period, book)
-        pieces += rate_month(rows, book, origin_period=str(origin), volume_before=volume_before)
-    return pieces
-
-
 def bill_account(session: Session, account_id: str, period: Period, now: datetime) -> str:
     """Create the account's finalized invoice for ``period`` from its unbilled usage; its id."""
-    records = _unbilled_rows(session, account_id, period.end)
+    records = unbilled_records(session, account_id, period.end)
     book = price_book(session, account_id)
-    pieces = rate_invoice_usage(session, account_id, period, records, book)
-    drafts = line_drafts(pieces)
-    currencies = {draft.currency for draft in drafts} or {book.at(records[-1].created_at).currency}
-    if len(currencies) != 1:
-        raise ConflictError(f"account {account_id} has usage priced in several currencies: {currencies}")
+    draft = draft_invoice(session, account_id, period, records, book, as_of=period.end)
     invoice = Invoice(
         id=new_id("inv_"),
         account_id=account_id,
         period=str(period),
-        currency=currencies.pop(),
+        currency=draft.currency,
         status=InvoiceStatus.OPEN,
-        total_minor=sum(draft.amount_minor for draft in drafts),
-        total_amount=add(*(piece.amount for piece in pieces)),
+        total_minor=draft.total_minor,
+        total_amount=draft.total_amount,
         created_at=now,
         finalized_at=now,
     )
@@ -166,21 +111,21 @@ def bill_account(session: Session, account_id: str, period: Period, now: datetim
     session.add_all(
         InvoiceLine(
             invoice_id=invoice.id,
-            line_number=number,
-            origin_period=draft.key.origin_period,
-            is_adjustment=draft.key.origin_period != str(period),
-            price_version=draft.key.price_version,
-            model=draft.key.model,
-            token_class=draft.key.token_class.value,
-            context_tier=draft.key.context_tier,
-            price_tier=draft.key.tier_number,
-            tokens=draft.tokens,
-            unit_price=draft.unit_price,
-            amount=draft.amount,
-            amount_minor=draft.amount_minor,
-            currency=draft.currency,
+            line_number=line.line_number,
+            origin_period=line.origin_period,
+            is_adjustment=line.is_adjustment,
+            price_version=line.price_version,
+            model=line.model,
+            token_class=line.token_class.value,
+            context_tier=line.context_tier,
+            price_tier=line.price_tier,
+            tokens=line.tokens,
+            unit_price=line.unit_price,
+            amount=line.amount,
+            amount_minor=line.amount_minor,
+            currency=line.currency,
         )
-        for number, draft in enumerate(sorted(drafts, key=lambda d: d.key.origin_period != str(period)), 1)
+        for line in draft.lines
     )
     session.execute(
         sa.insert(BilledUsage), [{"usage_record_id": r.id, "invoice_id": invoice.id} for r in records]

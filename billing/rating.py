@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from billing.money import add, amount_for_tokens, round_to_minor
 from billing.schedule import ChargeKey, ScheduleVersion, TierTable, TokenClass
@@ -23,9 +24,8 @@ from hybatch.models import UsageRecord
 TOKEN_CLASS_ORDER = {token_class: index for index, token_class in enumerate(TokenClass)}
 
 
-@dataclass(frozen=True)
-class UsageRow:
-    """What rating reads from one ledger row."""
+class UsageRow(NamedTuple):
+    """What rating reads from one ledger row (a named tuple: a month is rated from thousands)."""
 
     usage_record_id: int
     created_at: datetime
@@ -48,9 +48,12 @@ class UsageRow:
         )
 
 
-@dataclass(frozen=True)
-class RatedPiece:
-    """Tokens of one record, one class and one price tier, with their exact (unrounded) amount."""
+class RatedPiece(NamedTuple):
+    """Tokens of one record, one class and one price tier, with their exact (unrounded) amount.
+
+    A named tuple, not a dataclass: rating makes one per record, class and tier, and a tuple is
+    built four times faster.
+    """
 
     usage_record_id: int
     created_at: datetime
@@ -94,23 +97,33 @@ class LineDraft:
     amount_minor: int  # amount rounded once (billing.money.round_to_minor)
 
 
-def _charges(row: UsageRow, version: ScheduleVersion) -> Iterable[tuple[ChargeKey, TierTable, int]]:
+# (id of the version, model, context tier, token class) -> the charge and the table that prices it;
+# one cache serves one pass over rows, while the book keeps its versions (and their ids) alive
+_ChargeCache = dict[tuple[int, str, str, TokenClass], tuple[ChargeKey, TierTable]]
+
+
+def _charges(
+    row: UsageRow, version: ScheduleVersion, cache: _ChargeCache
+) -> Iterable[tuple[ChargeKey, TierTable, int]]:
     context_tier = version.context_tier_for(row.prompt_tokens).name
-    for token_class in TokenClass:
+    for token_class in TOKEN_CLASS_ORDER:  # a dict iterates like the enum, without its overhead
         tokens = row.tokens[token_class]
         if tokens > 0:
-            yield (
-                ChargeKey(row.model, token_class, context_tier),
-                version.table(row.model, context_tier, token_class),
-                tokens,
-            )
+            # a month holds thousands of rows of a few charges: resolve each charge's table once
+            lookup = (id(version), row.model, context_tier, token_class)
+            found = cache.get(lookup)
+            if found is None:
+                table = version.table(row.model, context_tier, token_class)
+                found = cache[lookup] = (ChargeKey(row.model, token_class, context_tier), table)
+            yield found[0], found[1], tokens
 
 
 def charge_volumes(rows: Iterable[UsageRow], book: PriceBook) -> dict[ChargeKey, int]:
     """Tokens per charge of ``rows`` (each classified by the version in effect at its time)."""
     volumes: dict[ChargeKey, int] = defaultdict(int)
+    cache: _ChargeCache = {}
     for row in rows:
-        for charge, _table, tokens in _charges(row, book.at(row.created_at)):
+        for charge, _table, tokens in _charges(row, book.at(row.created_at), cache):
             volumes[charge] += tokens
     return dict(volumes)
 
@@ -128,18 +141,20 @@ def rate_month(
     A volume-mode table prices every row at the tier of the month's whole volume (before + rows).
     """
     volume_before = volume_before or {}
-    planned: list[tuple[UsageRow, ScheduleVersion, ChargeKey, TierTable, int]] = []
-    totals: dict[ChargeKey, int] = defaultdict(int)
+    cache: _ChargeCache = {}
+    months: dict[ChargeKey, _ChargeMonth] = {}
+    planned: list[tuple[UsageRow, ScheduleVersion, ChargeKey, TierTable, int, _ChargeMonth]] = []
     for row in rows:
         version = book.at(row.created_at)
-        for charge, table, tokens in _charges(row, version):
-            planned.append((row, version, charge, table, tokens))
-            totals[charge] += tokens
-    filled = {charge: volume_before.get(charge, 0) for charge in totals}
-    period_volume = {charge: filled[charge] + total for charge, total in totals.items()}
+        for charge, table, tokens in _charges(row, version, cache):
+            month = months.get(charge)
+            if month is None:
+                month = months[charge] = _ChargeMonth(volume_before.get(charge, 0))
+            month.volume += tokens
+            planned.append((row, version, charge, table, tokens, month))
     pieces: list[RatedPiece] = []
-    for row, version, charge, table, tokens in planned:
-        for tier_slice in table.slices(filled[charge], tokens, period_volume[charge]):
+    for row, version, charge, table, tokens, month in planned:
+        for tier_slice in table.slices(month.filled, tokens, month.volume):
             pieces.append(
                 RatedPiece(
                     usage_record_id=row.usage_record_id,
@@ -154,8 +169,18 @@ def rate_month(
                     amount=amount_for_tokens(tier_slice.tokens, tier_slice.unit_price),
                 )
             )
-        filled[charge] += tokens
+        month.filled += tokens
     return pieces
+
+
+class _ChargeMonth:
+    """One charge's month while rating: units filled so far, and the month's whole volume."""
+
+    __slots__ = ("filled", "volume")
+
+    def __init__(self, volume_before: int) -> None:
+        self.filled = volume_before  # units (0, filled] are priced
+        self.volume = volume_before  # before + every row's tokens, once all rows are planned
 
 
 def line_key(piece: RatedPiece) -> LineKey:

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -96,18 +96,32 @@ def build_query(
     return UsageQuery(account_id, start_of_page, end, bucket_width, fields, limit)
 
 
-def usage_page(session: Session, query: UsageQuery) -> dict[str, Any]:
-    """One page of buckets, OpenAI-shaped: ``{object: page, data, has_more, next_page}``."""
-    width = BUCKET_WIDTHS[query.bucket_width]
-    starts = []
-    moment = query.start
-    while moment < query.end and len(starts) < query.limit:
-        starts.append(moment)
-        moment += width
-    page_end = min(moment, query.end)
-    has_more = moment < query.end
+class RequestUsage(NamedTuple):
+    """One usage record with the ``x_billing`` cost its output line states (None: unpriced).
+
+    A named tuple: a month's summary reads thousands, and a tuple is built four times faster.
+    """
+
+    usage_record_id: int
+    created_at: datetime
+    api_key_id: str
+    model: str
+    batch_id: str
+    cache_hit_input_tokens: int
+    cache_miss_input_tokens: int
+    output_tokens: int
+    amount: Decimal | None  # marginal cost of the request, unrounded major units
+    currency: str | None
+
+
+def usage_rows(session: Session, account_id: str, start: datetime, end: datetime) -> list[RequestUsage]:
+    """The account's usage records created in ``[start, end)``, each with its line's cost (reads only).
+
+    ``GET /v1/usage`` and the dashboard's summary both count from this one query.
+    """
     rows = session.execute(
         sa.select(
+            UsageRecord.id,
             UsageRecord.created_at,
             UsageRecord.api_key_id,
             UsageRecord.model,
@@ -126,18 +140,47 @@ def usage_page(session: Session, query: UsageQuery) -> dict[str, Any]:
             ),
         )
         .where(
-            UsageRecord.account_id == query.account_id,
-            UsageRecord.created_at >= query.start,
-            UsageRecord.created_at < page_end,
+            UsageRecord.account_id == account_id,
+            UsageRecord.created_at >= start,
+            UsageRecord.created_at < end,
         )
     )
+    # the columns are selected in RequestUsage's field order
+    return [RequestUsage(*row[:8], None if row[8] is None else Decimal(row[8]), row[9]) for row in rows]
+
+
+def bucket_starts(
+    start: datetime, end: datetime, width: timedelta, limit: int | None = None
+) -> list[datetime]:
+    """``start + k * width`` for every bucket that begins before ``end`` (at most ``limit`` of them)."""
+    starts = []
+    moment = start
+    while moment < end and (limit is None or len(starts) < limit):
+        starts.append(moment)
+        moment += width
+    return starts
+
+
+def bucket_index(created_at: datetime, start: datetime, width: timedelta) -> int:
+    """Which bucket (0-based, from ``start``) holds a record created at ``created_at``."""
+    return (created_at - start) // width
+
+
+def usage_page(session: Session, query: UsageQuery) -> dict[str, Any]:
+    """One page of buckets, OpenAI-shaped: ``{object: page, data, has_more, next_page}``."""
+    width = BUCKET_WIDTHS[query.bucket_width]
+    starts = bucket_starts(query.start, query.end, width, limit=query.limit)
+    moment = starts[-1] + width  # the start of the page after this one
+    page_end = min(moment, query.end)
+    has_more = moment < query.end
+    rows = usage_rows(session, query.account_id, query.start, page_end)
     buckets: dict[int, dict[tuple, _Totals]] = defaultdict(lambda: defaultdict(_Totals))
     for row in rows:
-        index = (row.created_at - query.start) // width
+        index = bucket_index(row.created_at, query.start, width)
         values = {"api_key_id": row.api_key_id, "model": row.model, "batch": row.batch_id}
         group = tuple(values[name] for name in query.group_by)
         buckets[index][group].add(row)
-    default_currency = _account_currency(session, query.account_id)
+    default_currency = account_currency(session, query.account_id, utc_now())
     data = []
     for index, bucket_start in enumerate(starts):
         bucket_end = min(bucket_start + width, query.end)
@@ -163,10 +206,11 @@ def usage_page(session: Session, query: UsageQuery) -> dict[str, Any]:
     }
 
 
-def _account_currency(session: Session, account_id: str) -> str:
+def account_currency(session: Session, account_id: str, at: datetime) -> str:
+    """The currency of the account's schedule version at ``at`` (``usd`` when none is in effect)."""
     book = price_book(session, account_id)
     try:
-        return book.at(utc_now()).currency
+        return book.at(at).currency
     except HybatchError:
         return "usd"
 
@@ -177,17 +221,16 @@ class _Totals:
         self.amounts: list[Decimal] = []
         self.currency: str | None = None
 
-    def add(self, row: Any) -> None:
+    def add(self, row: RequestUsage) -> None:
         self.hit += row.cache_hit_input_tokens
         self.miss += row.cache_miss_input_tokens
         self.output += row.output_tokens
         self.requests += 1
-        amount, currency = row[7], row[8]
-        if amount is None:
+        if row.amount is None:
             self.unpriced += 1
         else:
-            self.amounts.append(Decimal(amount))
-            self.currency = self.currency or currency
+            self.amounts.append(row.amount)
+            self.currency = self.currency or row.currency
 
     def as_result(self, group: dict[str, str], default_currency: str) -> dict[str, Any]:
         return {

@@ -34,6 +34,18 @@ def add_customer(session: Session, name: str = "acme", *, model: str = "tiny-tes
     return Customer(account.id, key.id, batch.id, name)
 
 
+def add_api_key(session: Session, customer: Customer, prefix: str, *, model: str = "tiny-test") -> Customer:
+    """Another key of ``customer``'s account, with a batch of its own (same account, new key and batch)."""
+    key = ApiKey(account_id=customer.account_id, prefix=prefix, key_sha256=prefix.ljust(64, "1")[:64])
+    upload = File(
+        account_id=customer.account_id, filename="in.jsonl", purpose=FilePurpose.BATCH, size_bytes=1
+    )
+    session.add_all([key, upload])
+    session.flush()
+    batch = add_batch(session, customer.account_id, key.id, upload.id, model=model)
+    return Customer(customer.account_id, key.id, batch.id, customer.name)
+
+
 def add_batch(session: Session, account_id: str, api_key_id: str, input_file_id: str, *, model: str) -> Batch:
     batch = Batch(
         account_id=account_id,

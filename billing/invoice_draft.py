@@ -1,0 +1,156 @@
+"""What an invoice says before it is stored: unbilled usage -> rated pieces -> numbered lines.
+
+The monthly close stores a draft as a finalized invoice; the upcoming-invoice preview shows one
+without storing anything. Both build it here, so a preview made after a period's last usage
+has exactly the lines its close will store. Lines are numbered from 1: the period's own usage
+first, then adjustments for late usage of earlier (already billed) months.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.money import add
+from billing.periods import Period
+from billing.rating import LineDraft, RatedPiece, UsageRow, charge_volumes, line_drafts, rate_month
+from billing.schedule import ChargeKey, TokenClass
+from billing.schedules import PriceBook
+from hybatch.errors import ConflictError
+from hybatch.models import BilledUsage, Invoice, UsageRecord
+
+
+@dataclass(frozen=True)
+class InvoiceLineDraft:
+    """One invoice line with the fields of ``hybatch.models.InvoiceLine``."""
+
+    line_number: int  # 1-based
+    origin_period: str  # YYYY-MM of the usage; != the invoice's period for late usage
+    is_adjustment: bool
+    price_version: str  # schedule@version
+    model: str
+    token_class: TokenClass
+    context_tier: str
+    price_tier: int  # 1-based row of the tier table
+    tokens: int
+    unit_price: Decimal  # per 1M tokens
+    amount: Decimal  # exact sum of the line's pieces, major units
+    amount_minor: int  # amount rounded once (billing.money.round_to_minor)
+    currency: str
+
+
+@dataclass(frozen=True)
+class InvoiceDraft:
+    account_id: str
+    period: Period
+    currency: str
+    lines: tuple[InvoiceLineDraft, ...]
+    total_minor: int  # sum of the lines' amount_minor
+    total_amount: Decimal  # exact sum of every priced piece (unrounded)
+
+
+def unbilled_records(session: Session, account_id: str, before: datetime) -> list[UsageRecord]:
+    """The account's usage records created before ``before`` that no invoice has billed, in ledger order."""
+    return list(
+        session.scalars(
+            sa.select(UsageRecord)
+            .outerjoin(BilledUsage, BilledUsage.usage_record_id == UsageRecord.id)
+            .where(
+                UsageRecord.account_id == account_id,
+                UsageRecord.created_at < before,
+                BilledUsage.usage_record_id.is_(None),
+            )
+            .order_by(UsageRecord.created_at, UsageRecord.id)
+        )
+    )
+
+
+def billed_volume(
+    session: Session, account_id: str, origin: Period, before: Period, book: PriceBook
+) -> dict[ChargeKey, int]:
+    """Volume per charge of ``origin``'s records billed by invoices of periods before ``before``."""
+    records = session.scalars(
+        sa.select(UsageRecord)
+        .join(BilledUsage, BilledUsage.usage_record_id == UsageRecord.id)
+        .join(Invoice, Invoice.id == BilledUsage.invoice_id)
+        .where(
+            UsageRecord.account_id == account_id,
+            UsageRecord.created_at >= origin.start,
+            UsageRecord.created_at < origin.end,
+            Invoice.period < str(before),
+        )
+    )
+    return charge_volumes((UsageRow.from_record(r) for r in records), book)
+
+
+def rate_invoice_usage(
+    session: Session, account_id: str, period: Period, records: list[UsageRecord], book: PriceBook
+) -> list[RatedPiece]:
+    """The priced pieces of ``records`` billed on ``period``'s invoice (close and exports share this)."""
+    by_origin: dict[Period, list[UsageRow]] = defaultdict(list)
+    for record in records:
+        by_origin[Period.containing(record.created_at)].append(UsageRow.from_record(record))
+    pieces = []
+    for origin in sorted(by_origin):
+        rows = sorted(by_origin[origin], key=lambda row: (row.created_at, row.usage_record_id))
+        volume_before = {} if origin == period else billed_volume(session, account_id, origin, period, book)
+        pieces += rate_month(rows, book, origin_period=str(origin), volume_before=volume_before)
+    return pieces
+
+
+def draft_invoice(
+    session: Session,
+    account_id: str,
+    period: Period,
+    records: list[UsageRecord],
+    book: PriceBook,
+    *,
+    as_of: datetime,
+) -> InvoiceDraft:
+    """The invoice ``records`` (unbilled, in ledger order) would get on ``period``; reads only.
+
+    The currency is the lines' currency, else that of the version in effect at the last record,
+    else at ``as_of`` (no usage). Raises ConflictError for usage priced in several currencies,
+    and UnpricedModelError / NoScheduleInEffectError when a record has no price.
+    """
+    pieces = rate_invoice_usage(session, account_id, period, records, book)
+    drafts = line_drafts(pieces)
+    currencies = {draft.currency for draft in drafts} or {
+        book.at(records[-1].created_at if records else as_of).currency
+    }
+    if len(currencies) != 1:
+        raise ConflictError(f"account {account_id} has usage priced in several currencies: {currencies}")
+    # stable sort: the period's own lines first, adjustments after, each in line_drafts order
+    ordered = sorted(drafts, key=lambda draft: draft.key.origin_period != str(period))
+    lines = tuple(_line(number, draft, period) for number, draft in enumerate(ordered, start=1))
+    return InvoiceDraft(
+        account_id=account_id,
+        period=period,
+        currency=currencies.pop(),
+        lines=lines,
+        total_minor=sum(line.amount_minor for line in lines),
+        total_amount=add(*(piece.amount for piece in pieces)),
+    )
+
+
+def _line(number: int, draft: LineDraft, period: Period) -> InvoiceLineDraft:
+    return InvoiceLineDraft(
+        line_number=number,
+        origin_period=draft.key.origin_period,
+        is_adjustment=draft.key.origin_period != str(period),
+        price_version=draft.key.price_version,
+        model=draft.key.model,
+        token_class=draft.key.token_class,
+        context_tier=draft.key.context_tier,
+        price_tier=draft.key.tier_number,
+        tokens=draft.tokens,
+        unit_price=draft.unit_price,
+        amount=draft.amount,
+        amount_minor=draft.amount_minor,
+        currency=draft.currency,
+    )
