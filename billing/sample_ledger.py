@@ -46,7 +46,7 @@ class SampleLedger:
 
 def _usage(rng: random.Random, shared_prefix_tokens: int, is_first_of_batch: bool) -> TokenUsage:
     prompt = shared_prefix_tokens + rng.randint(20, 600)
-    hit = 0 if is_first_of_batch or rng.random() < 0.08 else shared_prefix_tokens
+    hit = 0 if is_first_of_batch or rng.randrange(100) < 8 else shared_prefix_tokens
     hit -= hit % BLOCK_TOKENS
     return TokenUsage(hit, prompt - hit, rng.randint(16, 400))
 

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hybatch bench dashboard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=10_000, help="finished requests in the month")
     parser.add_argument("--repeats", type=int, default=5, help="page loads per range (median reported)")
+    parser.add_argument("--screenshot", type=Path, help="also save the 30-day usage page (1280x900) here")
     args = parser.parse_args(argv)
     try:
         from playwright.sync_api import sync_playwright
