@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{preset:<8} {paint:>15.0f} {served:>15.0f} {api_ms:>13.0f} {served / api_ms:>8.2f}x {verdict:>6}"
                 )
+            if args.screenshot is not None:
+                page.goto(f"{base_url}/dashboard?range=30d")
+                page.screenshot(path=str(args.screenshot.resolve()))
             browser.close()
     print(f"worst first paint {worst:.0f} ms; goal < {FIRST_PAINT_GOAL_MS:.0f} ms")
     return 0 if worst < FIRST_PAINT_GOAL_MS else 1
