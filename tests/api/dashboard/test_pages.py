@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -98,6 +99,23 @@ def test_a_wrong_key_is_refused_and_never_echoed(browser_client: TestClient, wor
     assert "not valid" in response.text
     assert wrong not in response.text and world.alice_secret[12:] not in response.text
     assert COOKIE_NAME not in response.headers.get("set-cookie", "")
+
+
+def test_keys_never_reach_the_logs(browser_client: TestClient, world: World, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = world.alice_secret[:-4] + "zzzz"
+    for secret in (wrong, world.alice_secret, ADMIN_KEY):
+        token = form_token(browser_client.get("/dashboard/login").text)
+        browser_client.post("/dashboard/login", data={"api_key": secret, "csrf_token": token})
+        browser_client.get("/dashboard")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for secret in (wrong, world.alice_secret, ADMIN_KEY):
+        assert secret not in logged
+
+
+def test_batch_list_links_to_result_files(sign_in: Callable[[str], TestClient], world: World) -> None:
+    page = sign_in(world.alice_secret).get("/dashboard/batches").text
+    assert f'href="/dashboard/files/{world.alice_output_file_id}"' in page
 
 
 def test_sign_in_needs_the_form_token(browser_client: TestClient, world: World) -> None:
