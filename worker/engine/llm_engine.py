@@ -15,6 +15,7 @@ from worker.engine.sampler import sample
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler, SchedulerConfig
 from worker.engine.sequence import Sequence, SequenceStatus
+from worker.engine.stop_strings import StopStringMatcher
 from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.prefix_cache import PrefixCache
@@ -103,6 +104,9 @@ class LLMEngine:
             cache_salt=cache_salt,
             retain_at=frozenset(retain_at),
             generator=generator,
+            stop_matcher=StopStringMatcher(params.stop)
+            if params.stop and self.tokenizer is not None
+            else None,
         )
         if wait_for is not None and wait_for[0] in self._seqs:
             seq.wait_for = (self._seqs[wait_for[0]], wait_for[1])
@@ -202,23 +206,16 @@ class LLMEngine:
             seq.finish_reason, seq.stop_reason = "stop", None
         elif token in params.stop_token_ids:
             seq.finish_reason, seq.stop_reason = "stop", token
-        elif params.stop and self.tokenizer is not None and self._hit_stop_string(seq):
+        elif seq.stop_matcher is not None and self._hit_stop_string(seq):
             seq.finish_reason = "stop"
         elif seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= self.max_model_len:
             seq.finish_reason = "length"
 
     def _hit_stop_string(self, seq: Sequence) -> bool:
-        text = self.tokenizer.decode(seq.output_token_ids)
-        longest = max(len(s) for s in seq.params.stop)
-        search_from = max(0, len(seq.output_text) - longest)
-        seq.output_text = text
-        hits = [(text.find(s, search_from), s) for s in seq.params.stop]
-        hits = [(pos, s) for pos, s in hits if pos >= 0]
-        if not hits:
+        hit = seq.stop_matcher.step(self.tokenizer.decode, seq.token_ids, start=seq.prompt_len)
+        if hit is None:
             return False
-        pos, stop = min(hits)
-        seq.output_text = text[:pos]
-        seq.stop_reason = stop
+        seq.output_text, seq.stop_reason = hit.text, hit.stop
         return True
 
     def _output(self, seq: Sequence) -> RequestOutput:

@@ -8,6 +8,7 @@ from enum import Enum
 import torch
 
 from worker.engine.sampling_params import SamplingParams
+from worker.engine.stop_strings import StopStringMatcher
 
 
 class SequenceStatus(Enum):
@@ -36,7 +37,8 @@ class Sequence:
     swa_first_block: int = 0
     # Chained hashes of the completed full blocks of token_ids (the prefix cache's keys).
     block_hashes: list[bytes] = field(default_factory=list)
-    output_text: str = ""
+    output_text: str = ""  # set when a stop string ends the sequence: the text before it
+    stop_matcher: StopStringMatcher | None = None  # when the request has stop strings
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     prompt_logprobs: list[float] = field(default_factory=list)
