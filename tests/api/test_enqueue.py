@@ -46,3 +46,21 @@ def test_unreachable_broker_raises(tmp_path: Path) -> None:
     enqueuer = CeleryEnqueuer("redis://127.0.0.1:1/0", "hybatch-test")
     with pytest.raises(OperationalError):
         enqueuer("batch_never")
+
+
+def test_a_failed_publish_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    enqueuer = CeleryEnqueuer(f"sqla+sqlite:///{tmp_path / 'broker.db'}", "hybatch-test")
+    publish = enqueuer._publish
+    attempts = []
+
+    def flaky(batch_id: str) -> None:
+        attempts.append(batch_id)
+        if len(attempts) == 1:
+            raise RuntimeError("table kombu_queue already exists")  # a racing first connection
+        publish(batch_id)
+
+    monkeypatch.setattr(enqueuer, "_publish", flaky)
+    monkeypatch.setattr("api.enqueue.PUBLISH_BACKOFF_S", 0.0)
+    enqueuer("batch_retry")
+    assert attempts == ["batch_retry", "batch_retry"]
+    assert _receive_one(f"sqla+sqlite:///{tmp_path / 'broker.db'}", "hybatch-test")[1] == ["batch_retry"]
