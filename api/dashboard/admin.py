@@ -7,27 +7,21 @@ from fastapi.responses import HTMLResponse
 
 from api.dashboard.deps import AdminDep
 from api.dashboard.pages import render
-from api.dashboard.ranges import PRESETS, parse_range, recent_months
+from api.dashboard.ranges import PRESETS, UsageRangeDep, recent_months
 from api.dashboard.usage_view import usage_view
 from api.deps import SessionDep
 from billing.usage_summary import summarize_usage
 from hybatch import accounts
 from hybatch.errors import NotFoundError
-from hybatch.models import Account, utc_now
+from hybatch.models import Account
 
 router = APIRouter(prefix="/dashboard/admin", include_in_schema=False)
 
 
 @router.get("")
 def accounts_page(
-    request: Request,
-    viewer: AdminDep,
-    db: SessionDep,
-    range: str | None = None,  # noqa: A002 - the query parameter's name
-    month: str | None = None,
+    request: Request, viewer: AdminDep, db: SessionDep, usage_range: UsageRangeDep
 ) -> HTMLResponse:
-    now = utc_now()
-    usage_range = parse_range(range, month, now)
     rows = [
         (
             account,
@@ -37,7 +31,7 @@ def accounts_page(
                 start=usage_range.start,
                 end=usage_range.end,
                 bucket_width=usage_range.bucket_width,
-                now=now,
+                now=usage_range.end,
             ),
         )
         for account in accounts.list_accounts(db)
@@ -51,33 +45,26 @@ def accounts_page(
         rows=rows,
         usage_range=usage_range,
         presets=PRESETS,
-        months=recent_months(now),
+        months=recent_months(usage_range.end),
         form_action="/dashboard/admin",
     )
 
 
 @router.get("/accounts/{account_id}")
 def account_page(
-    request: Request,
-    viewer: AdminDep,
-    db: SessionDep,
-    account_id: str,
-    range: str | None = None,  # noqa: A002
-    month: str | None = None,
+    request: Request, viewer: AdminDep, db: SessionDep, account_id: str, usage_range: UsageRangeDep
 ) -> HTMLResponse:
     account = db.get(Account, account_id)
     if account is None:
         raise NotFoundError(f"No account with id '{account_id}'.", code="account_not_found")
-    now = utc_now()
-    usage_range = parse_range(range, month, now)
     return render(
         request,
         "usage.html",
         viewer,
         active="admin",
-        view=usage_view(db, account.id, usage_range, now),
+        view=usage_view(db, account.id, usage_range, usage_range.end),
         presets=PRESETS,
-        months=recent_months(now),
+        months=recent_months(usage_range.end),
         form_action=f"/dashboard/admin/accounts/{account.id}",
         viewed_account=account,
     )

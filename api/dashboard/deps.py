@@ -21,6 +21,10 @@ class SignInRequired(Exception):
     """No valid session: pages redirect to the sign-in form, JSON endpoints answer 401."""
 
 
+class AdminHasNoAccount(Exception):
+    """An operator opened a developer page: they are sent to the all-accounts view."""
+
+
 @dataclass(frozen=True)
 class Viewer:
     """The signed-in person. ``account_id`` is None for an operator."""
@@ -83,10 +87,6 @@ def get_developer(viewer: ViewerDep) -> Viewer:
     if viewer.is_admin:
         raise AdminHasNoAccount()
     return viewer
-
-
-class AdminHasNoAccount(Exception):
-    """An operator opened a developer page: they are sent to the all-accounts view."""
 
 
 def get_admin(viewer: ViewerDep) -> Viewer:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends
 
 from billing.periods import Period
 from hybatch.errors import InvalidRequestError
+from hybatch.models import utc_now
 
 PRESETS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "month": "A month"}
 DEFAULT_PRESET = "30d"
@@ -65,3 +69,14 @@ def recent_months(now: datetime, count: int = 12) -> list[Period]:
     while len(months) < count:
         months.append(months[-1].previous())
     return months
+
+
+def range_from_query(
+    range: str | None = None,  # noqa: A002 - the query parameter's name
+    month: str | None = None,
+) -> UsageRange:
+    """The range a page's ``?range=…&month=…`` selects, ending now."""
+    return parse_range(range, month, utc_now())
+
+
+UsageRangeDep = Annotated[UsageRange, Depends(range_from_query)]
