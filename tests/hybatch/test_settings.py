@@ -65,3 +65,15 @@ def test_readme_settings_table_matches_the_settings() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `(HYBATCH_[A-Z_]+)` \|", readme, flags=re.MULTILINE))
     assert documented == {f"HYBATCH_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_dashboard_secrets_empty_means_unset_and_short_ones_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HYBATCH_SESSION_SECRET", "")
+    monkeypatch.setenv("HYBATCH_ADMIN_KEY", "  ")
+    settings = Settings()
+    assert settings.session_secret is None and settings.admin_key is None
+    monkeypatch.setenv("HYBATCH_ADMIN_KEY", "short")
+    with pytest.raises(ValueError, match="at least 16"):
+        Settings()
