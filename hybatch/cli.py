@@ -287,7 +287,9 @@ def _serve_api(settings: Settings) -> None:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    app = create_app(settings)
+    typer.echo(f"dashboard: http://{settings.host}:{settings.port}/dashboard (sign in with an API key)")
+    uvicorn.run(app, host=settings.host, port=settings.port)
 
 
 def _require_celery_app_module() -> None:
