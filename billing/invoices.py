@@ -11,6 +11,7 @@ immutable: their lines and money never change (enforced below for ORM writes); o
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -154,6 +155,32 @@ def list_invoices(
     if period is not None:
         query = query.where(Invoice.period == str(period))
     return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class ClosedPeriod:
+    period: str  # YYYY-MM
+    closed_at: datetime
+    num_invoices: int
+    total_minor_by_currency: dict[str, int]
+
+
+def closed_periods(session: Session) -> list[ClosedPeriod]:
+    """Every closed period, newest first, with its invoice count and totals per currency."""
+    totals: dict[str, dict[str, int]] = defaultdict(dict)
+    counts: dict[str, int] = defaultdict(int)
+    for period, currency, num_invoices, total_minor in session.execute(
+        sa.select(
+            Invoice.period, Invoice.currency, sa.func.count(), sa.func.sum(Invoice.total_minor)
+        ).group_by(Invoice.period, Invoice.currency)
+    ):
+        totals[period][currency] = int(total_minor)
+        counts[period] += num_invoices
+    rows = session.execute(sa.select(BillingPeriodClose).order_by(BillingPeriodClose.period.desc())).scalars()
+    return [
+        ClosedPeriod(row.period, row.closed_at, counts[row.period], dict(sorted(totals[row.period].items())))
+        for row in rows
+    ]
 
 
 def get_invoice(session: Session, account_id: str, invoice_id: str) -> Invoice:

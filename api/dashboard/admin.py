@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from api.dashboard.deps import AdminDep
+from api.dashboard.invoices import ExportFormat, export_download
 from api.dashboard.pages import render
 from api.dashboard.ranges import PRESETS, UsageRangeDep, recent_months
 from api.dashboard.usage_view import usage_view
 from api.deps import SessionDep
+from billing.invoices import closed_periods
 from billing.usage_summary import summarize_usage
 from hybatch import accounts
 from hybatch.errors import NotFoundError
@@ -43,6 +45,7 @@ def accounts_page(
         viewer,
         active="admin",
         rows=rows,
+        periods=closed_periods(db),
         usage_range=usage_range,
         presets=PRESETS,
         months=recent_months(usage_range.end),
@@ -68,3 +71,11 @@ def account_page(
         form_action=f"/dashboard/admin/accounts/{account.id}",
         viewed_account=account,
     )
+
+
+@router.get("/exports/{period}.{export_format}")
+def export_all(
+    _viewer: AdminDep, db: SessionDep, period: str, export_format: ExportFormat
+) -> StreamingResponse:
+    """The month's billing export of every account."""
+    return export_download(db, period, export_format, None)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.dashboard.deps import DeveloperDep
 from api.dashboard.pages import render
@@ -59,14 +60,24 @@ def invoice_page(request: Request, viewer: DeveloperDep, db: SessionDep, invoice
     )
 
 
+ExportFormat = Literal["csv", "json"]
+
+
 @router.get("/exports/{period}.{export_format}")
 def export(
-    viewer: DeveloperDep, db: SessionDep, period: str, export_format: Literal["csv", "json"]
+    viewer: DeveloperDep, db: SessionDep, period: str, export_format: ExportFormat
 ) -> StreamingResponse:
     """The month's billing export for the viewer's account, as a download."""
     assert viewer.account_id is not None
+    return export_download(db, period, export_format, viewer.account_id)
+
+
+def export_download(
+    db: Session, period: str, export_format: ExportFormat, account_id: str | None
+) -> StreamingResponse:
+    """A closed month's export (of one account, or of all when None) as an attachment."""
     billing_period = Period.parse(period)
-    summary, detail = exports.export_rows(db, billing_period, viewer.account_id)
+    summary, detail = exports.export_rows(db, billing_period, account_id)
     return StreamingResponse(
         exports.render(billing_period, summary, detail, export_format),
         media_type=EXPORT_MEDIA_TYPES[export_format],

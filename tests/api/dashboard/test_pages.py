@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 
 from fastapi.testclient import TestClient
 
+from api.dashboard import formatting
 from api.dashboard.security import CONTENT_SECURITY_POLICY
 from api.dashboard.session import COOKIE_NAME
 from tests.api.dashboard.conftest import form_token
@@ -329,6 +330,7 @@ def test_operator_sees_every_account_and_developers_do_not(
 ) -> None:
     client = sign_in(world.alice_secret)
     assert client.get("/dashboard/admin").status_code == 404
+    assert client.get(f"/dashboard/admin/exports/{world.closed_period}.csv").status_code == 404
     client.cookies.clear()
     operator = sign_in(ADMIN_KEY)
     page = operator.get("/dashboard/admin?range=7d")
@@ -337,6 +339,16 @@ def test_operator_sees_every_account_and_developers_do_not(
     assert operator.get("/dashboard").headers["location"] == "/dashboard/admin"
     alice_view = operator.get(f"/dashboard/admin/accounts/{world.alice_account_id}?range=7d").text
     assert "Operator view of account" in alice_view
+    assert f"/dashboard/admin/exports/{world.closed_period}.csv" in page.text
+    invoiced = sum(
+        invoice["total_minor"]
+        for secret in (world.alice_secret, world.bob_secret)
+        for invoice in operator.get("/v1/billing/invoices", headers=bearer(secret)).json()["data"]
+    )
+    closed_row = re.search(r'<table class="data" id="closed-periods">.*?</table>', page.text, re.S).group(0)
+    assert formatting.minor_money(invoiced, "usd") in closed_row and ">2<" in closed_row  # two invoices
+    everyone = operator.get(f"/dashboard/admin/exports/{world.closed_period}.csv")
+    assert everyone.status_code == 200 and "alice" in everyone.text and "bob" in everyone.text
     developer_view = page_metrics(
         operator.get(f"/dashboard/admin/accounts/{world.alice_account_id}?range=7d").text
     )
