@@ -15,47 +15,33 @@ simply continues from wherever the batch is::
                  ``batch_expired`` error lines -> expired
 
 Only ``record_success`` writes usage, once per finished request; cancelled, expired and failed
-requests are error lines without usage.
+requests are error lines without usage. The engine waves and the per-request records live in
+``worker.batch_generation``; the error lines of unfinished requests, the result files and the final
+move in ``worker.batch_endings``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hybatch.batch_input import BatchInput, BatchRequest, validate_batch_input
+from hybatch.batch_input import BatchInput, validate_batch_input
 from hybatch.batch_lifecycle import UNFINISHED, claim_batch, current_status, move_batch
-from hybatch.batch_results import finished_custom_ids, record_failure, record_success, write_result_files
+from hybatch.batch_results import finished_custom_ids
 from hybatch.models import Batch, BatchStatus, utc_now
 from hybatch.prompt_tokenizer import PromptTokenizer
-from hybatch.result_lines import error_line
 from hybatch.settings import Settings
 from hybatch.storage import FileStorage, iter_chunks
-from worker import engine_requests
-from worker.costing import SKIPPED_BUDGET, X_BILLING, BatchCosting
+from worker.batch_endings import close_batch, record_unfinished
+from worker.batch_generation import BatchGeneration, TextGenerator
+from worker.costing import BatchCosting
 
-if TYPE_CHECKING:
-    from worker.engine import RequestOutput
+__all__ = ["JobContext", "JobInterrupted", "TextGenerator", "fail_batch", "run_batch"]
 
 STATUS_POLL_INTERVAL_S = 0.5
-_CACHE_GAUGES = frozenset({"cached_tokens_device", "device_bytes", "bytes_per_cached_token", "hit_rate"})
-
-
-class TextGenerator(Protocol):
-    """What the job needs from ``worker.engine.LLM``."""
-
-    def generate_stream(
-        self,
-        prompts: Sequence[dict[str, Any]],
-        sampling_params: Sequence[Any],
-        request_ids: Sequence[str],
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Iterator[RequestOutput]: ...
 
 
 @dataclass(frozen=True)
@@ -199,7 +185,7 @@ class _BatchJob:
         self.session.commit()
         pending = [request for request in batch_input.requests if request.custom_id not in done]
         try:
-            self.costing  # noqa: B018 (reads the cap and the cost so far before anything runs)
+            costing = self.costing  # reads the cap and the cost so far before anything runs
         except ValueError as error:
             return self.finish(
                 BatchStatus.FAILED,
@@ -215,85 +201,27 @@ class _BatchJob:
                     }
                 ],
             )
-        if pending and self._generate(pending):
+        generation = BatchGeneration(
+            self.session, self.batch, costing, self.context.load_llm, self._should_stop
+        )
+        if pending and generation.run(pending):
             if self.context.shutdown_requested():
                 raise JobInterrupted(f"batch {self.batch.id}: the worker is shutting down")
             return self._status()  # cancelling, or still in_progress and now expired
         # The engine answers every request; should one be missing, report it rather than hang.
-        self._record_unfinished(
-            code="server_error", message="The engine returned no result for this request."
+        record_unfinished(
+            self.session,
+            self.batch,
+            batch_input,
+            code="server_error",
+            message="The engine returned no result for this request.",
         )
+        self.session.commit()
         moved = move_batch(
             self.session, self.batch.id, BatchStatus.FINALIZING, from_statuses=(BatchStatus.IN_PROGRESS,)
         )
         self.session.commit()
         return BatchStatus.FINALIZING if moved else self._status()
-
-    def _generate(self, pending: list[BatchRequest]) -> bool:
-        """Run ``pending`` on the engine, recording each as it finishes; True if stopped early.
-
-        Without a budget cap that is one engine call (continuous batching and the prefix cache see
-        the whole batch). With ``metadata.max_cost`` the requests run in waves the cap admits;
-        those it never admits end as ``skipped_budget`` error lines.
-        """
-        runnable: dict[str, BatchRequest] = {}
-        params: dict[str, Any] = {}
-        for request in pending:
-            try:
-                params[request.custom_id] = engine_requests.sampling_params(request)
-            except ValueError as error:
-                self._record_error(request, code="invalid_request", message=str(error))
-                continue
-            runnable[request.custom_id] = request
-        waiting = list(runnable.values())
-        while waiting:
-            wave, waiting = self.costing.admit(waiting)
-            if not wave:
-                for request in waiting:
-                    self._record_error(
-                        request,
-                        code=SKIPPED_BUDGET,
-                        message=f"Skipped: running it could pass the batch's max_cost of {self.costing.max_cost}.",
-                    )
-                return False
-            if self._run_wave(wave, [params[r.custom_id] for r in wave]):
-                return True
-        return False
-
-    def _run_wave(self, wave: list[BatchRequest], params: list[Any]) -> bool:
-        account_id = self.batch.account_id
-        prompts = [engine_requests.engine_prompt(r, account_id=account_id) for r in wave]
-        by_id = {r.custom_id: r for r in wave}
-        was_stopped = False
-
-        def should_stop() -> bool:
-            nonlocal was_stopped
-            was_stopped = was_stopped or self._should_stop()
-            return was_stopped
-
-        llm = self.context.load_llm()
-        metrics_before = llm.cache_metrics() if hasattr(llm, "cache_metrics") else None
-        outputs = llm.generate_stream(prompts, params, request_ids=list(by_id), should_stop=should_stop)
-        try:
-            with closing(outputs):  # an exception here aborts the engine's unfinished requests
-                for output in outputs:
-                    self._record_output(by_id[output.request_id], output)
-        finally:
-            if metrics_before is not None:
-                self._add_cache_metrics(llm.cache_metrics().since(metrics_before).as_dict())
-        return was_stopped
-
-    def _add_cache_metrics(self, wave: dict[str, Any]) -> None:
-        """Adds one engine call's prefix-cache counters to the batch's (gauges: the latest value)."""
-        self.session.refresh(self.batch)
-        merged = dict(self.batch.cache_metrics or {})
-        for key, value in wave.items():
-            merged[key] = value if key in _CACHE_GAUGES else merged.get(key, 0) + value
-        merged["hit_rate"] = (
-            merged["hit_tokens"] / merged["lookup_tokens"] if merged.get("lookup_tokens") else 0.0
-        )
-        self.batch.cache_metrics = merged
-        self.session.commit()
 
     def _should_stop(self) -> bool:
         if self.context.shutdown_requested() or self._is_expired():
@@ -303,36 +231,6 @@ class _BatchJob:
             return False
         self._last_poll_s = now_s
         return self._status() is not BatchStatus.IN_PROGRESS
-
-    def _record_output(self, request: BatchRequest, output: RequestOutput) -> None:
-        if output.error is not None:
-            self._record_error(request, code="invalid_request", message=output.error)
-            return
-        usage = engine_requests.token_usage(output)
-        line = engine_requests.output_line(
-            request, output, endpoint=self.batch.endpoint, model=self.batch.model, usage=usage
-        )
-        x_billing = self.costing.price(request, usage)  # before recording: not yet month-to-date
-        if x_billing is not None:
-            line[X_BILLING] = x_billing
-        record_success(
-            self.session,
-            self.batch,
-            custom_id=request.custom_id,
-            line_number=request.line_number,
-            line=line,
-            usage=usage,
-        )
-        self.session.commit()
-
-    def _record_error(self, request: BatchRequest, *, code: str, message: str) -> None:
-        if self._costing is not None:
-            self._costing.settle(request)
-        line = error_line(request.custom_id, code=code, message=message)
-        record_failure(
-            self.session, self.batch, custom_id=request.custom_id, line_number=request.line_number, line=line
-        )
-        self.session.commit()
 
     # -- endings ------------------------------------------------------------------------------
 
@@ -359,43 +257,17 @@ class _BatchJob:
             batch_input = self._read_input()
         except Exception:  # an unreadable input must not keep the batch from ending
             batch_input = BatchInput(requests=[], errors=[])
-        self._record_unfinished(code=code, message=message, commit=False)
+        record_unfinished(self.session, self.batch, self._input, code=code, message=message)
         if batch_input.is_valid:
             values.setdefault("total_requests", len(batch_input.requests))
         return self._close(to_status, from_statuses, **values)
 
-    def _record_unfinished(self, *, code: str, message: str, commit: bool = True) -> None:
-        if self._input is None or not self._input.is_valid:
-            return
-        done = finished_custom_ids(self.session, self.batch.id)
-        for request in self._input.requests:
-            if request.custom_id not in done:
-                line = error_line(request.custom_id, code=code, message=message)
-                record_failure(
-                    self.session,
-                    self.batch,
-                    custom_id=request.custom_id,
-                    line_number=request.line_number,
-                    line=line,
-                )
-        if commit:
-            self.session.commit()
-
     def _close(
         self, to_status: BatchStatus, from_statuses: tuple[BatchStatus, ...], **values: object
     ) -> BatchStatus | None:
-        """Write the result files and move the batch, in one transaction; undo both if the move loses."""
-        self.session.flush()
-        self.session.refresh(self.batch)  # another delivery may have written the files already
-        had_files = (self.batch.output_file_id, self.batch.error_file_id)
-        files = write_result_files(self.session, self.context.storage, self.batch)
-        if move_batch(self.session, self.batch.id, to_status, from_statuses=from_statuses, **values):
-            self.session.commit()
+        storage = self.context.storage
+        if close_batch(self.session, storage, self.batch, to_status, from_statuses, **values):
             return to_status
-        self.session.rollback()
-        for file_id in (files.output_file_id, files.error_file_id):
-            if file_id is not None and file_id not in had_files:
-                self.context.storage.delete(file_id)
         return self._status()
 
     # -- helpers ------------------------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""A batch's pending requests on the engine: the waves the budget admits, one transaction per result.
+
+Without a budget cap that is one engine call (continuous batching and the prefix cache see the whole
+batch). With ``metadata.max_cost`` the requests run in the waves the cap admits; those it never admits
+end as ``skipped_budget`` error lines. As each request finishes it is recorded and committed on its
+own: an output line with ``x_billing`` and its usage record, or an error line without usage. Each
+engine call's prefix-cache counters are added to the batch row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from hybatch.batch_input import BatchRequest
+from hybatch.batch_results import record_failure, record_success
+from hybatch.models import Batch
+from hybatch.result_lines import error_line
+from worker import engine_requests
+from worker.costing import SKIPPED_BUDGET, X_BILLING, BatchCosting
+
+if TYPE_CHECKING:
+    from worker.engine import RequestOutput
+
+_CACHE_GAUGES = frozenset({"cached_tokens_device", "device_bytes", "bytes_per_cached_token", "hit_rate"})
+
+
+class TextGenerator(Protocol):
+    """What the job needs from ``worker.engine.LLM``."""
+
+    def generate_stream(
+        self,
+        prompts: Sequence[dict[str, Any]],
+        sampling_params: Sequence[Any],
+        request_ids: Sequence[str],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[RequestOutput]: ...
+
+
+class BatchGeneration:
+    """Runs requests of one batch and records their results; ``should_stop`` is asked between steps.
+
+    ``costing`` must already be open (the cap and the cost so far read). ``load_llm`` is called once
+    per wave, only when a wave has requests to run.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        batch: Batch,
+        costing: BatchCosting,
+        load_llm: Callable[[], TextGenerator],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        self.session = session
+        self.batch = batch
+        self.costing = costing
+        self.load_llm = load_llm
+        self.should_stop = should_stop
+
+    def run(self, pending: list[BatchRequest]) -> bool:
+        """Runs ``pending`` on the engine, recording each as it finishes; True if stopped early."""
+        runnable: dict[str, BatchRequest] = {}
+        params: dict[str, Any] = {}
+        for request in pending:
+            try:
+                params[request.custom_id] = engine_requests.sampling_params(request)
+            except ValueError as error:
+                self._record_error(request, code="invalid_request", message=str(error))
+                continue
+            runnable[request.custom_id] = request
+        waiting = list(runnable.values())
+        while waiting:
+            wave, waiting = self.costing.admit(waiting)
+            if not wave:
+                for request in waiting:
+                    self._record_error(
+                        request,
+                        code=SKIPPED_BUDGET,
+                        message=f"Skipped: running it could pass the batch's max_cost of {self.costing.max_cost}.",
+                    )
+                return False
+            if self._run_wave(wave, [params[r.custom_id] for r in wave]):
+                return True
+        return False
+
+    def _run_wave(self, wave: list[BatchRequest], params: list[Any]) -> bool:
+        account_id = self.batch.account_id
+        prompts = [engine_requests.engine_prompt(r, account_id=account_id) for r in wave]
+        by_id = {r.custom_id: r for r in wave}
+        was_stopped = False
+
+        def should_stop() -> bool:
+            nonlocal was_stopped
+            was_stopped = was_stopped or self.should_stop()
+            return was_stopped
+
+        llm = self.load_llm()
+        metrics_before = llm.cache_metrics() if hasattr(llm, "cache_metrics") else None
+        outputs = llm.generate_stream(prompts, params, request_ids=list(by_id), should_stop=should_stop)
+        try:
+            with closing(outputs):  # an exception here aborts the engine's unfinished requests
+                for output in outputs:
+                    self._record_output(by_id[output.request_id], output)
+        finally:
+            if metrics_before is not None:
+                self._add_cache_metrics(llm.cache_metrics().since(metrics_before).as_dict())
+        return was_stopped
+
+    def _add_cache_metrics(self, wave: dict[str, Any]) -> None:
+        """Adds one engine call's prefix-cache counters to the batch's (gauges: the latest value)."""
+        self.session.refresh(self.batch)
+        merged = dict(self.batch.cache_metrics or {})
+        for key, value in wave.items():
+            merged[key] = value if key in _CACHE_GAUGES else merged.get(key, 0) + value
+        merged["hit_rate"] = (
+            merged["hit_tokens"] / merged["lookup_tokens"] if merged.get("lookup_tokens") else 0.0
+        )
+        self.batch.cache_metrics = merged
+        self.session.commit()
+
+    def _record_output(self, request: BatchRequest, output: RequestOutput) -> None:
+        if output.error is not None:
+            self._record_error(request, code="invalid_request", message=output.error)
+            return
+        usage = engine_requests.token_usage(output)
+        line = engine_requests.output_line(
+            request, output, endpoint=self.batch.endpoint, model=self.batch.model, usage=usage
+        )
+        x_billing = self.costing.price(request, usage)  # before recording: not yet month-to-date
+        if x_billing is not None:
+            line[X_BILLING] = x_billing
+        record_success(
+            self.session,
+            self.batch,
+            custom_id=request.custom_id,
+            line_number=request.line_number,
+            line=line,
+            usage=usage,
+        )
+        self.session.commit()
+
+    def _record_error(self, request: BatchRequest, *, code: str, message: str) -> None:
+        self.costing.settle(request)
+        line = error_line(request.custom_id, code=code, message=message)
+        record_failure(
+            self.session, self.batch, custom_id=request.custom_id, line_number=request.line_number, line=line
+        )
+        self.session.commit()
