@@ -7,19 +7,21 @@ running sequence also uses is never freed under it. A prompt hits up to the deep
 
 Tiers: device entries form the top of the tree. Under block pressure the least-recently-used device
 entries with no device children move to host memory (then disk, then nowhere); a hit promotes the
-entries on its path back to the device, their KV loaded layer by layer during the next step.
+entries on its path back to the device, their KV loaded layer by layer during the next step. The
+eviction order is kept up to date as entries change (``eviction_queue.py``), not re-scanned.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.kv_transfer import KVTransfer, PendingLoad
 from worker.engine.sequence import Sequence
 from worker.kv_cache.disk_store import DiskStore
+from worker.kv_cache.eviction_queue import EvictionQueue
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.lower_tiers import LowerTiers
 from worker.kv_cache.radix import Node, RadixTree, Tier
@@ -66,6 +68,7 @@ class PrefixCache:
         self.stats = CacheStats()
         self.needs_window = blocks.window > 0
         self._index: dict[bytes, Node] = {}
+        self._eviction = EvictionQueue()  # device entries with no device children, LRU first
         # Lower tiers need the transfer object to copy KV out of and into device blocks.
         self.tiers = (
             LowerTiers(host, disk, self._index) if transfer is not None else LowerTiers(None, None, {})
@@ -111,6 +114,7 @@ class PrefixCache:
             seq.full_blocks.append(node.full_block)
             seq.block_hashes.append(node.block_hash)
             node.last_access = stamp
+            self._eviction.touched(node)
             taken += 1
         if taken < depth:  # fall back to the deepest device entry that still has its window
             keep = taken
@@ -155,6 +159,7 @@ class PrefixCache:
         node.window = window or None
         node.window_len = window_len
         node.tier = Tier.DEVICE
+        self._eviction.entered_device(node)
         self.blocks.full.set_hash(node.full_block, node.block_hash)
         self.transfer.schedule_load(PendingLoad(payload, node.full_block, window))
         self.stats.promotions += 1
@@ -169,6 +174,7 @@ class PrefixCache:
         """Moves a device entry (no device children, no other holder) down a tier, or out."""
         payload = self.transfer.save(node.full_block, node.window or ()) if self.tiers.enabled else None
         self._release_device(node)
+        self._eviction.left_device(node)
         self.stats.nodes_evicted += 1
         if payload is None or not self._store_below(node, payload):
             self._drop_subtree(node)
@@ -197,6 +203,7 @@ class PrefixCache:
             self._drop_subtree(child)
         if node.tier is Tier.DEVICE and node.full_block is not None:
             self._release_device(node)
+            self._eviction.left_device(node)
         self.tiers.discard(node)
         self.tree.remove_leaf(node)
         self._index.pop(node.block_hash, None)
@@ -242,6 +249,7 @@ class PrefixCache:
                 seq.full_blocks[i],
             )
             self._index[parent.block_hash] = parent
+            self._eviction.entered_device(parent)
             path.append(parent)
         for end_token in self._retention_points(seq, previous_computed):
             depth = end_token // size - 1
@@ -282,24 +290,20 @@ class PrefixCache:
         if full_needed > self.blocks.full.num_free:
             self._evict_leaves(full_needed)
 
-    def _evictable(self, node: Node) -> bool:
-        return (
-            node.tier is Tier.DEVICE
-            and self.blocks.full.ref_counts[node.full_block] == 1
-            and all(c.tier is not Tier.DEVICE for c in node.children.values())
-        )
-
     def _evict_leaves(self, full_needed: int) -> None:
-        heap = [(n.last_access, id(n), n) for n in self.tree.nodes() if self._evictable(n)]
-        heapq.heapify(heap)
-        while heap and self.blocks.full.num_free < full_needed:
-            _, _, node = heapq.heappop(heap)
-            if not self._evictable(node):
-                continue
-            parent = node.parent
-            self._demote(node)
-            if parent is not None and self._evictable(parent):
-                heapq.heappush(heap, (parent.last_access, id(parent), parent))
+        # Least recently used first among device entries with no device children that only the
+        # cache holds; demoting one may make its parent such an entry, considered in its turn.
+        ref_counts = self.blocks.full.ref_counts
+
+        def only_cached(node: Node) -> bool:
+            return ref_counts[node.full_block] == 1
+
+        with closing(self._eviction.least_recent(only_cached)) as victims:
+            while self.blocks.full.num_free < full_needed:
+                node = next(victims, None)
+                if node is None:
+                    return
+                self._demote(node)
 
     def _drop_windows(self, swa_needed: int) -> None:
         holders = sorted((n for n in self.tree.nodes() if n.window), key=lambda n: n.last_access)
@@ -354,3 +358,4 @@ class PrefixCache:
             if node.tier is Tier.DEVICE and self.blocks.full.hashes.get(node.full_block) != node.block_hash:
                 raise AssertionError(f"cached block {node.full_block} lost its hash")
         self.tiers.check_integrity(nodes)
+        self._eviction.check_integrity(nodes)

@@ -1,0 +1,218 @@
+"""The eviction queue picks the victims a full scan of the tree picks, in the same order.
+
+No model here: sequences are driven through the block manager and the prefix cache the way the
+engine drives them (resume, allocate a chunk, cache the computed blocks, free), with a stand-in for
+the KV copies so that the host tier (and its overflow, which drops entries) takes part. Every
+operation runs on two caches: the real one, and one whose eviction is the former full scan kept
+here as the reference. Their victims must agree, and each victim of the real one must be the scan's
+choice at that moment; both caches pass ``check_integrity`` after every operation.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.engine.block_manager import BlockManager
+from worker.engine.sampling_params import SamplingParams
+from worker.engine.sequence import Sequence
+from worker.kv_cache.host_store import HostStore
+from worker.kv_cache.prefix_cache import PrefixCache
+from worker.kv_cache.radix import Node, Tier
+
+B = 4
+
+
+class FakeTransfer:
+    """Stands in for ``KVTransfer``: a payload is one number per block, enough for the tiers."""
+
+    def payload_numel(self, window_len: int) -> int:
+        return 1 + window_len
+
+    def payload_bytes(self, window_len: int) -> int:
+        return 4 * self.payload_numel(window_len)
+
+    def save(self, full_block: int, window: tuple[int, ...]) -> torch.Tensor:
+        return torch.full((1 + len(window),), float(full_block))
+
+    def schedule_load(self, load) -> None:
+        pass
+
+
+def is_evictable(cache: PrefixCache, node: Node) -> bool:
+    return (
+        node.tier is Tier.DEVICE
+        and cache.blocks.full.ref_counts[node.full_block] == 1
+        and all(c.tier is not Tier.DEVICE for c in node.children.values())
+    )
+
+
+def scan_choice(cache: PrefixCache) -> Node | None:
+    """The entry a full scan evicts next: least recently used, ties by ``id``."""
+    candidates = [n for n in cache.tree.nodes() if is_evictable(cache, n)]
+    return min(candidates, key=lambda n: (n.last_access, id(n)), default=None)
+
+
+class RecordingCache(PrefixCache):
+    """The real cache; records its victims and checks each against a full scan of the moment."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.victims: list[bytes] = []
+
+    def _demote(self, node: Node) -> None:
+        assert node is scan_choice(self), "the queue's victim is not the full scan's"
+        self.victims.append(node.block_hash)
+        super()._demote(node)
+
+
+class ScanCache(RecordingCache):
+    """Evicts by the former full scan of the tree on every reclaim (the reference)."""
+
+    def _evict_leaves(self, full_needed: int) -> None:
+        heap = [(n.last_access, id(n), n) for n in self.tree.nodes() if is_evictable(self, n)]
+        heapq.heapify(heap)
+        while heap and self.blocks.full.num_free < full_needed:
+            _, _, node = heapq.heappop(heap)
+            if not is_evictable(self, node):
+                continue
+            parent = node.parent
+            self._demote(node)
+            if parent is not None and is_evictable(self, parent):
+                heapq.heappush(heap, (parent.last_access, id(parent), parent))
+
+
+@dataclass
+class World:
+    """One block manager and cache, and the sequences the test keeps running."""
+
+    blocks: BlockManager
+    cache: RecordingCache
+    held: list[Sequence] = field(default_factory=list)
+    arrivals: int = 0
+
+    @classmethod
+    def make(cls, kind: type[RecordingCache], *, full: int, swa: int, window: int, host_bytes: int, every):
+        blocks = BlockManager(B, full, swa, window)
+        host = HostStore(host_bytes)
+        return cls(blocks, kind(blocks, every, transfer=FakeTransfer(), host=host))
+
+    def run(self, prompt: list[int], salt: str, chunk: int, *, hold: bool) -> None:
+        """One request through the cache, prefill in chunks; a held one keeps its blocks."""
+        self.arrivals += 1
+        seq = Sequence(str(self.arrivals), None, prompt, SamplingParams(max_tokens=1), self.arrivals, salt)
+        self.cache.resume(seq)
+        while seq.num_uncomputed_tokens:
+            num_tokens = min(chunk, seq.num_uncomputed_tokens)
+            if not self.blocks.can_allocate(seq, num_tokens):
+                break
+            self.blocks.allocate(seq, num_tokens)
+            previous = seq.num_computed_tokens
+            seq.num_computed_tokens += num_tokens
+            self.blocks.record_block_hashes(seq)
+            self.cache.cache_computed(seq, previous)
+            self.blocks.release_dead_swa_blocks(seq, seq.num_computed_tokens)
+        if hold and not seq.num_uncomputed_tokens:
+            self.held.append(seq)
+        else:
+            self.blocks.free(seq)
+
+    def apply(self, op: tuple) -> None:
+        kind, *args = op
+        if kind == "run":
+            prompt, salt, chunk, hold = args
+            self.run(prompt, salt, chunk, hold=hold and len(self.held) < 3)
+        elif kind == "release" and self.held:
+            self.blocks.free(self.held.pop(args[0] % len(self.held)))
+        elif kind == "reclaim":
+            self.cache.reclaim(self.blocks.full.num_free + args[0], 0)
+        elif kind == "demote_all":
+            self.cache.demote_all()
+
+    def check(self) -> None:
+        self.cache.check_integrity()
+        self.blocks.check_integrity(self.held, self.cache.held_blocks())
+
+    def shape(self) -> list[tuple[bytes, str, int]]:
+        return sorted((n.block_hash, n.tier.value, n.window_len) for n in self.cache.tree.nodes())
+
+
+def run_both(ops: list[tuple], **config) -> RecordingCache:
+    real, reference = World.make(RecordingCache, **config), World.make(ScanCache, **config)
+    for op in ops:
+        real.apply(op)
+        reference.apply(op)
+        real.check()
+        reference.check()
+        assert real.cache.victims == reference.cache.victims
+        assert real.shape() == reference.shape()
+    return real.cache
+
+
+# Prompts from a tiny alphabet with common stems, so that the tree branches and entries are shared.
+STEMS = [[5, 6, 7, 8, 9, 10, 11, 12], [5, 6, 7, 8, 20, 21, 22, 23], [30, 31, 32, 33, 34, 35, 36, 37, 38]]
+prompts = st.tuples(st.sampled_from(STEMS), st.lists(st.integers(1, 6), max_size=9)).map(
+    lambda t: t[0] + t[1]
+)
+runs = st.tuples(
+    st.just("run"), prompts, st.sampled_from(["a", "b"]), st.sampled_from([3, 4, 8, 64]), st.booleans()
+)
+operations = st.one_of(  # runs three times as often as each other operation: the tree needs filling
+    runs,
+    runs,
+    runs,
+    st.tuples(st.just("release"), st.integers(0, 2)),
+    st.tuples(st.just("reclaim"), st.integers(1, 6)),
+    st.tuples(st.just("demote_all")),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(operations, min_size=10, max_size=50),
+    full=st.integers(8, 20),
+    window=st.sampled_from([0, 6]),
+    host_bytes=st.sampled_from([0, 24, 4096]),
+    every=st.sampled_from([None, 8]),
+)
+def test_victims_match_the_full_scan_on_random_operations(ops, full, window, host_bytes, every):
+    run_both(ops, full=full, swa=12, window=window, host_bytes=host_bytes, every=every)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_long_random_run_evicts_in_the_scans_order(seed):
+    rng = random.Random(seed)
+    ops: list[tuple] = []
+    for _ in range(300):
+        roll = rng.random()
+        if roll < 0.7:
+            prompt = rng.choice(STEMS) + [rng.randint(1, 6) for _ in range(rng.randint(0, 12))]
+            ops.append(("run", prompt, rng.choice("ab"), rng.choice([3, 4, 8, 64]), rng.random() < 0.2))
+        elif roll < 0.85:
+            ops.append(("release", rng.randrange(3)))
+        elif roll < 0.98:
+            ops.append(("reclaim", rng.randint(1, 8)))
+        else:
+            ops.append(("demote_all",))
+    cache = run_both(ops, full=40, swa=24, window=6, host_bytes=64, every=None)
+    assert len(cache.victims) > 50  # the run did exercise eviction (to the host and out of the cache)
+    assert cache.stats.promotions > 0 and cache.stats.nodes_dropped > 0
+
+
+def test_an_entry_in_use_is_skipped_and_stays_queued():
+    world = World.make(RecordingCache, full=16, swa=8, window=0, host_bytes=0, every=None)
+    world.run(list(range(1, 10)), "a", 64, hold=True)  # 2 blocks cached, both in use
+    world.run(list(range(20, 29)), "a", 64, hold=False)  # 2 blocks cached, cache only
+    world.cache.reclaim(world.blocks.full.num_blocks, 0)  # asks for more than can be freed
+    assert len(world.cache.victims) == 2 and world.cache.num_entries(Tier.DEVICE) == 2
+    world.check()
+    world.blocks.free(world.held.pop())
+    world.cache.reclaim(world.blocks.full.num_blocks, 0)
+    assert len(world.cache.victims) == 4 and world.cache.num_entries(Tier.DEVICE) == 0
+    world.check()
