@@ -1,7 +1,7 @@
 """How the dashboard writes numbers: tokens with separators, money with its currency, rates as %.
 
-Money arrives as ``Decimal`` (never float) and is shown with two decimals, or up to six when the
-amount is below one cent so that small batches do not read as free.
+Money arrives as ``Decimal`` (never float) and is shown with two decimals, or with two significant
+digits when the amount is below one cent, so that small batches do not read as free.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from billing.money import minor_to_decimal
 
 CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cny": "¥", "jpy": "¥"}
 ZERO_DECIMAL_CURRENCIES = {"jpy", "krw"}
+MAX_SUB_CENT_PLACES = 8
 COMPACT_UNITS = ((Decimal(10**12), "T"), (Decimal(10**9), "B"), (Decimal(10**6), "M"), (Decimal(10**3), "K"))
 
 
@@ -34,16 +35,17 @@ def compact(value: int | Decimal | None) -> str:
 
 
 def money(amount: Decimal | None, currency: str | None) -> str:
-    """``Decimal("1234.5"), "usd"`` -> ``$1,234.50``; tiny amounts keep their significant digits."""
+    """``Decimal("1234.5"), "usd"`` -> ``$1,234.50``; under a cent, two significant digits."""
     if amount is None:
         return "—"
     code = (currency or "usd").lower()
     places = 0 if code in ZERO_DECIMAL_CURRENCIES else 2
     if amount != 0 and abs(amount) < Decimal(1).scaleb(-places):
-        places = 6  # a fraction of a cent: show it rather than "$0.00"
+        # a fraction of a cent: show it ($0.0075) rather than "$0.00"
+        places = min(MAX_SUB_CENT_PLACES, 1 - abs(amount).adjusted())
     rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     text = f"{abs(rounded):,.{places}f}"
-    if places == 6:
+    if places > 2:
         text = text.rstrip("0")
     sign = "-" if rounded < 0 else ""
     symbol = CURRENCY_SYMBOLS.get(code)

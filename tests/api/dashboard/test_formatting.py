@@ -17,6 +17,9 @@ from api.dashboard import formatting
         (Decimal("0.015"), "usd", "$0.02"),  # half a cent rounds up (ROUND_HALF_UP)
         (Decimal("0.005"), "usd", "$0.005"),
         (Decimal("0.0042"), "usd", "$0.0042"),  # under a cent: not shown as free
+        (Decimal("0.007524"), "usd", "$0.0075"),  # two significant digits
+        (Decimal("0.000037"), "usd", "$0.000037"),
+        (Decimal("0.00999"), "usd", "$0.01"),  # rounds up to a whole cent
         (Decimal("0"), "usd", "$0.00"),
         (Decimal("-3.456"), "eur", "-€3.46"),
         (Decimal("1500"), "jpy", "¥1,500"),

@@ -353,3 +353,17 @@ def test_operator_sees_every_account_and_developers_do_not(
         operator.get(f"/dashboard/admin/accounts/{world.alice_account_id}?range=7d").text
     )
     assert int(developer_view.metrics["requests"]) == 120
+
+
+def test_batch_page_shows_the_prefix_cache_counters(
+    sign_in: Callable[[str], TestClient], world: World
+) -> None:
+    client = sign_in(world.alice_secret)
+    page = client.get(f"/dashboard/batches/{world.alice_finished_batch_id}").text
+    table = re.search(r'<table class="data details" id="cache-metrics">.*?</table>', page, re.S).group(0)
+    assert "<td>2,500 tokens</td>" in table and "<td>500 tokens</td>" in table
+    assert "<td>9 / 1</td>" in table and "<td>2 (64 tokens)</td>" in table
+    assert "15,000 came from the cache (75.0%)" in page
+    assert "<dt>Cost</dt>" in page  # finished: no "so far"
+    running = client.get(f"/dashboard/batches/{world.alice_running_batch_id}").text
+    assert 'id="cache-metrics"' not in running and "<dt>Cost so far</dt>" in running

@@ -122,6 +122,21 @@ def build_world(session_factory: sessionmaker[Session], storage: FileStorage, no
             session, storage, alice.account_id, f"{alice_batch.id}_output.jsonl", b'{"ok": 1}\n'
         )
         alice_batch.output_file_id = alice_output.id
+        alice_batch.cache_metrics = {
+            "lookups": 40,
+            "lookup_tokens": 20_000,
+            "hit_tokens": 15_000,
+            "hit_tokens_device": 12_000,
+            "hit_tokens_host": 2_500,
+            "hit_tokens_disk": 500,
+            "hits_cut_short": 2,
+            "tokens_cut_short": 64,
+            "windows_retained": 9,
+            "windows_dropped": 1,
+            "evictions": 3,
+            "promotions": 4,
+            "hit_rate": 0.75,
+        }
         bob_batch = session.get(Batch, bob.batch_ids[0])
         assert bob_batch is not None
         bob_output = _stored_file(
