@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from api.dashboard.batch_progress import progress_of
-from api.dashboard.deps import CheckedFormDep, DeveloperDep, get_developer
+from api.dashboard.deps import CheckedDeveloperFormDep, DeveloperDep
 from api.dashboard.pages import render
 from api.deps import SessionDep, StorageDep
 from hybatch import batches, files
@@ -24,7 +24,6 @@ MAX_LIVE_IDS = 100
 def batches_page(
     request: Request, viewer: DeveloperDep, db: SessionDep, after: str | None = None
 ) -> HTMLResponse:
-    assert viewer.account_id is not None
     page = batches.list_batches(db, viewer.account_id, after=after, limit=PAGE_SIZE)
     now = utc_now()
     return render(
@@ -43,7 +42,6 @@ def batches_progress(
     viewer: DeveloperDep, db: SessionDep, ids: Annotated[str, Query(max_length=4000)] = ""
 ) -> dict[str, Any]:
     """Live fields of the viewer's batches named in ``ids`` (comma-separated); others are left out."""
-    assert viewer.account_id is not None
     wanted = [batch_id for batch_id in ids.split(",") if batch_id][:MAX_LIVE_IDS]
     now = utc_now()
     found = batches.find_batches(db, viewer.account_id, wanted)
@@ -52,7 +50,6 @@ def batches_progress(
 
 @router.get("/batches/{batch_id}")
 def batch_page(request: Request, viewer: DeveloperDep, db: SessionDep, batch_id: str) -> HTMLResponse:
-    assert viewer.account_id is not None
     batch = batches.get_batch(db, viewer.account_id, batch_id)
     return render(request, "batch.html", viewer, active="batches", row=progress_of(db, batch, utc_now()))
 
@@ -61,15 +58,12 @@ def batch_page(request: Request, viewer: DeveloperDep, db: SessionDep, batch_id:
 def cancel_confirmation(
     request: Request, viewer: DeveloperDep, db: SessionDep, batch_id: str
 ) -> HTMLResponse:
-    assert viewer.account_id is not None
     batch = batches.get_batch(db, viewer.account_id, batch_id)
     return render(request, "cancel.html", viewer, active="batches", row=progress_of(db, batch, utc_now()))
 
 
 @router.post("/batches/{batch_id}/cancel")
-def cancel(viewer: CheckedFormDep, db: SessionDep, batch_id: str) -> Response:
-    developer = get_developer(viewer)
-    assert developer.account_id is not None
+def cancel(developer: CheckedDeveloperFormDep, db: SessionDep, batch_id: str) -> Response:
     batches.cancel_batch(db, developer.account_id, batch_id)
     return RedirectResponse(f"/dashboard/batches/{batch_id}", status_code=303)
 
@@ -77,7 +71,6 @@ def cancel(viewer: CheckedFormDep, db: SessionDep, batch_id: str) -> Response:
 @router.get("/files/{file_id}")
 def download(viewer: DeveloperDep, db: SessionDep, storage: StorageDep, file_id: str) -> StreamingResponse:
     """One of the account's files as an attachment (output and error files of its batches)."""
-    assert viewer.account_id is not None
     row = files.get_file(db, viewer.account_id, file_id)
     safe_name = "".join(char for char in row.filename if char.isalnum() or char in "._-") or row.id
     return StreamingResponse(

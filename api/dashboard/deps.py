@@ -82,11 +82,18 @@ def get_viewer(request: Request, db: SessionDep, codec: CodecDep) -> Viewer:
 ViewerDep = Annotated[Viewer, Depends(get_viewer)]
 
 
-def get_developer(viewer: ViewerDep) -> Viewer:
+@dataclass(frozen=True)
+class Developer(Viewer):
+    """A developer's session: always names its account."""
+
+    account_id: str
+
+
+def get_developer(viewer: ViewerDep) -> Developer:
     """A developer's session; operators have no account of their own and go to the admin view."""
-    if viewer.is_admin:
+    if viewer.is_admin or viewer.account_id is None:
         raise AdminHasNoAccount()
-    return viewer
+    return Developer(viewer.session, viewer.account_id, viewer.account_name, viewer.key_prefix)
 
 
 def get_admin(viewer: ViewerDep) -> Viewer:
@@ -95,15 +102,28 @@ def get_admin(viewer: ViewerDep) -> Viewer:
     return viewer
 
 
-DeveloperDep = Annotated[Viewer, Depends(get_developer)]
+DeveloperDep = Annotated[Developer, Depends(get_developer)]
 AdminDep = Annotated[Viewer, Depends(get_admin)]
+
+
+def _check_form(request: Request, sent_token: str, viewer: Viewer) -> None:
+    check_same_origin(request)
+    check_csrf_token(sent_token, viewer.csrf_token)
 
 
 def checked_form(request: Request, viewer: ViewerDep, csrf_token: Annotated[str, Form()] = "") -> Viewer:
     """A state-changing form of the signed-in viewer, from this origin, with their CSRF token."""
-    check_same_origin(request)
-    check_csrf_token(csrf_token, viewer.csrf_token)
+    _check_form(request, csrf_token, viewer)
     return viewer
 
 
+def checked_developer_form(
+    request: Request, developer: DeveloperDep, csrf_token: Annotated[str, Form()] = ""
+) -> Developer:
+    """As ``checked_form``, for a developer's own objects."""
+    _check_form(request, csrf_token, developer)
+    return developer
+
+
 CheckedFormDep = Annotated[Viewer, Depends(checked_form)]
+CheckedDeveloperFormDep = Annotated[Developer, Depends(checked_developer_form)]

@@ -27,7 +27,6 @@ EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/jso
 
 @router.get("/invoices")
 def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTMLResponse:
-    assert viewer.account_id is not None
     now = utc_now()
     try:
         sheet = price_sheet(db, viewer.account_id, now)
@@ -48,7 +47,6 @@ def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTM
 
 @router.get("/invoices/{invoice_id}")
 def invoice_page(request: Request, viewer: DeveloperDep, db: SessionDep, invoice_id: str) -> HTMLResponse:
-    assert viewer.account_id is not None
     invoice = invoices.get_invoice(db, viewer.account_id, invoice_id)
     return render(
         request,
@@ -68,7 +66,6 @@ def export(
     viewer: DeveloperDep, db: SessionDep, period: str, export_format: ExportFormat
 ) -> StreamingResponse:
     """The month's billing export for the viewer's account, as a download."""
-    assert viewer.account_id is not None
     return export_download(db, period, export_format, viewer.account_id)
 
 

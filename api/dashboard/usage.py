@@ -18,7 +18,6 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False)
 def usage_page(
     request: Request, viewer: DeveloperDep, db: SessionDep, usage_range: UsageRangeDep
 ) -> HTMLResponse:
-    assert viewer.account_id is not None  # a developer session always names its account
     return render(
         request,
         "usage.html",
