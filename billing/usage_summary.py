@@ -127,15 +127,15 @@ def summarize_usage(
     currency = currencies.pop() if currencies else account_currency(session, account_id, now or utc_now())
 
     # one tally per (bucket, key, model, batch) first: far fewer groups than requests
-    groups: dict[tuple[int, str, str, str], _Tally] = defaultdict(_Tally)
+    groups: dict[tuple[int, str, str, str], UsageTally] = defaultdict(UsageTally)
     for row in rows:
         group = (bucket_index(row.created_at, start, width), row.api_key_id, row.model, row.batch_id)
         groups[group].add(row, saved[row.usage_record_id])
-    total = _Tally()
-    buckets = [_Tally() for _ in starts]
-    by_key: dict[str, _Tally] = defaultdict(_Tally)
-    by_model: dict[str, _Tally] = defaultdict(_Tally)
-    by_batch: dict[str, _Tally] = defaultdict(_Tally)
+    total = UsageTally()
+    buckets = [UsageTally() for _ in starts]
+    by_key: dict[str, UsageTally] = defaultdict(UsageTally)
+    by_model: dict[str, UsageTally] = defaultdict(UsageTally)
+    by_batch: dict[str, UsageTally] = defaultdict(UsageTally)
     for (index, api_key_id, model, batch_id), tally in groups.items():
         for view in (total, buckets[index], by_key[api_key_id], by_model[model], by_batch[batch_id]):
             view.merge(tally)
@@ -163,12 +163,14 @@ def _key_prefixes(session: Session, api_key_ids: set[str]) -> dict[str, str]:
     return dict(session.execute(sa.select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(api_key_ids))).all())
 
 
-def _breakdown(tallies: dict[str, _Tally], label_of: Callable[[str], str]) -> tuple[BreakdownRow, ...]:
+def _breakdown(tallies: dict[str, UsageTally], label_of: Callable[[str], str]) -> tuple[BreakdownRow, ...]:
     rows = [BreakdownRow(key, label_of(key), tally.totals()) for key, tally in tallies.items()]
     return tuple(sorted(rows, key=lambda row: (-row.totals.cost, -row.totals.total_tokens, row.key)))
 
 
-class _Tally:
+class UsageTally:
+    """Running sums of requests, token classes, cost and savings (exact decimals)."""
+
     __slots__ = ("requests", "hit", "miss", "output", "cost", "unpriced", "saved", "is_saved_known")
 
     def __init__(self) -> None:
@@ -177,20 +179,28 @@ class _Tally:
         self.is_saved_known = True
 
     def add(self, row: RequestUsage, saving: Decimal | None) -> None:
+        self.add_request(
+            row.cache_hit_input_tokens, row.cache_miss_input_tokens, row.output_tokens, row.amount, saving
+        )
+
+    def add_request(
+        self, hit: int, miss: int, output: int, amount: Decimal | None, saving: Decimal | None
+    ) -> None:
+        """One request's tokens, its cost (None: unpriced) and its saving (None: unknown)."""
         self.requests += 1
-        self.hit += row.cache_hit_input_tokens
-        self.miss += row.cache_miss_input_tokens
-        self.output += row.output_tokens
-        if row.amount is None:
+        self.hit += hit
+        self.miss += miss
+        self.output += output
+        if amount is None:
             self.unpriced += 1
         else:
-            self.cost = EXACT.add(self.cost, row.amount)
+            self.cost = EXACT.add(self.cost, amount)
         if saving is None:
             self.is_saved_known = False
         else:
             self.saved = EXACT.add(self.saved, saving)
 
-    def merge(self, other: _Tally) -> None:
+    def merge(self, other: UsageTally) -> None:
         self.requests += other.requests
         self.hit += other.hit
         self.miss += other.miss

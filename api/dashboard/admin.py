@@ -11,9 +11,8 @@ from api.dashboard.pages import render
 from api.dashboard.ranges import PRESETS, UsageRangeDep, recent_months
 from api.dashboard.usage_view import usage_view
 from api.deps import SessionDep
+from billing.account_usage import usage_by_account
 from billing.invoices import closed_periods
-from billing.usage_summary import summarize_usage
-from hybatch import accounts
 from hybatch.errors import NotFoundError
 from hybatch.models import Account
 
@@ -24,27 +23,12 @@ router = APIRouter(prefix="/dashboard/admin", include_in_schema=False)
 def accounts_page(
     request: Request, viewer: AdminDep, db: SessionDep, usage_range: UsageRangeDep
 ) -> HTMLResponse:
-    rows = [
-        (
-            account,
-            summarize_usage(
-                db,
-                account.id,
-                start=usage_range.start,
-                end=usage_range.end,
-                bucket_width=usage_range.bucket_width,
-                now=usage_range.end,
-            ),
-        )
-        for account in accounts.list_accounts(db)
-    ]
-    rows.sort(key=lambda row: (-row[1].totals.cost, -row[1].totals.total_tokens, row[0].name))
     return render(
         request,
         "admin.html",
         viewer,
         active="admin",
-        rows=rows,
+        rows=usage_by_account(db, usage_range.start, usage_range.end),
         periods=closed_periods(db),
         usage_range=usage_range,
         presets=PRESETS,

@@ -304,3 +304,41 @@ def test_an_empty_range_has_zero_totals(session: Session) -> None:
     assert len(summary.buckets) == 3 and summary.by_model == () and summary.currency == "usd"
     assert summary.totals == UsageTotals(0, 0, 0, 0, D("0"), 0, D("0"))
     assert summary.totals.hit_rate is None
+
+
+def test_usage_by_account_equals_each_accounts_summary(session) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from billing.account_usage import usage_by_account
+    from billing.sample_ledger import write_sample_ledger
+    from billing.usage_summary import summarize_usage
+    from hybatch.models import Account
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    end = start + timedelta(days=5)
+    write_sample_ledger(
+        session, account_name="one", num_requests=90, start=start, end=end, requests_per_batch=30, seed=5
+    )
+    write_sample_ledger(
+        session, account_name="two", num_requests=40, start=start - timedelta(days=2), end=end, seed=6
+    )
+    session.add(Account(name="idle"))
+    session.flush()
+    window = (start + timedelta(days=1), end)
+    overview = usage_by_account(session, *window)
+    assert [row.account_name for row in overview][-1] == "idle"
+    for row in overview:
+        summary = summarize_usage(session, row.account_id, start=window[0], end=window[1], bucket_width="1d")
+        expected = summary.totals
+        assert (
+            row.totals.requests,
+            row.totals.cache_hit_input_tokens,
+            row.totals.cache_miss_input_tokens,
+        ) == (
+            expected.requests,
+            expected.cache_hit_input_tokens,
+            expected.cache_miss_input_tokens,
+        )
+        assert (row.totals.output_tokens, row.totals.cost) == (expected.output_tokens, expected.cost)
+        assert row.totals.saved_by_cache is None and row.currency == summary.currency
+    assert sum(row.totals.requests for row in overview) > 0

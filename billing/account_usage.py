@@ -1,0 +1,67 @@
+"""Every account's usage in a range, in one pass: the operators' overview.
+
+One query over the range's usage records (joined to their output lines' ``x_billing`` cost, like
+``GET /v1/usage``), summed per account. What the cache saved is left out here — it re-rates each
+account's months — and shown on each account's own usage page.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.request_cost import X_BILLING
+from billing.usage import account_currency
+from billing.usage_summary import UsageTally, UsageTotals
+from hybatch.models import Account, BatchRequestResult, UsageRecord
+
+
+@dataclass(frozen=True)
+class AccountUsage:
+    account_id: str
+    account_name: str
+    currency: str
+    totals: UsageTotals  # saved_by_cache is None: not computed for the overview
+
+
+def usage_by_account(session: Session, start: datetime, end: datetime) -> list[AccountUsage]:
+    """Every account (those without usage too) with its usage created in ``[start, end)``; reads only.
+
+    Sorted by cost, then total tokens (both descending), then name.
+    """
+    rows = session.execute(
+        sa.select(
+            UsageRecord.account_id,
+            UsageRecord.cache_hit_input_tokens,
+            UsageRecord.cache_miss_input_tokens,
+            UsageRecord.output_tokens,
+            BatchRequestResult.line[(X_BILLING, "amount")].as_string(),
+            BatchRequestResult.line[(X_BILLING, "currency")].as_string(),
+        )
+        .outerjoin(
+            BatchRequestResult,
+            sa.and_(
+                BatchRequestResult.batch_id == UsageRecord.batch_id,
+                BatchRequestResult.custom_id == UsageRecord.custom_id,
+            ),
+        )
+        .where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
+    )
+    tallies: dict[str, UsageTally] = defaultdict(UsageTally)
+    currencies: dict[str, str] = {}
+    for account_id, hit, miss, output, amount, currency in rows:
+        tallies[account_id].add_request(hit, miss, output, None if amount is None else Decimal(amount), None)
+        if currency is not None:
+            currencies.setdefault(account_id, currency)
+    accounts = session.execute(sa.select(Account.id, Account.name)).all()
+    result = []
+    for account_id, name in accounts:
+        totals = replace(tallies[account_id].totals(), saved_by_cache=None)
+        currency = currencies.get(account_id) or account_currency(session, account_id, end)
+        result.append(AccountUsage(account_id, name, currency, totals))
+    return sorted(result, key=lambda row: (-row.totals.cost, -row.totals.total_tokens, row.account_name))
