@@ -50,11 +50,6 @@ def find_account(session: Session, name: str) -> Account | None:
     return session.scalar(sa.select(Account).where(Account.name == name))
 
 
-def list_accounts(session: Session) -> list[Account]:
-    """Every account, by name."""
-    return list(session.scalars(sa.select(Account).order_by(Account.name)))
-
-
 def get_account(session: Session, name: str) -> Account:
     """The account named ``name``; raises NotFoundError."""
     account = find_account(session, name)
