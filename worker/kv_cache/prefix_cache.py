@@ -1,4 +1,4 @@
-"""The prefix cache: which blocks the radix tree keeps, in which tier, hits, retention, eviction.
+"""The prefix cache: which blocks the radix tree keeps, in which tier, and how hits resume from them.
 
 The cache holds one reference on every device block it keeps (``BlockPool`` ref counts), so a block a
 running sequence also uses is never freed under it. A prompt hits up to the deepest block boundary
@@ -8,7 +8,9 @@ running sequence also uses is never freed under it. A prompt hits up to the deep
 Tiers: device entries form the top of the tree. Under block pressure the least-recently-used device
 entries with no device children move to host memory (then disk, then nowhere); a hit promotes the
 entries on its path back to the device, their KV loaded layer by layer during the next step. The
-eviction order is kept up to date as entries change (``eviction_queue.py``), not re-scanned.
+eviction order is kept up to date as entries change (``eviction_queue.py``), not re-scanned. Where
+sliding-window windows are retained, and which are dropped when the SWA pool runs short, is
+``window_retention.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from worker.kv_cache.eviction_queue import EvictionQueue
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.lower_tiers import LowerTiers
 from worker.kv_cache.radix import Node, RadixTree, Tier
+from worker.kv_cache.window_retention import WindowRetention
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class PrefixCache:
     ):
         self.blocks = blocks
         self.tree = RadixTree()
-        self.retain_every_tokens = retain_every_tokens
+        self.windows = WindowRetention(blocks, self.tree, retain_every_tokens)
         self.transfer = transfer
         self.stats = CacheStats()
         self.needs_window = blocks.window > 0
@@ -156,8 +159,7 @@ class PrefixCache:
             return False
         node.full_block = self.blocks.full.allocate()
         window = tuple(self.blocks.swa.allocate() for _ in range(window_len))
-        node.window = window or None
-        node.window_len = window_len
+        self.windows.attach(node, window)
         node.tier = Tier.DEVICE
         self._eviction.entered_device(node)
         self.blocks.full.set_hash(node.full_block, node.block_hash)
@@ -187,16 +189,9 @@ class PrefixCache:
         return stored
 
     def _release_device(self, node: Node) -> None:
-        self._release_window(node, keep_length=True)
+        self.windows.release(node, keep_length=True)
         self.blocks.full.release(node.full_block)
         node.full_block = None
-
-    def _release_window(self, node: Node, keep_length: bool = False) -> None:
-        for block in node.window or ():
-            self.blocks.swa.release(block)
-        node.window = None
-        if not keep_length:
-            node.window_len = 0
 
     def _drop_subtree(self, node: Node) -> None:
         for child in list(node.children.values()):
@@ -251,42 +246,14 @@ class PrefixCache:
             self._index[parent.block_hash] = parent
             self._eviction.entered_device(parent)
             path.append(parent)
-        for end_token in self._retention_points(seq, previous_computed):
-            depth = end_token // size - 1
-            if depth < len(path) and path[depth].tier is Tier.DEVICE:
-                self._retain_window(seq, path[depth])
-
-    def _retention_points(self, seq: Sequence, previous_computed: int) -> list[int]:
-        size = self.blocks.block_size
-        lo, hi = previous_computed, seq.num_computed_tokens
-        points = {p for p in seq.retain_at if lo < p <= hi}
-        prompt_end = seq.prompt_len // size * size
-        if lo < prompt_end <= hi:
-            points.add(prompt_end)
-        if self.retain_every_tokens:
-            step = max(size, self.retain_every_tokens // size * size)
-            points.update(range((lo // step + 1) * step, hi + 1, step))
-        return sorted(p for p in points if p > 0 and p % size == 0)
-
-    def _retain_window(self, seq: Sequence, node: Node) -> None:
-        if node.window is not None or not self.needs_window:
-            return
-        first = self.blocks.first_live_swa_block(node.end_token)
-        if first < seq.swa_first_block:
-            return  # the sequence no longer holds that window (cannot happen when called in time)
-        window = tuple(seq.swa_blocks[first - seq.swa_first_block : node.depth + 1 - seq.swa_first_block])
-        for block in window:
-            self.blocks.swa.retain(block)
-        node.window = window
-        node.window_len = len(window)
-        self.stats.windows_retained += 1
+        self.stats.windows_retained += self.windows.retain_passed(seq, previous_computed, path)
 
     # -- eviction ----------------------------------------------------------------------------------
     def reclaim(self, full_needed: int, swa_needed: int) -> None:
         """Frees least-recently-used device entries until the pools have the blocks asked for (or no
         entry only the cache holds is left). Evicted entries move to the host or disk tier if enabled."""
         if swa_needed > self.blocks.swa.num_free:
-            self._drop_windows(swa_needed)
+            self.stats.windows_dropped += self.windows.drop_least_recent(swa_needed)
         if full_needed > self.blocks.full.num_free:
             self._evict_leaves(full_needed)
 
@@ -304,14 +271,6 @@ class PrefixCache:
                 if node is None:
                     return
                 self._demote(node)
-
-    def _drop_windows(self, swa_needed: int) -> None:
-        holders = sorted((n for n in self.tree.nodes() if n.window), key=lambda n: n.last_access)
-        for node in holders:
-            if self.blocks.swa.num_free >= swa_needed:
-                return
-            self._release_window(node)
-            self.stats.windows_dropped += 1
 
     def demote_all(self) -> None:
         """Moves every device entry no sequence uses down a tier (benchmarks and tests of the tiers)."""
