@@ -18,6 +18,7 @@ from billing.price_sheet import price_sheet
 from billing.schedule import TokenClass
 from billing.schedules import NoScheduleInEffectError
 from billing.upcoming_invoice import upcoming_invoice
+from hybatch.errors import HybatchError
 from hybatch.models import utc_now
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -32,12 +33,18 @@ def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTM
         sheet = price_sheet(db, viewer.account_id, now)
     except NoScheduleInEffectError:
         sheet = None
+    try:
+        upcoming, upcoming_problem = upcoming_invoice(db, viewer.account_id, now), None
+    except HybatchError as error:  # unpriced usage, no schedule, mixed currencies: the close would fail too
+        upcoming, upcoming_problem = None, error.message
     return render(
         request,
         "invoices.html",
         viewer,
         active="invoices",
-        upcoming=upcoming_invoice(db, viewer.account_id, now),
+        upcoming=upcoming,
+        upcoming_problem=upcoming_problem,
+        period=Period.containing(now),
         past=invoices.list_invoices(db, viewer.account_id),
         sheet=sheet,
         bands=price_bands(sheet) if sheet is not None else [],

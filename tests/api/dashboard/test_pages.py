@@ -367,3 +367,35 @@ def test_batch_page_shows_the_prefix_cache_counters(
     assert "<dt>Cost</dt>" in page  # finished: no "so far"
     running = client.get(f"/dashboard/batches/{world.alice_running_batch_id}").text
     assert 'id="cache-metrics"' not in running and "<dt>Cost so far</dt>" in running
+
+
+def test_invoices_page_explains_usage_that_cannot_be_priced(
+    sign_in: Callable[[str], TestClient], world: World, settings
+) -> None:
+    from datetime import UTC, datetime
+
+    from hybatch.db import make_engine, make_session_factory, unit_of_work
+    from hybatch.models import Batch, UsageRecord
+
+    engine = make_engine(settings.database_url)
+    with unit_of_work(make_session_factory(engine)) as session:
+        batch = session.get(Batch, world.alice_running_batch_id)
+        session.add(
+            UsageRecord(
+                account_id=batch.account_id,
+                api_key_id=batch.api_key_id,
+                batch_id=batch.id,
+                custom_id="from-before-any-schedule",
+                model="tiny-test",
+                cache_hit_input_tokens=0,
+                cache_miss_input_tokens=10,
+                output_tokens=5,
+                prompt_tokens=10,
+                created_at=datetime(2024, 6, 1, tzinfo=UTC),  # the default schedule starts in 2025
+            )
+        )
+    engine.dispose()
+    page = sign_in(world.alice_secret).get("/dashboard/invoices")
+    assert page.status_code == 200
+    assert "cannot be priced yet" in page.text and "no version of price schedule" in page.text
+    assert "Prices in force" in page.text
