@@ -15,9 +15,8 @@ sliding-window windows are retained, and which are dropped when the SWA pool run
 
 from __future__ import annotations
 
-import logging
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.kv_transfer import KVTransfer, PendingLoad
@@ -26,10 +25,9 @@ from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.eviction_queue import EvictionQueue
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.lower_tiers import LowerTiers
+from worker.kv_cache.metrics import CacheStats
 from worker.kv_cache.radix import Node, RadixTree, Tier
 from worker.kv_cache.window_retention import WindowRetention
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,22 +35,6 @@ class PrefixMatch:
     num_cached_tokens: int
     cut_short_tokens: int  # matched full KV beyond the hit that had no window to resume from
     tokens_by_tier: dict[str, int]
-
-
-@dataclass
-class CacheStats:
-    lookups: int = 0
-    lookup_tokens: int = 0
-    hit_tokens: int = 0
-    hit_tokens_by_tier: dict[str, int] = field(default_factory=lambda: {t.value: 0 for t in Tier})
-    hits_cut_short: int = 0
-    tokens_cut_short: int = 0
-    windows_retained: int = 0
-    windows_dropped: int = 0
-    nodes_evicted: int = 0  # left the device (to a lower tier or out of the cache)
-    nodes_dropped: int = 0  # left the cache altogether
-    promotions: int = 0
-    failed_loads: int = 0
 
 
 class PrefixCache:
@@ -250,8 +232,9 @@ class PrefixCache:
 
     # -- eviction ----------------------------------------------------------------------------------
     def reclaim(self, full_needed: int, swa_needed: int) -> None:
-        """Frees least-recently-used device entries until the pools have the blocks asked for (or no
-        entry only the cache holds is left). Evicted entries move to the host or disk tier if enabled."""
+        """Drops retained windows, then evicts device entries, least recently used first, until the
+        pools have the blocks asked for (or nothing only the cache holds is left). Evicted entries move
+        to the host or disk tier if enabled."""
         if swa_needed > self.blocks.swa.num_free:
             self.stats.windows_dropped += self.windows.drop_least_recent(swa_needed)
         if full_needed > self.blocks.full.num_free:
