@@ -5,8 +5,8 @@
 2. A shared-prefix batch: prompt tokens computed / the theoretical minimum, wall time with vs without.
 3. A batch with nothing shared: wall time with the cache vs without (the cache's overhead).
 4. Time to serve a hit from the device, host and disk tiers vs recomputing the prefix.
-5. Eviction: reclaiming blocks one per call from a large tree vs one full scan of it
-   (``worker/bench/eviction.py``, no model).
+5. Eviction: reclaiming blocks one per call from a large tree vs one full scan of it, and dropping
+   retained windows one per call vs one scan and sort of them (``worker/bench/eviction.py``, no model).
 
     python -m worker.bench.cache                      # default model, CPU, sizes that fit a laptop
     python -m worker.bench.cache --system-len 2048 --num-requests 200 --device cuda
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from worker.bench.eviction import eviction_times
+from worker.bench.eviction import eviction_times, window_drop_times
 from worker.bench.workloads import DEFAULT_CHECKPOINT, special_token_ids
 
 
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tier-prefix-len", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--evict-leaves", type=int, default=20000, help="tree size of the eviction bench")
+    parser.add_argument("--drop-windows", type=int, default=10000, help="retained windows, window-drop bench")
     args = parser.parse_args(argv)
     result: dict = {}
 
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"5. eviction: a tree of {args.evict_leaves} leaves, half of them reclaimed one block per call")
     result |= eviction_times(args.evict_leaves, args.repeats)
+    print(f"   and a tree of {args.drop_windows} retained windows, half of them dropped one per call")
+    result |= window_drop_times(args.drop_windows, args.repeats)
     return result
 
 

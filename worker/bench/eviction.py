@@ -1,9 +1,11 @@
 """Prefix-cache eviction cost on a large tree, without a model (eviction moves block ids, never KV).
 
-The cache keeps its eviction order up to date (``worker/kv_cache/eviction_queue.py``), so a reclaim
-costs O(log n) per evicted entry. The peer, timed on the same tree, is one full scan of the tree for
-evictable entries: what every reclaim cost before, however few blocks it asked for. Under pressure
-the scheduler reclaims a few blocks per admission, so the scan was paid once per admission.
+The cache keeps its eviction orders up to date (``worker/kv_cache/eviction_queue.py`` for device
+entries, ``worker/kv_cache/window_retention.py`` for retained sliding windows), so a reclaim costs
+O(log n) per evicted entry or dropped window. The peers, timed on the same trees, are one full scan
+of the tree for evictable entries, and one scan and sort of the window holders: what every reclaim
+cost before, however few blocks it asked for. Under pressure the scheduler reclaims a few blocks per
+admission, so the scan was paid once per admission.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ FANOUT = 100  # leaves under each shared stem
 STEM_BLOCKS = 2
 
 
-def build_tree(num_leaves: int) -> PrefixCache:
+def build_tree(num_leaves: int, window: int = 0) -> PrefixCache:
     """A cache holding ``num_leaves`` one-block leaves under stems of ``STEM_BLOCKS`` blocks, touched
-    in random order, every entry held by the cache alone."""
+    in random order, every entry held by the cache alone. With a sliding ``window`` (at most
+    ``BLOCK_SIZE``) each leaf, a prompt's end, also retains a one-block window."""
     num_stems = max(1, num_leaves // FANOUT)
     num_nodes = num_stems * STEM_BLOCKS + num_leaves
-    blocks = BlockManager(BLOCK_SIZE, num_nodes + 8, 0, window=0)
+    num_swa_blocks = num_leaves + STEM_BLOCKS + 8 if window else 0
+    blocks = BlockManager(BLOCK_SIZE, num_nodes + 8, num_swa_blocks, window=window)
     cache = PrefixCache(blocks)
     leaves = [(stem, leaf) for stem in range(num_stems) for leaf in range(num_leaves // num_stems)]
     random.Random(0).shuffle(leaves)
@@ -40,6 +44,7 @@ def build_tree(num_leaves: int) -> PrefixCache:
         seq.num_computed_tokens += num_tokens
         blocks.record_block_hashes(seq)
         cache.cache_computed(seq, seq.num_computed_tokens - num_tokens)
+        blocks.release_dead_swa_blocks(seq, seq.num_computed_tokens)
         blocks.free(seq)
     return cache
 
@@ -79,6 +84,39 @@ def eviction_times(num_leaves: int, repeats: int = 3) -> dict:
         "evict_per_block_s": per_block_s,
         "evict_scan_s": scan_s,
         "evict_scan_over_reclaim": scan_s / per_block_s,
+    }
+
+
+def _scan_window_holders(cache: PrefixCache) -> int:
+    holders = sorted((n for n in cache.tree.nodes() if n.window), key=lambda n: n.last_access)
+    return len(holders)
+
+
+def window_drop_times(num_windows: int, repeats: int = 3) -> dict:
+    """Drops half the retained windows of a tree holding ``num_windows``, one window per call, as an
+    admission short of one SWA block does; prints and returns the times."""
+    cache = build_tree(num_windows, window=BLOCK_SIZE)
+    num_held = sum(1 for n in cache.tree.nodes() if n.window)
+    scan_s = min(_timed(lambda: _scan_window_holders(cache)) for _ in range(repeats))
+    pool = cache.blocks.swa
+    num_drops = num_held // 2
+    start = time.perf_counter()
+    for _ in range(num_drops):
+        cache.reclaim(0, pool.num_free + 1)
+    drop_s = time.perf_counter() - start
+    per_drop_s = drop_s / cache.stats.windows_dropped
+    print(
+        f"   {num_drops} one-window drops from {num_held} retained windows ({cache.tree.num_nodes} "
+        f"entries): {drop_s * 1000:.1f} ms, {per_drop_s * 1e6:.1f} us per window"
+    )
+    print(
+        f"   peer, one scan and sort of the window holders: {scan_s * 1000:.1f} ms "
+        f"({scan_s / per_drop_s:.0f}x a one-window drop)"
+    )
+    return {
+        "window_drop_per_window_s": per_drop_s,
+        "window_drop_scan_s": scan_s,
+        "window_drop_scan_over_drop": scan_s / per_drop_s,
     }
 
 

@@ -48,7 +48,7 @@ class PrefixCache:
     ):
         self.blocks = blocks
         self.tree = RadixTree()
-        self.windows = WindowRetention(blocks, self.tree, retain_every_tokens)
+        self.windows = WindowRetention(blocks, retain_every_tokens)  # window holders, LRU first
         self.transfer = transfer
         self.stats = CacheStats()
         self.needs_window = blocks.window > 0
@@ -100,6 +100,7 @@ class PrefixCache:
             seq.block_hashes.append(node.block_hash)
             node.last_access = stamp
             self._eviction.touched(node)
+            self.windows.touched(node)
             taken += 1
         if taken < depth:  # fall back to the deepest device entry that still has its window
             keep = taken
@@ -301,3 +302,4 @@ class PrefixCache:
                 raise AssertionError(f"cached block {node.full_block} lost its hash")
         self.tiers.check_integrity(nodes)
         self._eviction.check_integrity(nodes)
+        self.windows.check_integrity(nodes)

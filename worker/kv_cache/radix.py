@@ -49,6 +49,8 @@ class RadixTree:
         self._clock = 0
 
     def tick(self) -> int:
+        """A new access stamp. Each goes to one new node (``insert``) or to the nodes of one hit path,
+        so nodes that share a stamp lie on one root path (the window drop order relies on it)."""
         self._clock += 1
         return self._clock
 

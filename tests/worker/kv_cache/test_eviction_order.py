@@ -1,11 +1,12 @@
-"""The eviction queue picks the victims a full scan of the tree picks, in the same order.
+"""The eviction queue and the window drop order pick what a full scan of the tree picks, in order.
 
 No model here: sequences are driven through the block manager and the prefix cache the way the
 engine drives them (resume, allocate a chunk, cache the computed blocks, free), with a stand-in for
 the KV copies so that the host tier (and its overflow, which drops entries) takes part. Every
-operation runs on two caches: the real one, and one whose eviction is the former full scan kept
-here as the reference. Their victims must agree, and each victim of the real one must be the scan's
-choice at that moment; both caches pass ``check_integrity`` after every operation.
+operation runs on two caches: the real one, and one that evicts entries and drops windows by the
+former full scans, kept here as the reference. Their evicted entries and dropped windows must agree,
+and each victim of the real one must be the scan's choice at that moment; both caches pass
+``check_integrity`` after every operation.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from worker.engine.sampling_params import SamplingParams
 from worker.engine.sequence import Sequence
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.prefix_cache import PrefixCache
-from worker.kv_cache.radix import Node, Tier
+from worker.kv_cache.radix import Node, RadixTree, Tier
+from worker.kv_cache.window_retention import WindowRetention
 
 B = 4
 
@@ -59,11 +61,51 @@ def scan_choice(cache: PrefixCache) -> Node | None:
     return min(candidates, key=lambda n: (n.last_access, id(n)), default=None)
 
 
+def scan_window_choice(tree: RadixTree) -> Node | None:
+    """The window the former scan drops next: the least recently used holder, ties in the order the
+    tree's traversal meets them (the scan sorted that traversal by ``last_access``, a stable sort)."""
+    return min((n for n in tree.nodes() if n.window), key=lambda n: n.last_access, default=None)
+
+
+class RecordingWindows(WindowRetention):
+    """The real drop order; records each dropped window and checks it against the scan's choice."""
+
+    def __init__(self, blocks: BlockManager, retain_every_tokens, tree: RadixTree) -> None:
+        super().__init__(blocks, retain_every_tokens)
+        self.tree = tree
+        self.dropped: list[bytes] = []
+        self.tied_drops = 0  # drops where several holders shared the least recent access stamp
+
+    def _drop(self, node: Node) -> None:
+        assert node is scan_window_choice(self.tree), "the drop order's window is not the scan's"
+        self.dropped.append(node.block_hash)
+        stamps = [n.last_access for n in self.tree.nodes() if n.window]
+        self.tied_drops += stamps.count(min(stamps)) > 1
+        super()._drop(node)
+
+
+class ScanWindows(RecordingWindows):
+    """Drops windows by the former scan and sort of the whole tree on every call (the reference)."""
+
+    def drop_least_recent(self, swa_needed: int) -> int:
+        holders = sorted((n for n in self.tree.nodes() if n.window), key=lambda n: n.last_access)
+        dropped = 0
+        for node in holders:
+            if self.blocks.swa.num_free >= swa_needed:
+                break
+            self._drop(node)
+            dropped += 1
+        return dropped
+
+
 class RecordingCache(PrefixCache):
     """The real cache; records its victims and checks each against a full scan of the moment."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    window_retention = RecordingWindows
+
+    def __init__(self, blocks: BlockManager, retain_every_tokens=None, **kwargs) -> None:
+        super().__init__(blocks, retain_every_tokens, **kwargs)
+        self.windows = self.window_retention(blocks, retain_every_tokens, self.tree)  # nothing retained yet
         self.victims: list[bytes] = []
 
     def _demote(self, node: Node) -> None:
@@ -73,7 +115,9 @@ class RecordingCache(PrefixCache):
 
 
 class ScanCache(RecordingCache):
-    """Evicts by the former full scan of the tree on every reclaim (the reference)."""
+    """Evicts and drops windows by the former full scans of the tree on every reclaim (the reference)."""
+
+    window_retention = ScanWindows
 
     def _evict_leaves(self, full_needed: int) -> None:
         heap = [(n.last_access, id(n), n) for n in self.tree.nodes() if is_evictable(self, n)]
@@ -132,6 +176,8 @@ class World:
             self.blocks.free(self.held.pop(args[0] % len(self.held)))
         elif kind == "reclaim":
             self.cache.reclaim(self.blocks.full.num_free + args[0], 0)
+        elif kind == "reclaim_swa":
+            self.cache.reclaim(0, self.blocks.swa.num_free + args[0])
         elif kind == "demote_all":
             self.cache.demote_all()
 
@@ -151,6 +197,7 @@ def run_both(ops: list[tuple], **config) -> RecordingCache:
         real.check()
         reference.check()
         assert real.cache.victims == reference.cache.victims
+        assert real.cache.windows.dropped == reference.cache.windows.dropped
         assert real.shape() == reference.shape()
     return real.cache
 
@@ -169,6 +216,7 @@ operations = st.one_of(  # runs three times as often as each other operation: th
     runs,
     st.tuples(st.just("release"), st.integers(0, 2)),
     st.tuples(st.just("reclaim"), st.integers(1, 6)),
+    st.tuples(st.just("reclaim_swa"), st.integers(1, 6)),
     st.tuples(st.just("demote_all")),
 )
 
@@ -203,6 +251,42 @@ def test_a_long_random_run_evicts_in_the_scans_order(seed):
     cache = run_both(ops, full=40, swa=24, window=6, host_bytes=64, every=None)
     assert len(cache.victims) > 50  # the run did exercise eviction (to the host and out of the cache)
     assert cache.stats.promotions > 0 and cache.stats.nodes_dropped > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_long_random_run_drops_windows_in_the_scans_order(seed):
+    rng = random.Random(100 + seed)
+    # A few fixed tails, so that prompts recur and hits stamp paths holding several windows alike.
+    tails = [[rng.randint(1, 6) for _ in range(16)] for _ in range(4)]
+    ops: list[tuple] = []
+    for _ in range(300):
+        roll = rng.random()
+        if roll < 0.65:
+            prompt = rng.choice(STEMS) + rng.choice(tails)[: rng.randint(0, 16)]
+            ops.append(("run", prompt, rng.choice("ab"), rng.choice([3, 4, 8, 64]), rng.random() < 0.2))
+        elif roll < 0.78:
+            ops.append(("release", rng.randrange(3)))
+        elif roll < 0.88:
+            ops.append(("reclaim_swa", rng.randint(1, 8)))
+        elif roll < 0.97:
+            ops.append(("reclaim", rng.randint(1, 8)))
+        else:
+            ops.append(("demote_all",))
+    cache = run_both(ops, full=48, swa=20, window=6, host_bytes=64, every=8)
+    # The run did drop windows, some of them among holders one hit stamped alike (the tie-break).
+    assert cache.stats.windows_dropped > 50 and cache.windows.tied_drops > 0
+
+
+def test_windows_one_hit_stamped_alike_drop_shallowest_first():
+    world = World.make(RecordingCache, full=32, swa=16, window=6, host_bytes=0, every=8)
+    prompt = list(range(1, 18))  # 4 full blocks; windows retained every 8 tokens: depths 1 and 3
+    world.run(prompt, "a", 64, hold=False)
+    world.run(prompt, "a", 64, hold=False)  # a hit: one access stamp for the whole path
+    holders = sorted((n for n in world.cache.tree.nodes() if n.window), key=lambda n: n.depth)
+    assert [n.depth for n in holders] == [1, 3] and holders[0].last_access == holders[1].last_access
+    world.cache.reclaim(0, world.blocks.swa.num_free + 1)
+    world.check()
+    assert world.cache.windows.dropped == [holders[0].block_hash]  # the scan's traversal meets it first
 
 
 def test_an_entry_in_use_is_skipped_and_stays_queued():
