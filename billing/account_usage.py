@@ -15,10 +15,9 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.request_cost import X_BILLING
-from billing.usage import account_currency
+from billing.usage import account_currency, joined_to_result_line, line_cost_columns
 from billing.usage_summary import UsageTally, UsageTotals
-from hybatch.models import Account, BatchRequestResult, UsageRecord
+from hybatch.models import Account, UsageRecord
 
 
 @dataclass(frozen=True)
@@ -34,23 +33,15 @@ def usage_by_account(session: Session, start: datetime, end: datetime) -> list[A
 
     Sorted by cost, then total tokens (both descending), then name.
     """
+    query = sa.select(
+        UsageRecord.account_id,
+        UsageRecord.cache_hit_input_tokens,
+        UsageRecord.cache_miss_input_tokens,
+        UsageRecord.output_tokens,
+        *line_cost_columns(),
+    )
     rows = session.execute(
-        sa.select(
-            UsageRecord.account_id,
-            UsageRecord.cache_hit_input_tokens,
-            UsageRecord.cache_miss_input_tokens,
-            UsageRecord.output_tokens,
-            BatchRequestResult.line[(X_BILLING, "amount")].as_string(),
-            BatchRequestResult.line[(X_BILLING, "currency")].as_string(),
-        )
-        .outerjoin(
-            BatchRequestResult,
-            sa.and_(
-                BatchRequestResult.batch_id == UsageRecord.batch_id,
-                BatchRequestResult.custom_id == UsageRecord.custom_id,
-            ),
-        )
-        .where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
+        joined_to_result_line(query).where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
     )
     tallies: dict[str, UsageTally] = defaultdict(UsageTally)
     currencies: dict[str, str] = {}

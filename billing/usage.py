@@ -114,32 +114,44 @@ class RequestUsage(NamedTuple):
     currency: str | None
 
 
+def line_cost_columns() -> tuple[sa.ColumnElement[str], sa.ColumnElement[str]]:
+    """The ``x_billing`` amount and currency of a usage record's output line (select them after
+    ``joined_to_result_line``); both NULL for a line written without a price."""
+    return (
+        BatchRequestResult.line[(X_BILLING, "amount")].as_string(),
+        BatchRequestResult.line[(X_BILLING, "currency")].as_string(),
+    )
+
+
+def joined_to_result_line(query: sa.Select) -> sa.Select:
+    """``query`` over usage records, outer-joined to each record's output line."""
+    return query.outerjoin(
+        BatchRequestResult,
+        sa.and_(
+            BatchRequestResult.batch_id == UsageRecord.batch_id,
+            BatchRequestResult.custom_id == UsageRecord.custom_id,
+        ),
+    )
+
+
 def usage_rows(session: Session, account_id: str, start: datetime, end: datetime) -> list[RequestUsage]:
     """The account's usage records created in ``[start, end)``, each with its line's cost (reads only).
 
     ``GET /v1/usage`` and the dashboard's summary both count from this one query.
     """
+    query = sa.select(
+        UsageRecord.id,
+        UsageRecord.created_at,
+        UsageRecord.api_key_id,
+        UsageRecord.model,
+        UsageRecord.batch_id,
+        UsageRecord.cache_hit_input_tokens,
+        UsageRecord.cache_miss_input_tokens,
+        UsageRecord.output_tokens,
+        *line_cost_columns(),
+    )
     rows = session.execute(
-        sa.select(
-            UsageRecord.id,
-            UsageRecord.created_at,
-            UsageRecord.api_key_id,
-            UsageRecord.model,
-            UsageRecord.batch_id,
-            UsageRecord.cache_hit_input_tokens,
-            UsageRecord.cache_miss_input_tokens,
-            UsageRecord.output_tokens,
-            BatchRequestResult.line[(X_BILLING, "amount")].as_string(),
-            BatchRequestResult.line[(X_BILLING, "currency")].as_string(),
-        )
-        .outerjoin(
-            BatchRequestResult,
-            sa.and_(
-                BatchRequestResult.batch_id == UsageRecord.batch_id,
-                BatchRequestResult.custom_id == UsageRecord.custom_id,
-            ),
-        )
-        .where(
+        joined_to_result_line(query).where(
             UsageRecord.account_id == account_id,
             UsageRecord.created_at >= start,
             UsageRecord.created_at < end,
