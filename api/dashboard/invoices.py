@@ -23,6 +23,11 @@ from hybatch.models import utc_now
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
+TOKEN_CLASS_LABELS = {
+    TokenClass.CACHE_HIT_INPUT: "Cache-hit input",
+    TokenClass.CACHE_MISS_INPUT: "Cache-miss input",
+    TokenClass.OUTPUT: "Output",
+}
 EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 
 
@@ -49,6 +54,7 @@ def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTM
         sheet=sheet,
         bands=price_bands(sheet) if sheet is not None else [],
         token_classes=list(TokenClass),
+        class_labels=TOKEN_CLASS_LABELS,
     )
 
 
