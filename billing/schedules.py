@@ -203,6 +203,11 @@ class PriceBook:
         self._assignment_schedules = [schedule for _, schedule in assignments]
         self._versions = versions
         self._version_starts = {name: [v.effective_from for v in vs] for name, vs in versions.items()}
+        # Equal fingerprints price alike: assignments, and the loaded (immutable) versions by name.
+        self.fingerprint = (
+            tuple(assignments),
+            tuple(sorted((name, tuple(v.price_version for v in vs)) for name, vs in versions.items())),
+        )
 
     def schedule_at(self, moment: datetime) -> str:
         index = bisect.bisect_right(self._assignment_starts, moment) - 1

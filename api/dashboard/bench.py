@@ -3,8 +3,10 @@
 Seeds the embedded default (SQLite, in a temporary data directory) with ``--requests`` finished
 requests spread over the last 30 days, serves the app on a free port, and loads the usage page in
 headless Chromium (Playwright driving the system's ``/usr/bin/chromium``; nothing is downloaded).
-Prints, per range, the browser's first contentful paint and the server's render time, and beside
-them the peer measured in the same run: ``GET /v1/usage`` returning the same range as JSON.
+Prints, per range, the browser's first contentful paint and the page's server time (ms) — cold (the
+months' cache savings rated on that load) and warm (median of ``--repeats`` reloads, the savings
+kept in memory) — and beside them the peer measured in the same run: ``GET /v1/usage`` returning the
+same range as JSON.
 The goal: first paint under 1 s for 10,000 requests in a month.
 """
 
@@ -23,6 +25,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 from fastapi import FastAPI
+
+from billing.cache_savings import month_savings_cache
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -133,15 +137,17 @@ def main(argv: list[str] | None = None) -> int:
             page.click("button[type=submit]")
             page.wait_for_url(f"{base_url}/dashboard")
             print(
-                f"{'range':<8} {'first paint ms':>15} {'page served ms':>15} {'/v1/usage ms':>13} {'page/API':>9} {'goal':>6}"
+                f"{'range':<8} {'cold paint':>11} {'warm paint':>11} {'cold served':>12} {'warm served':>12}"
+                f" {'/v1/usage':>10} {'warm/API':>9} {'goal':>6}"
             )
             worst = 0.0
             for preset, width in (("30d", "1d"), ("month", "1d"), ("7d", "1d"), ("today", "1h")):
-                samples = [
-                    _first_paint_ms(page, f"{base_url}/dashboard?range={preset}") for _ in range(args.repeats)
-                ]
-                paint = statistics.median(sample[0] for sample in samples)
-                served = statistics.median(sample[1] for sample in samples)
+                url = f"{base_url}/dashboard?range={preset}"
+                month_savings_cache.clear()  # cold: the months' savings are rated on this load
+                cold_paint, cold_served = _first_paint_ms(page, url)
+                warm = [_first_paint_ms(page, url) for _ in range(args.repeats)]
+                paint = statistics.median(sample[0] for sample in warm)
+                served = statistics.median(sample[1] for sample in warm)
                 caption = page.locator("#range-caption")
                 query = {
                     "start_time": int(caption.get_attribute("data-start") or 0),
@@ -150,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
                     "limit": 31 if width == "1d" else 168,
                 }
                 api_ms = statistics.median(_usage_api_ms(api, secret, query) for _ in range(args.repeats))
-                worst = max(worst, paint)
-                verdict = "ok" if paint < FIRST_PAINT_GOAL_MS else "MISSED"
+                worst = max(worst, cold_paint, paint)
+                verdict = "ok" if max(cold_paint, paint) < FIRST_PAINT_GOAL_MS else "MISSED"
                 print(
-                    f"{preset:<8} {paint:>15.0f} {served:>15.0f} {api_ms:>13.0f} {served / api_ms:>8.2f}x {verdict:>6}"
+                    f"{preset:<8} {cold_paint:>11.0f} {paint:>11.0f} {cold_served:>12.0f} {served:>12.0f}"
+                    f" {api_ms:>10.0f} {served / api_ms:>8.2f}x {verdict:>6}"
                 )
             if args.screenshot is not None:
                 page.goto(f"{base_url}/dashboard?range=30d")
