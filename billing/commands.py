@@ -7,7 +7,7 @@ failures are ``HybatchError``s carrying a message for the operator.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from billing import exports, schedules
@@ -15,6 +15,7 @@ from billing.beat import close_previous_month
 from billing.invoices import close_period, list_invoices
 from billing.money import minor_to_decimal
 from billing.periods import Period
+from billing.sample_ledger import write_sample_ledger
 from billing.schedule_file import read_schedule_file
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
@@ -110,3 +111,27 @@ def _moment(text: str) -> datetime:
             f"{text!r} is not an ISO 8601 date or date-time", param="effective_from"
         ) from error
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def sample_account(settings: Settings, name: str, num_requests: int, days: int) -> list[str]:
+    """Create the new account ``name`` with ``num_requests`` sample requests over the last ``days``
+    days (``billing.sample_ledger``), to try the dashboard; refuses an existing account."""
+    if num_requests < 1 or days < 1:
+        raise InvalidRequestError("--requests and --days must be at least 1")
+    now = datetime.now(UTC)
+    with unit_of_work(_session_factory(settings)) as session:
+        accounts.create_account(session, name)  # ConflictError for an existing account
+        ledger = write_sample_ledger(
+            session,
+            account_name=name,
+            num_requests=num_requests,
+            start=now - timedelta(days=days),
+            end=now - timedelta(minutes=1),
+            models=(settings.model_name,),
+            num_keys=1,
+        )
+    return [
+        f"created account {name} with {ledger.num_requests:,} sample requests in {len(ledger.batch_ids)} batches",
+        "its API key (shown once) — sign in to /dashboard with it:",
+        f"    {ledger.api_key_secrets[0]}",
+    ]

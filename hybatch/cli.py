@@ -78,6 +78,18 @@ def accounts_create(name: str) -> None:
     typer.echo(f"created account {account.name} ({account.id})")
 
 
+@accounts_app.command("sample")
+def accounts_sample(
+    name: str,
+    requests: Annotated[int, typer.Option(help="sample requests to record")] = 10_000,
+    days: Annotated[int, typer.Option(help="spread over the last this many days")] = 30,
+) -> None:
+    """Create a new account with sample usage (finished batches, billed requests) to try the dashboard."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.sample_account(Settings(), name, requests, days))
+
+
 @keys_app.command("create")
 def keys_create(account: Annotated[str, typer.Option(help="account name")]) -> None:
     """Create an API key and print it; it is shown this once only."""

@@ -98,3 +98,19 @@ def test_worker_process_stopped_on_purpose_is_not_a_death() -> None:
     sleeper = cli.WorkerProcess([sys.executable, "-c", "import time; time.sleep(60)"], on_death=deaths.set)
     sleeper.stop()
     assert not deaths.wait(timeout=0.5) and not sleeper.died.is_set()
+
+
+def test_sample_account_for_trying_the_dashboard(database_url: str) -> None:
+    from hybatch.models import Batch, UsageRecord
+
+    result = runner.invoke(cli.app, ["accounts", "sample", "demo", "--requests", "250", "--days", "3"])
+    assert result.exit_code == 0, result.output
+    secret = result.output.strip().splitlines()[-1].strip()
+    with _session(database_url) as session:
+        caller = accounts.authenticate(session, secret)
+        assert caller is not None
+        records = session.query(UsageRecord).filter_by(account_id=caller.account_id).all()
+        assert len(records) == 250
+        assert session.query(Batch).filter_by(account_id=caller.account_id).count() == 2  # 200 + 50
+    again = runner.invoke(cli.app, ["accounts", "sample", "demo"])
+    assert again.exit_code == 1 and "already exists" in again.output  # never into an existing account
