@@ -399,3 +399,30 @@ def test_invoices_page_explains_usage_that_cannot_be_priced(
     assert page.status_code == 200
     assert "cannot be priced yet" in page.text and "no version of price schedule" in page.text
     assert "Prices in force" in page.text
+
+
+def test_usage_page_says_when_requests_have_no_price(
+    sign_in: Callable[[str], TestClient], world: World, settings
+) -> None:
+    import sqlalchemy as sa
+
+    from hybatch.db import make_engine
+    from hybatch.models import BatchRequestResult
+
+    client = sign_in(world.alice_secret)
+    assert 'id="unpriced-note"' not in client.get("/dashboard?range=7d").text
+    engine = make_engine(settings.database_url)
+    with engine.begin() as connection:
+        rows = connection.execute(
+            sa.select(BatchRequestResult.id, BatchRequestResult.line).where(
+                BatchRequestResult.batch_id == world.alice_finished_batch_id
+            )
+        ).all()
+        for row_id, line in rows[:3]:
+            unpriced = {key: value for key, value in line.items() if key != "x_billing"}
+            connection.execute(
+                sa.update(BatchRequestResult).where(BatchRequestResult.id == row_id).values(line=unpriced)
+            )
+    engine.dispose()
+    page = client.get("/dashboard?range=7d").text
+    assert re.search(r'id="unpriced-note">3 of these requests', page)
