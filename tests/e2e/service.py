@@ -1,80 +1,19 @@
 """Running hybatch as real processes for end-to-end tests, and driving it with the openai SDK.
 
-Every process is started in its own process group and is always stopped (terminate, then kill
-the whole group), so a failing test leaves no API or worker behind.
+The processes are ``worker.bench.service.ServiceProcess``: each in its own process group, always
+stopped (terminate, then kill the whole group), so a failing test leaves no API or worker behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
-import httpx
+from worker.bench.service import ServiceProcess, api_is_healthy, free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ServiceProcess", "api_is_healthy", "free_port", "run_batch_with_sdk", "wait_until"]
+
 TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
-STOP_TIMEOUT_S = 15
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ServiceProcess:
-    """``python -m hybatch <args>`` with ``env``; its output is kept for failure messages."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.args = args
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hybatch", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group: children (the worker) go with it
-        )
-        self._lines: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self._lines)
-
-    def is_running(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group at once (a crash: nothing gets to clean up)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=STOP_TIMEOUT_S)
-
-    def stop(self) -> None:
-        """SIGTERM the process group, then SIGKILL it if it has not exited in time."""
-        group = self.process.pid  # start_new_session: the group id is the leader's pid
-        if self.is_running():
-            os.killpg(group, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)  # whatever is left of the group (e.g. the worker)
-        self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def wait_until(condition, *, timeout_s: float, processes: list[ServiceProcess], what: str) -> None:
@@ -97,13 +36,6 @@ def wait_until(condition, *, timeout_s: float, processes: list[ServiceProcess], 
 
 def _logs(processes: list[ServiceProcess]) -> str:
     return "\n".join(f"--- hybatch {p.args}:\n{p.output}" for p in processes)
-
-
-def api_is_healthy(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def chat_requests(model: str, count: int, *, max_tokens: int = 4) -> list[dict]:

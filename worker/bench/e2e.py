@@ -137,7 +137,7 @@ def run_batch(client, service, name: str, requests: list[dict], started_at: int)
         batch = client.batches.retrieve(batch.id)
     wall_s = time.perf_counter() - start
     if batch.status != "completed" or not batch.output_file_id:
-        raise service.error(f"batch {name} ended {batch.status}: {batch.errors}")
+        raise RuntimeError(f"batch {name} ended {batch.status}: {batch.errors}")
     lines = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
 
     problems: list[str] = []
