@@ -6,11 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from api.dashboard.deps import AdminDep
-from api.dashboard.invoices import ExportFormat, export_download
 from api.dashboard.pages import render
 from api.dashboard.ranges import PRESETS, UsageRangeDep, recent_months
 from api.dashboard.usage_view import usage_view
 from api.deps import SessionDep
+from api.downloads import ExportFormat, export_download
 from billing.account_usage import usage_by_account
 from billing.invoices import closed_periods
 from hybatch.errors import NotFoundError

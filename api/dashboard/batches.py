@@ -11,6 +11,7 @@ from api.dashboard.batch_progress import progress_of
 from api.dashboard.deps import CheckedDeveloperFormDep, DeveloperDep
 from api.dashboard.pages import render
 from api.deps import SessionDep, StorageDep
+from api.downloads import file_download
 from hybatch import batches, files
 from hybatch.models import utc_now
 
@@ -71,13 +72,4 @@ def cancel(developer: CheckedDeveloperFormDep, db: SessionDep, batch_id: str) ->
 @router.get("/files/{file_id}")
 def download(viewer: DeveloperDep, db: SessionDep, storage: StorageDep, file_id: str) -> StreamingResponse:
     """One of the account's files as an attachment (output and error files of its batches)."""
-    row = files.get_file(db, viewer.account_id, file_id)
-    safe_name = "".join(char for char in row.filename if char.isalnum() or char in "._-") or row.id
-    return StreamingResponse(
-        files.open_file_content(storage, row),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(row.size_bytes),
-            "Content-Disposition": f'attachment; filename="{safe_name}"',
-        },
-    )
+    return file_download(storage, files.get_file(db, viewer.account_id, file_id), as_attachment=True)

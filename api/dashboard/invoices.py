@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from sqlalchemy.orm import Session
 
 from api.dashboard.deps import DeveloperDep
 from api.dashboard.pages import render
 from api.dashboard.price_view import price_bands
 from api.deps import SessionDep
-from billing import exports, invoices
+from api.downloads import ExportFormat, export_download
+from billing import invoices
 from billing.periods import Period
 from billing.price_sheet import price_sheet
 from billing.schedule import TokenClass
@@ -28,7 +26,6 @@ TOKEN_CLASS_LABELS = {
     TokenClass.CACHE_MISS_INPUT: "Cache-miss input",
     TokenClass.OUTPUT: "Output",
 }
-EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 
 
 @router.get("/invoices")
@@ -71,27 +68,9 @@ def invoice_page(request: Request, viewer: DeveloperDep, db: SessionDep, invoice
     )
 
 
-ExportFormat = Literal["csv", "json"]
-
-
 @router.get("/exports/{period}.{export_format}")
 def export(
     viewer: DeveloperDep, db: SessionDep, period: str, export_format: ExportFormat
 ) -> StreamingResponse:
     """The month's billing export for the viewer's account, as a download."""
     return export_download(db, period, export_format, viewer.account_id)
-
-
-def export_download(
-    db: Session, period: str, export_format: ExportFormat, account_id: str | None
-) -> StreamingResponse:
-    """A closed month's export (of one account, or of all when None) as an attachment."""
-    billing_period = Period.parse(period)
-    summary, detail = exports.export_rows(db, billing_period, account_id)
-    return StreamingResponse(
-        exports.render(billing_period, summary, detail, export_format),
-        media_type=EXPORT_MEDIA_TYPES[export_format],
-        headers={
-            "Content-Disposition": f'attachment; filename="hybatch-billing-{billing_period}.{export_format}"'
-        },
-    )

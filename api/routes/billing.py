@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, SessionDep, SettingsDep, StorageDep
-from billing import exports, file_estimate, invoices, stripe_sync
+from api.downloads import export_download
+from billing import file_estimate, invoices, stripe_sync
 from billing.money import decimal_string, minor_to_decimal
-from billing.periods import Period
 from billing.request_cost import batch_cost_so_far
 from billing.settings import BillingSettings, get_billing_settings
 from hybatch import batches
@@ -20,8 +20,6 @@ from hybatch.db import unit_of_work
 from hybatch.models import Invoice, InvoiceLine
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
-
-EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 
 
 def get_billing_settings_dep(request: Request) -> BillingSettings:
@@ -130,13 +128,7 @@ def export(
     period: str,
     format: Literal["csv", "json"] = "csv",  # noqa: A002 - the query parameter's name
 ) -> StreamingResponse:
-    billing_period = Period.parse(period)
-    summary, detail = exports.export_rows(session, billing_period, caller.account_id)
-    return StreamingResponse(
-        exports.render(billing_period, summary, detail, format),
-        media_type=EXPORT_MEDIA_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="hybatch-billing-{billing_period}.{format}"'},
-    )
+    return export_download(session, period, format, caller.account_id)
 
 
 @router.post("/stripe/webhook")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentCaller, SessionDep, SettingsDep, StorageDep
+from api.downloads import file_download
 from api.schemas import FileDeleted, FileObject, ListPage
 from hybatch import files
 from hybatch.storage import iter_chunks
@@ -62,12 +63,7 @@ def retrieve_file(caller: CurrentCaller, session: SessionDep, file_id: str) -> F
 def download_file(
     caller: CurrentCaller, session: SessionDep, storage: StorageDep, file_id: str
 ) -> StreamingResponse:
-    row = files.get_file(session, caller.account_id, file_id)
-    return StreamingResponse(
-        files.open_file_content(storage, row),
-        media_type="application/octet-stream",
-        headers={"Content-Length": str(row.size_bytes)},
-    )
+    return file_download(storage, files.get_file(session, caller.account_id, file_id), as_attachment=False)
 
 
 @router.delete("/{file_id}")
