@@ -128,20 +128,31 @@ def price_at_volume(
 
 def batch_cost_so_far(session: Session, batch_id: str) -> BatchCost:
     """Sum of the ``x_billing`` amounts on the batch's recorded output lines (reads only)."""
+    return batch_costs_so_far(session, [batch_id])[batch_id]
+
+
+def batch_costs_so_far(session: Session, batch_ids: list[str]) -> dict[str, BatchCost]:
+    """``batch_cost_so_far`` of each of ``batch_ids``, in one query (reads only)."""
     amount_path = BatchRequestResult.line[(X_BILLING, "amount")].as_string()
     currency_path = BatchRequestResult.line[(X_BILLING, "currency")].as_string()
-    rows = session.execute(
-        sa.select(amount_path, currency_path).where(
-            BatchRequestResult.batch_id == batch_id, BatchRequestResult.is_error.is_(False)
+    amounts: dict[str, list[Decimal]] = {batch_id: [] for batch_id in batch_ids}
+    currencies: dict[str, str | None] = dict.fromkeys(batch_ids)
+    unpriced = dict.fromkeys(batch_ids, 0)
+    if batch_ids:
+        rows = session.execute(
+            sa.select(BatchRequestResult.batch_id, amount_path, currency_path).where(
+                BatchRequestResult.batch_id.in_(batch_ids), BatchRequestResult.is_error.is_(False)
+            )
         )
-    )
-    amounts: list[Decimal] = []
-    currency = None
-    unpriced = 0
-    for amount, line_currency in rows:
-        if amount is None:
-            unpriced += 1
-            continue
-        amounts.append(Decimal(amount))
-        currency = currency or line_currency
-    return BatchCost(add(ZERO, *amounts), currency, len(amounts), unpriced)
+        for batch_id, amount, line_currency in rows:
+            if amount is None:
+                unpriced[batch_id] += 1
+                continue
+            amounts[batch_id].append(Decimal(amount))
+            currencies[batch_id] = currencies[batch_id] or line_currency
+    return {
+        batch_id: BatchCost(
+            add(ZERO, *amounts[batch_id]), currencies[batch_id], len(amounts[batch_id]), unpriced[batch_id]
+        )
+        for batch_id in batch_ids
+    }

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.dashboard import formatting
-from billing.request_cost import batch_cost_so_far
+from billing.request_cost import batch_costs_so_far
 from hybatch.batches import CANCELLABLE
 from hybatch.models import Batch, BatchStatus
 
@@ -102,13 +102,24 @@ def _eta(batch: Batch, finished: int, now: datetime) -> timedelta | None:
 
 def progress_of(session: Session, batch: Batch, now: datetime) -> BatchProgress:
     """The dashboard's view of ``batch`` at ``now`` (reads its recorded lines for the cost)."""
-    cost = batch_cost_so_far(session, batch.id)
-    finished = batch.completed_requests + batch.failed_requests
-    return BatchProgress(
-        batch=batch,
-        finished_requests=finished,
-        total_requests=batch.total_requests,
-        cost=cost.amount,
-        currency=cost.currency,
-        eta=_eta(batch, finished, now),
-    )
+    return progress_of_all(session, [batch], now)[0]
+
+
+def progress_of_all(session: Session, batches: list[Batch], now: datetime) -> list[BatchProgress]:
+    """``progress_of`` each of ``batches``, reading their costs in one query."""
+    costs = batch_costs_so_far(session, [batch.id for batch in batches])
+    progress = []
+    for batch in batches:
+        finished = batch.completed_requests + batch.failed_requests
+        cost = costs[batch.id]
+        progress.append(
+            BatchProgress(
+                batch=batch,
+                finished_requests=finished,
+                total_requests=batch.total_requests,
+                cost=cost.amount,
+                currency=cost.currency,
+                eta=_eta(batch, finished, now),
+            )
+        )
+    return progress

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from api.dashboard.batch_progress import progress_of
+from api.dashboard.batch_progress import progress_of, progress_of_all
 from api.dashboard.deps import CheckedDeveloperFormDep, DeveloperDep
 from api.dashboard.pages import render
 from api.deps import SessionDep, StorageDep
@@ -32,7 +32,7 @@ def batches_page(
         "batches.html",
         viewer,
         active="batches",
-        rows=[progress_of(db, batch, now) for batch in page.items],
+        rows=progress_of_all(db, page.items, now),
         has_more=page.has_more,
         next_after=page.items[-1].id if page.items and page.has_more else None,
     )
@@ -46,7 +46,7 @@ def batches_progress(
     wanted = [batch_id for batch_id in ids.split(",") if batch_id][:MAX_LIVE_IDS]
     now = utc_now()
     found = batches.find_batches(db, viewer.account_id, wanted)
-    return {"batches": [progress_of(db, batch, now).as_live_fields() for batch in found]}
+    return {"batches": [row.as_live_fields() for row in progress_of_all(db, found, now)]}
 
 
 @router.get("/batches/{batch_id}")
