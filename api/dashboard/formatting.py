@@ -47,9 +47,13 @@ def money(amount: Decimal | None, currency: str | None) -> str:
     text = f"{abs(rounded):,.{places}f}"
     if places > 2:
         text = text.rstrip("0")
-    sign = "-" if rounded < 0 else ""
+    return ("-" if rounded < 0 else "") + _with_currency(text, code)
+
+
+def _with_currency(digits: str, code: str) -> str:
+    """``"1.50", "usd"`` -> ``$1.50``; a currency without a symbol follows as its code."""
     symbol = CURRENCY_SYMBOLS.get(code)
-    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {code.upper()}"
+    return f"{symbol}{digits}" if symbol else f"{digits} {code.upper()}"
 
 
 def minor_money(amount_minor: int | None, currency: str) -> str:
@@ -65,8 +69,7 @@ def unit_price(price_per_1m: Decimal, currency: str, with_unit: bool = True) -> 
     digits = f"{price_per_1m.normalize():f}"
     if "." not in digits or len(digits.split(".")[1]) < 2:
         digits = f"{price_per_1m:.2f}"
-    symbol = CURRENCY_SYMBOLS.get(code)
-    text = f"{symbol}{digits}" if symbol else f"{digits} {code.upper()}"
+    text = _with_currency(digits, code)
     return f"{text} / 1M tokens" if with_unit else text
 
 

@@ -36,7 +36,7 @@ def render(
     return templates.TemplateResponse(
         request,
         template,
-        {"viewer": viewer, "active": context.pop("active", None), **context},
+        {"viewer": viewer, "active": None, **context},
         status_code=status_code,
     )
 

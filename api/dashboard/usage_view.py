@@ -38,10 +38,6 @@ def bucket_label(start: datetime, bucket_width: str) -> str:
     return start.strftime("%H:%M") if bucket_width == "1h" else start.strftime("%b %d")
 
 
-def _tokens(value: Decimal) -> str:
-    return formatting.compact(value)
-
-
 def usage_view(session: Session, account_id: str, usage_range: UsageRange, now: datetime) -> UsageView:
     """Summarize ``account_id``'s usage in ``usage_range`` and draw its charts (reads only)."""
     summary = summarize_usage(
@@ -63,7 +59,7 @@ def usage_view(session: Session, account_id: str, usage_range: UsageRange, now: 
             Series("Cache-miss input", tuple(t.cache_miss_input_tokens for t in totals)),
             Series("Output", tuple(t.output_tokens for t in totals)),
         ],
-        format_value=_tokens,
+        format_value=formatting.compact,
     )
     cost_chart = stacked_bar_chart(
         chart_id="chart-cost",
