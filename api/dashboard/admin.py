@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from api.dashboard.deps import AdminDep
 from api.dashboard.pages import render
 from api.dashboard.ranges import PRESETS, UsageRangeDep, recent_months
-from api.dashboard.usage_view import usage_view
+from api.dashboard.usage import render_usage
 from api.deps import SessionDep
 from api.downloads import ExportFormat, export_download
 from billing.account_usage import usage_by_account
@@ -44,14 +44,12 @@ def account_page(
     account = db.get(Account, account_id)
     if account is None:
         raise NotFoundError(f"No account with id '{account_id}'.", code="account_not_found")
-    return render(
+    return render_usage(
         request,
-        "usage.html",
         viewer,
-        active="admin",
-        view=usage_view(db, account.id, usage_range, usage_range.end),
-        presets=PRESETS,
-        months=recent_months(usage_range.end),
+        db,
+        account.id,
+        usage_range,
         form_action=f"/dashboard/admin/accounts/{account.id}",
         viewed_account=account,
     )
