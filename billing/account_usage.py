@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.usage import account_currency, joined_to_result_line, line_cost_columns
-from billing.usage_summary import UsageTally, UsageTotals
+from billing.usage_tally import UsageTally, UsageTotals
 from hybatch.models import Account, UsageRecord
 
 
@@ -44,15 +44,15 @@ def usage_by_account(session: Session, start: datetime, end: datetime) -> list[A
         joined_to_result_line(query).where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
     )
     tallies: dict[str, UsageTally] = defaultdict(UsageTally)
-    currencies: dict[str, str] = {}
     for account_id, hit, miss, output, amount, currency in rows:
-        tallies[account_id].add_request(hit, miss, output, None if amount is None else Decimal(amount), None)
-        if currency is not None:
-            currencies.setdefault(account_id, currency)
+        tallies[account_id].add_request(
+            hit, miss, output, None if amount is None else Decimal(amount), currency, None
+        )
     accounts = session.execute(sa.select(Account.id, Account.name)).all()
     result = []
     for account_id, name in accounts:
-        totals = replace(tallies[account_id].totals(), saved_by_cache=None)
-        currency = currencies.get(account_id) or account_currency(session, account_id, end)
+        tally = tallies[account_id]
+        totals = replace(tally.totals(), saved_by_cache=None)
+        currency = tally.currency or account_currency(session, account_id, end)
         result.append(AccountUsage(account_id, name, currency, totals))
     return sorted(result, key=lambda row: (-row.totals.cost, -row.totals.total_tokens, row.account_name))

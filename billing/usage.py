@@ -19,9 +19,10 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.money import ZERO, add, decimal_string
+from billing.money import decimal_string
 from billing.request_cost import X_BILLING
 from billing.schedules import price_book
+from billing.usage_tally import UsageTally
 from hybatch.errors import HybatchError, InvalidRequestError
 from hybatch.models import BatchRequestResult, UsageRecord, utc_now
 
@@ -186,19 +187,19 @@ def usage_page(session: Session, query: UsageQuery) -> dict[str, Any]:
     page_end = min(moment, query.end)
     has_more = moment < query.end
     rows = usage_rows(session, query.account_id, query.start, page_end)
-    buckets: dict[int, dict[tuple, _Totals]] = defaultdict(lambda: defaultdict(_Totals))
+    buckets: dict[int, dict[tuple, UsageTally]] = defaultdict(lambda: defaultdict(UsageTally))
     for row in rows:
         index = bucket_index(row.created_at, query.start, width)
         values = {"api_key_id": row.api_key_id, "model": row.model, "batch": row.batch_id}
         group = tuple(values[name] for name in query.group_by)
-        buckets[index][group].add(row)
+        buckets[index][group].add(row, None)
     default_currency = account_currency(session, query.account_id, utc_now())
     data = []
     for index, bucket_start in enumerate(starts):
         bucket_end = min(bucket_start + width, query.end)
         results = [
-            totals.as_result(dict(zip(query.group_by, group, strict=True)), default_currency)
-            for group, totals in sorted(
+            _result(tally, dict(zip(query.group_by, group, strict=True)), default_currency)
+            for group, tally in sorted(
                 buckets.get(index, {}).items(), key=lambda item: tuple(map(str, item[0]))
             )
         ]
@@ -227,42 +228,22 @@ def account_currency(session: Session, account_id: str, at: datetime) -> str:
         return "usd"
 
 
-class _Totals:
-    def __init__(self) -> None:
-        self.hit = self.miss = self.output = self.requests = self.unpriced = 0
-        self.amounts: list[Decimal] = []
-        self.currency: str | None = None
-
-    def add(self, row: RequestUsage) -> None:
-        self.hit += row.cache_hit_input_tokens
-        self.miss += row.cache_miss_input_tokens
-        self.output += row.output_tokens
-        self.requests += 1
-        if row.amount is None:
-            self.unpriced += 1
-        else:
-            self.amounts.append(row.amount)
-            self.currency = self.currency or row.currency
-
-    def as_result(self, group: dict[str, str], default_currency: str) -> dict[str, Any]:
-        return {
-            "object": RESULT_OBJECT,
-            "input_tokens": self.hit + self.miss,
-            "input_cached_tokens": self.hit,
-            "output_tokens": self.output,
-            "input_audio_tokens": 0,
-            "output_audio_tokens": 0,
-            "num_model_requests": self.requests,
-            "project_id": None,
-            "user_id": None,
-            "api_key_id": group.get("api_key_id"),
-            "model": group.get("model"),
-            "batch": group.get("batch"),
-            "cache_hit_input_tokens": self.hit,
-            "cache_miss_input_tokens": self.miss,
-            "amount": {
-                "value": decimal_string(add(ZERO, *self.amounts)),
-                "currency": self.currency or default_currency,
-            },
-            "unpriced_requests": self.unpriced,
-        }
+def _result(tally: UsageTally, group: dict[str, str], default_currency: str) -> dict[str, Any]:
+    return {
+        "object": RESULT_OBJECT,
+        "input_tokens": tally.hit + tally.miss,
+        "input_cached_tokens": tally.hit,
+        "output_tokens": tally.output,
+        "input_audio_tokens": 0,
+        "output_audio_tokens": 0,
+        "num_model_requests": tally.requests,
+        "project_id": None,
+        "user_id": None,
+        "api_key_id": group.get("api_key_id"),
+        "model": group.get("model"),
+        "batch": group.get("batch"),
+        "cache_hit_input_tokens": tally.hit,
+        "cache_miss_input_tokens": tally.miss,
+        "amount": {"value": decimal_string(tally.cost), "currency": tally.currency or default_currency},
+        "unpriced_requests": tally.unpriced,
+    }

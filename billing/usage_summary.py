@@ -9,58 +9,28 @@ amounts; the month's invoice is authoritative. ``saved_by_cache`` is priced like
 
 from __future__ import annotations
 
-import decimal
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.cache_savings import savings_by_record
-from billing.money import EXACT, ZERO
 from billing.periods import Period
 from billing.usage import (
     BUCKET_WIDTHS,
-    RequestUsage,
     account_currency,
     bucket_index,
     bucket_starts,
     usage_rows,
 )
+from billing.usage_tally import UsageTally, UsageTotals
 from hybatch.errors import ConflictError, InvalidRequestError
 from hybatch.models import ApiKey, utc_now
 
 MAX_BUCKETS = 1000  # 41 days of 1h buckets, 2.7 years of 1d buckets
-_RATIO = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN)  # hit rates: not money
-
-
-@dataclass(frozen=True)
-class UsageTotals:
-    requests: int
-    cache_hit_input_tokens: int
-    cache_miss_input_tokens: int
-    output_tokens: int
-    cost: Decimal  # sum of the priced requests' x_billing amounts, unrounded major units
-    unpriced_requests: int  # requests whose output line has no x_billing (not in ``cost``)
-    saved_by_cache: Decimal | None  # None: a month of these requests cannot be rated (nor invoiced)
-
-    @property
-    def input_tokens(self) -> int:
-        return self.cache_hit_input_tokens + self.cache_miss_input_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    @property
-    def hit_rate(self) -> Decimal | None:
-        """Cache-hit share of the input tokens (28 significant digits); None without input."""
-        if self.input_tokens == 0:
-            return None
-        return _RATIO.divide(Decimal(self.cache_hit_input_tokens), Decimal(self.input_tokens))
 
 
 @dataclass(frozen=True)
@@ -166,57 +136,3 @@ def _key_prefixes(session: Session, api_key_ids: set[str]) -> dict[str, str]:
 def _breakdown(tallies: dict[str, UsageTally], label_of: Callable[[str], str]) -> tuple[BreakdownRow, ...]:
     rows = [BreakdownRow(key, label_of(key), tally.totals()) for key, tally in tallies.items()]
     return tuple(sorted(rows, key=lambda row: (-row.totals.cost, -row.totals.total_tokens, row.key)))
-
-
-class UsageTally:
-    """Running sums of requests, token classes, cost and savings (exact decimals)."""
-
-    __slots__ = ("requests", "hit", "miss", "output", "cost", "unpriced", "saved", "is_saved_known")
-
-    def __init__(self) -> None:
-        self.requests = self.hit = self.miss = self.output = self.unpriced = 0
-        self.cost = self.saved = ZERO
-        self.is_saved_known = True
-
-    def add(self, row: RequestUsage, saving: Decimal | None) -> None:
-        self.add_request(
-            row.cache_hit_input_tokens, row.cache_miss_input_tokens, row.output_tokens, row.amount, saving
-        )
-
-    def add_request(
-        self, hit: int, miss: int, output: int, amount: Decimal | None, saving: Decimal | None
-    ) -> None:
-        """One request's tokens, its cost (None: unpriced) and its saving (None: unknown)."""
-        self.requests += 1
-        self.hit += hit
-        self.miss += miss
-        self.output += output
-        if amount is None:
-            self.unpriced += 1
-        else:
-            self.cost = EXACT.add(self.cost, amount)
-        if saving is None:
-            self.is_saved_known = False
-        else:
-            self.saved = EXACT.add(self.saved, saving)
-
-    def merge(self, other: UsageTally) -> None:
-        self.requests += other.requests
-        self.hit += other.hit
-        self.miss += other.miss
-        self.output += other.output
-        self.unpriced += other.unpriced
-        self.cost = EXACT.add(self.cost, other.cost)
-        self.saved = EXACT.add(self.saved, other.saved)
-        self.is_saved_known = self.is_saved_known and other.is_saved_known
-
-    def totals(self) -> UsageTotals:
-        return UsageTotals(
-            requests=self.requests,
-            cache_hit_input_tokens=self.hit,
-            cache_miss_input_tokens=self.miss,
-            output_tokens=self.output,
-            cost=self.cost,
-            unpriced_requests=self.unpriced,
-            saved_by_cache=self.saved if self.is_saved_known else None,
-        )
