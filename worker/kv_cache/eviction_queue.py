@@ -10,47 +10,39 @@ change, each O(log n), so a reclaim costs O(log n) per evicted entry rather than
     left_device(node)     demoted to a lower tier, or dropped while on the device
     touched(node)         its ``last_access`` changed
 
-Stale heap entries (a candidate touched again since, or no longer a candidate) are skipped when
-popped and compacted away once they outnumber the live ones.
+The heap is a ``NodeHeap`` (lazy deletion: stale entries are skipped when popped).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 
+from worker.kv_cache.node_heap import NodeHeap
 from worker.kv_cache.radix import Node, Tier
-
-# (last_access, id(node), push number, node): the push number only orders two entries of one node.
-_Entry = tuple[int, int, int, Node]
 
 
 class EvictionQueue:
     def __init__(self) -> None:
-        self._heap: list[_Entry] = []
-        self._live: dict[Node, _Entry] = {}  # every candidate -> its one live heap entry
+        self._candidates = NodeHeap(tie_break=id)
         self._device_children: dict[Node, int] = {}  # device node -> device children, when any
-        self._pushes = itertools.count()
-        self._popping = False
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self._candidates)
 
     def __contains__(self, node: Node) -> bool:
-        return node in self._live
+        return node in self._candidates
 
     def entered_device(self, node: Node) -> None:
         """``node`` is now on the device, with no device children (just inserted or promoted)."""
         parent = node.parent
         if parent is not None:
             self._device_children[parent] = self._device_children.get(parent, 0) + 1
-            self._live.pop(parent, None)
-        self._push(node)
+            self._candidates.discard(parent)
+        self._candidates.push(node)
 
     def left_device(self, node: Node) -> None:
         """``node`` (no device children) left the device; its parent may have become a candidate."""
-        self._live.pop(node, None)
+        self._candidates.discard(node)
         parent = node.parent
         if parent is None:
             return
@@ -59,13 +51,11 @@ class EvictionQueue:
             self._device_children[parent] = remaining
         else:
             del self._device_children[parent]
-            self._push(parent)
+            self._candidates.push(parent)
 
     def touched(self, node: Node) -> None:
         """``node.last_access`` changed: a candidate moves to its new place in the order."""
-        entry = self._live.get(node)
-        if entry is not None and entry[0] != node.last_access:
-            self._push(node)
+        self._candidates.touched(node)
 
     def least_recent(self, is_free: Callable[[Node], bool]) -> Iterator[Node]:
         """Candidates that ``is_free`` accepts, least recently used first.
@@ -74,35 +64,11 @@ class EvictionQueue:
         a parent it turned into a candidate is considered in its turn; close the iterator when done.
         Candidates ``is_free`` rejects, and any yielded one that did not leave, stay queued.
         """
-        taken: list[_Entry] = []
-        self._popping = True
+        candidates = self._candidates.least_recent()
         try:
-            while self._heap:
-                entry = heapq.heappop(self._heap)
-                node = entry[3]
-                if self._live.get(node) is not entry:
-                    continue  # stale: touched since, or no longer a candidate
-                taken.append(entry)
-                if is_free(node):
-                    yield node
+            yield from (node for node in candidates if is_free(node))
         finally:
-            self._popping = False
-            for entry in taken:
-                if self._live.get(entry[3]) is entry:
-                    heapq.heappush(self._heap, entry)
-            self._compact()
-
-    def _push(self, node: Node) -> None:
-        entry = (node.last_access, id(node), next(self._pushes), node)
-        self._live[node] = entry
-        heapq.heappush(self._heap, entry)
-        self._compact()
-
-    def _compact(self) -> None:
-        # Not while popping: entries taken out then go back into the heap when iteration ends.
-        if not self._popping and len(self._heap) > 2 * len(self._live) + 64:
-            self._heap = list(self._live.values())
-            heapq.heapify(self._heap)
+            candidates.close()
 
     def check_integrity(self, nodes: Iterable[Node]) -> None:
         """The queue agrees with a full scan of ``nodes`` (the whole tree): same candidates, same keys."""
@@ -116,15 +82,6 @@ class EvictionQueue:
                 device_children[node] = count
             else:
                 candidates.add(node)
-        if set(self._live) != candidates:
-            raise AssertionError(
-                f"eviction queue holds {len(self._live)} candidates, the tree has {len(candidates)}"
-            )
+        self._candidates.check_integrity(candidates, "eviction queue")
         if self._device_children != device_children:
             raise AssertionError("eviction queue miscounts device children")
-        in_heap = {id(entry) for entry in self._heap}
-        for node, entry in self._live.items():
-            if entry[0] != node.last_access or entry[1] != id(node) or entry[3] is not node:
-                raise AssertionError(f"eviction queue has a stale key for the node at depth {node.depth}")
-            if id(entry) not in in_heap:
-                raise AssertionError(f"eviction queue lost the heap entry of the node at depth {node.depth}")

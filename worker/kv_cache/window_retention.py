@@ -13,23 +13,20 @@ their entries hit (``touched``), so dropping a window costs O(log n). The depth 
 as the former scan did (a sort of the tree's pre-order traversal by ``last_access``, ties in
 traversal order): an access stamp goes to one new entry or to the entries of one hit path, so
 entries that share one lie on a single root path, where the traversal meets the shallower first.
-Stale heap entries are skipped when popped and compacted away once they outnumber the live ones.
+The heap is a ``NodeHeap`` (lazy deletion: stale entries are skipped when popped).
 
 Holds block ids, never tensors; the cache holds one SWA-pool reference on every block of a window.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Iterable
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.sequence import Sequence
+from worker.kv_cache.node_heap import NodeHeap
 from worker.kv_cache.radix import Node, Tier
-
-# (last_access, depth, push number, node): the push number only orders two entries of one node.
-_Entry = tuple[int, int, int, Node]
 
 
 class WindowRetention:
@@ -37,9 +34,7 @@ class WindowRetention:
         self.blocks = blocks
         self.retain_every_tokens = retain_every_tokens
         self.needs_window = blocks.window > 0
-        self._heap: list[_Entry] = []
-        self._live: dict[Node, _Entry] = {}  # every window holder -> its one live heap entry
-        self._pushes = itertools.count()
+        self._holders = NodeHeap(tie_break=lambda node: node.depth)  # the entries holding a window
 
     def retain_passed(self, seq: Sequence, previous_computed: int, path: list[Node]) -> int:
         """Retains the windows ``seq`` passed since ``previous_computed`` at the retention points on
@@ -76,7 +71,7 @@ class WindowRetention:
             self.blocks.swa.retain(block)
         node.window = window
         node.window_len = len(window)
-        self._push(node)
+        self._holders.push(node)
         return True
 
     def attach(self, node: Node, window: tuple[int, ...]) -> None:
@@ -85,7 +80,7 @@ class WindowRetention:
         node.window = window or None
         node.window_len = len(window)
         if window:
-            self._push(node)
+            self._holders.push(node)
 
     def release(self, node: Node, keep_length: bool = False) -> None:
         """Returns ``node``'s window blocks to the SWA pool. ``keep_length`` keeps ``window_len``:
@@ -95,58 +90,39 @@ class WindowRetention:
         node.window = None
         if not keep_length:
             node.window_len = 0
-        self._live.pop(node, None)
+        self._holders.discard(node)
 
     def touched(self, node: Node) -> None:
         """``node.last_access`` changed: a window holder moves to its new place in the drop order."""
-        entry = self._live.get(node)
-        if entry is not None and entry[0] != node.last_access:
-            self._push(node)
+        self._holders.touched(node)
 
     def drop_least_recent(self, swa_needed: int) -> int:
         """Drops retained windows, least recently used first, until ``swa_needed`` SWA blocks are free
         or none is left; returns how many were dropped. A window a running sequence shares frees no
         block, but is dropped all the same."""
         dropped = 0
-        while self._heap and self.blocks.swa.num_free < swa_needed:
-            entry = heapq.heappop(self._heap)
-            node = entry[3]
-            if self._live.get(node) is not entry:
-                continue  # stale: touched since, or its window already released
-            self._drop(node)
-            dropped += 1
-        self._compact()
+        holders = self._holders.least_recent()
+        try:
+            for node in holders:
+                if self.blocks.swa.num_free >= swa_needed:
+                    break
+                self._drop(node)
+                dropped += 1
+        finally:
+            holders.close()
         return dropped
 
     def _drop(self, node: Node) -> None:
         self.release(node)
-
-    def _push(self, node: Node) -> None:
-        entry = (node.last_access, node.depth, next(self._pushes), node)
-        self._live[node] = entry
-        heapq.heappush(self._heap, entry)
-        self._compact()
-
-    def _compact(self) -> None:
-        if len(self._heap) > 2 * len(self._live) + 64:
-            self._heap = list(self._live.values())
-            heapq.heapify(self._heap)
 
     def check_integrity(self, nodes: Iterable[Node]) -> None:
         """The drop order agrees with a full scan of ``nodes`` (the whole tree): the same holders, the
         same keys, and holders that share an access stamp on one root path (so depth orders them as
         the tree's traversal does)."""
         holders = [node for node in nodes if node.window]
-        if set(self._live) != set(holders):
-            raise AssertionError(f"drop order holds {len(self._live)} windows, the tree has {len(holders)}")
-        in_heap = {id(entry) for entry in self._heap}
+        self._holders.check_integrity(holders, "drop order")
         by_stamp: dict[int, list[Node]] = {}
         for node in holders:
-            entry = self._live[node]
-            if entry[:2] != (node.last_access, node.depth) or entry[3] is not node:
-                raise AssertionError(f"drop order has a stale key for the window at depth {node.depth}")
-            if id(entry) not in in_heap:
-                raise AssertionError(f"drop order lost the heap entry of the window at depth {node.depth}")
             by_stamp.setdefault(node.last_access, []).append(node)
         for same in by_stamp.values():
             same.sort(key=lambda n: n.depth)
