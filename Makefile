@@ -7,22 +7,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Re-install only when pyproject.toml is newer than the last install.
-STAMP := $(VENV)/.hybatch-installed
+# Re-install only when pyproject.toml is newer than the last install. `make run` installs only
+# what serving needs (RUN_STAMP); `make test` adds the bench, test and lint tooling (TEST_STAMP).
+RUN_STAMP := $(VENV)/.hybatch-installed-run
+TEST_STAMP := $(VENV)/.hybatch-installed-dev
 # The dashboard's browser tests drive Debian's Chromium with Playwright (no browser download).
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install browser run test lint format clean-var
+.PHONY: install install-dev browser run test lint format clean-var
 
-install: $(STAMP)
+install: $(RUN_STAMP)
+
+install-dev: $(TEST_STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $(RUN_STAMP)
+
+# The dev extra contains everything the runtime needs, so it stands for both stamps.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[dev]'
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(RUN_STAMP)
 
 browser: $(CHROMIUM)
 
@@ -31,20 +40,20 @@ $(CHROMIUM):
 	-$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver \
 	  || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/hybatch migrate
 	$(BIN)/hybatch up
 
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-format: $(STAMP)
+format: $(TEST_STAMP)
 	$(BIN)/ruff format .
 
 clean-var:
