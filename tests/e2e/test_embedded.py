@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -65,16 +68,41 @@ def _default_checkpoint_is_complete() -> bool:
     )
 
 
+def _readme_first_batch() -> str:
+    """The Python block of the README's "A first batch" paragraph, exactly as a user copies it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme.split("**A first batch.**", 1)[1]
+    match = re.search(r"```python\n(.*?)```", after, re.DOTALL)
+    assert match is not None, "the README's first batch has no python block"
+    return match.group(1)
+
+
 def test_quick_start_with_the_default_checkpoint(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The README's first batch, run unchanged (but for the address and key) on the default model."""
     assert _default_checkpoint_is_complete(), "the default checkpoint ships with the repository"
     client, up = _start_up(tmp_path / "var", DEFAULT_MODEL_DIR, request, kv_cache_gb="0.25")
     [model] = [m.id for m in client.models.list().data]
     assert model == DEFAULT_MODEL_DIR.name
-    requests = chat_requests(model, 2, max_tokens=8)
+    source = _readme_first_batch()
+    assert 'base_url="http://127.0.0.1:8000/v1", api_key="hb-..."' in source
+    source = source.replace("http://127.0.0.1:8000/v1", str(client.base_url).rstrip("/"))
+    source = source.replace('api_key="hb-..."', f"api_key={client.api_key!r}")
+    printed = io.StringIO()
 
-    batch, lines = run_batch_with_sdk(client, requests, processes=[up], timeout_s=BATCH_TIMEOUT_S)
+    with contextlib.redirect_stdout(printed):
+        exec(compile(source, "README.md", "exec"), {})
 
-    assert_batch_accounted(f"sqlite:///{tmp_path / 'var' / 'hybatch.db'}", batch, requests, lines)
+    status, *rows = printed.getvalue().splitlines()
+    assert status.startswith("completed BatchRequestCounts(completed=8, failed=0, total=8)"), status
+    parsed = [re.fullmatch(r"(\S+) prompt (\d+) cached (\d+) cost (\S+) usd", row) for row in rows]
+    assert all(parsed) and len(parsed) == 8, rows
+    first, *later = [(int(m.group(2)), int(m.group(3)), Decimal(m.group(4))) for m in parsed if m]
+    # What the README says: the first computes the shared prefix, the other seven read it from the
+    # cache (all but the last partial block) and cost well under the first.
+    assert first[1] == 0
+    for prompt_tokens, cached_tokens, cost in later:
+        assert prompt_tokens - 16 < cached_tokens < prompt_tokens
+        assert cost < first[2] / 2
 
 
 @pytest.mark.parametrize("how", ["stopped", "killed"])
