@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "worker" / "model" / "checkpoints" / "hybatch-tiny"
 
 _WINDOW_PATTERN = re.compile(r"^([1-9][0-9]*)h$")
+_S3_URL_PATTERN = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 
 
 def completion_window_duration(window: str) -> timedelta:
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
     broker_url: str
     task_queue: str = "hybatch"
     files_dir: Path
+    # Unset: files live in FILES_DIR. "s3://bucket/prefix": in an S3-compatible object store, with
+    # credentials from boto3's own chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, an instance role), never here.
+    files_url: str | None = None
+    s3_endpoint_url: str | None = None  # MinIO, Ceph, moto; unset: AWS S3
+    s3_region: str | None = None  # unset: boto3's own (AWS_DEFAULT_REGION, ~/.aws/config)
 
     model: Path = DEFAULT_MODEL_DIR
     model_name: str
@@ -92,7 +98,19 @@ class Settings(BaseSettings):
             completion_window_duration(window)
         return windows
 
-    @field_validator("session_secret", "admin_key", mode="before")
+    @field_validator("files_url")
+    @classmethod
+    def _files_url_is_s3(cls, url: str | None) -> str | None:
+        if url is not None and not _S3_URL_PATTERN.match(url):
+            raise ValueError(
+                f"HYBATCH_FILES_URL must look like s3://bucket/prefix (or be unset to keep files in "
+                f"HYBATCH_FILES_DIR), not {url!r}"
+            )
+        return url
+
+    @field_validator(
+        "session_secret", "admin_key", "files_url", "s3_endpoint_url", "s3_region", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
