@@ -12,7 +12,7 @@ from api.routes import batches, billing, files, health, models, usage
 from hybatch.batches import BatchEnqueuer
 from hybatch.db import make_engine, make_session_factory
 from hybatch.settings import Settings, get_settings
-from hybatch.storage import FileStorage, LocalFileStorage
+from hybatch.storage import FileStorage, storage_from_settings
 
 # Room for the multipart framing around an upload of exactly max_file_bytes.
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
@@ -24,7 +24,7 @@ def create_app(
     enqueue: BatchEnqueuer | None = None,
     storage: FileStorage | None = None,
 ) -> FastAPI:
-    """Build the gateway. ``enqueue`` and ``storage`` default to Celery and the local files dir."""
+    """Build the gateway. ``enqueue`` and ``storage`` default to Celery and the configured file storage."""
     settings = settings or get_settings()
     app = FastAPI(title="hybatch", summary="OpenAI-compatible Files and Batches API, with a usage dashboard")
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_file_bytes + MULTIPART_OVERHEAD_BYTES)
@@ -32,7 +32,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
-    app.state.storage = storage or LocalFileStorage(settings.files_dir)
+    app.state.storage = storage or storage_from_settings(settings)
     app.state.enqueue = enqueue or CeleryEnqueuer.from_settings(settings)
     install_error_handlers(app)
     for module in (health, files, batches, models, usage, billing):

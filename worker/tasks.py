@@ -20,7 +20,7 @@ from billing.beat import CLOSE_TASK
 from billing.beat import close_previous_month as close_due_periods
 from hybatch.db import make_engine, make_session_factory
 from hybatch.settings import get_settings
-from hybatch.storage import LocalFileStorage
+from hybatch.storage import storage_from_settings
 from hybatch.tasks import RUN_BATCH_TASK
 from worker import engine_pool, jobs, recovery
 from worker.celery_app import app
@@ -45,7 +45,7 @@ def worker_context() -> jobs.JobContext:
     return jobs.JobContext(
         settings=settings,
         session_factory=make_session_factory(make_engine(settings.database_url)),
-        storage=LocalFileStorage(settings.files_dir),
+        storage=storage_from_settings(settings),
         load_llm=lambda: engine_pool.get_llm(settings),
         shutdown_requested=_worker_is_stopping,
     )
