@@ -63,7 +63,7 @@ def test_completion_window_duration() -> None:
 
 def test_readme_settings_table_matches_the_settings() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `(HYBATCH_[A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `(HYBATCH_[A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
     assert documented == {f"HYBATCH_{name.upper()}" for name in Settings.model_fields}
 
 
