@@ -1,6 +1,8 @@
 """OpenAI-shaped errors: every failure answers ``{"error": {message, type, param, code}}``.
 
-Request validation failures answer 400 like OpenAI (not FastAPI's 422 ``detail`` list).
+Request validation failures answer 400 like OpenAI (not FastAPI's 422 ``detail`` list). An
+unknown URL answers 404 "Invalid URL" like OpenAI, except OpenAI's direct inference endpoints
+(``POST /v1/chat/completions`` ...): their 404 says that this service runs them only as batches.
 Under ``/dashboard`` a browser is asking, so the same error is rendered as a page instead, by
 the renderer the dashboard registers (``app.state.render_page_error``).
 """
@@ -24,10 +26,16 @@ from hybatch.errors import (
     PermissionDeniedError,
     ServiceUnavailableError,
 )
+from hybatch.models import BatchEndpoint
 
 log = logging.getLogger(__name__)
 
 PAGE_PATH_PREFIX = "/dashboard"
+
+# OpenAI answers these directly; here they are only the ``url`` of a batch's request lines.
+DIRECT_INFERENCE_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", *BatchEndpoint}
+)
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
@@ -86,13 +94,24 @@ def _hybatch_error(request: Request, error: Exception) -> Response:
 def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     if error.status_code == 404:
-        message = f"Invalid URL ({request.method} {request.url.path})"
+        message = _not_found_message(request)
     else:
         message = str(error.detail)
     error_type = SERVER_ERROR if error.status_code >= 500 else INVALID_REQUEST
     code = "request_too_large" if error.status_code == 413 else None
     return _respond(
         request, error.status_code, message, error_type=error_type, code=code, headers=error.headers
+    )
+
+
+def _not_found_message(request: Request) -> str:
+    path = request.url.path.rstrip("/")
+    if path not in DIRECT_INFERENCE_PATHS:
+        return f"Invalid URL ({request.method} {request.url.path})"
+    return (
+        f"This service runs batches only: {request.method} {path} is not served directly. Upload the "
+        'requests as a JSONL file with POST /v1/files (purpose "batch"), then create a batch with '
+        f"POST /v1/batches; batch endpoints served: {', '.join(BatchEndpoint)}."
     )
 
 

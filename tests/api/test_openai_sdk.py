@@ -103,3 +103,12 @@ def test_errors_surface_as_sdk_exceptions(sdk: openai.OpenAI, base_url: str) -> 
     stranger = openai.OpenAI(base_url=base_url, api_key="hb-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         stranger.files.list()
+
+
+def test_a_direct_chat_completion_raises_not_found_that_points_at_batches(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        sdk.chat.completions.create(model=SERVED_MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.status_code == 404
+    message = raised.value.message
+    assert "batches only" in message and "/v1/files" in message and "/v1/batches" in message, message
+    assert raised.value.type == "invalid_request_error"
