@@ -1,4 +1,4 @@
-"""GPU benchmark of the attention kernels: ``python -m kernels.bench`` (later ``hybatch bench kernels``).
+"""GPU benchmark of the attention kernels: ``hybatch bench kernels``, or ``python -m kernels.bench``.
 
 Needs only torch and triton. First checks correctness in bf16 against ``kernels.reference`` on the GPU,
 then times, each against a peer measured in the same run:

@@ -124,22 +124,37 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="hybatch bench cache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--kv-cache-gb", type=float, default=1.0)
-    parser.add_argument("--max-num-seqs", type=int, default=64)
-    parser.add_argument("--capacity-lens", default="2048", help="comma-separated prefix lengths to measure")
-    parser.add_argument("--num-requests", type=int, default=200)
-    parser.add_argument("--num-systems", type=int, default=4)
-    parser.add_argument("--system-len", type=int, default=2048)
-    parser.add_argument("--question-len", type=int, default=64)
-    parser.add_argument("--unique-requests", type=int, default=32)
-    parser.add_argument("--unique-len", type=int, default=256)
-    parser.add_argument("--tier-prefix-len", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--evict-leaves", type=int, default=20000, help="tree size of the eviction bench")
-    parser.add_argument("--drop-windows", type=int, default=10000, help="retained windows, window-drop bench")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help="checkpoint directory (default: the shipped model)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="auto", help="auto: float32 on CPU, bfloat16 on CUDA")
+    parser.add_argument("--kv-cache-gb", type=float, default=1.0, help="device KV cache of every engine, GB")
+    parser.add_argument("--max-num-seqs", type=int, default=64, help="sequences an engine runs at once")
+    parser.add_argument(
+        "--capacity-lens", default="2048", help="comma-separated prefix lengths to measure (1)"
+    )
+    parser.add_argument(
+        "--num-requests", type=int, default=200, help="requests in the shared-prefix batch (2)"
+    )
+    parser.add_argument("--num-systems", type=int, default=4, help="distinct system prompts they share (2)")
+    parser.add_argument("--system-len", type=int, default=2048, help="tokens per system prompt (2)")
+    parser.add_argument(
+        "--question-len", type=int, default=64, help="tokens of each request's own question (2)"
+    )
+    parser.add_argument(
+        "--unique-requests", type=int, default=32, help="prompts in the nothing-shared batch (3)"
+    )
+    parser.add_argument("--unique-len", type=int, default=256, help="tokens per nothing-shared prompt (3)")
+    parser.add_argument(
+        "--tier-prefix-len", type=int, default=2048, help="prefix served from each tier, tokens (4)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per timing, best kept (3, 4, 5)")
+    parser.add_argument("--evict-leaves", type=int, default=20000, help="leaves in the eviction tree (5)")
+    parser.add_argument("--drop-windows", type=int, default=10000, help="retained windows to drop (5)")
     args = parser.parse_args(argv)
     result: dict = {}
 

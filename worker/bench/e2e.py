@@ -260,13 +260,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     default_model = Path(os.environ.get("HYBATCH_MODEL", DEFAULT_CHECKPOINT))
     parser.add_argument("--model", type=Path, default=default_model, help="checkpoint the service serves")
-    parser.add_argument("--device", default=os.environ.get("HYBATCH_DEVICE", "auto"))
-    parser.add_argument("--kv-cache-gb", type=float, default=1.0)
-    parser.add_argument("--requests", type=int, default=128)
-    parser.add_argument("--groups", type=int, default=8)
-    parser.add_argument("--prefix-tokens", type=int, default=1024)
-    parser.add_argument("--question-tokens", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument(
+        "--device", default=os.environ.get("HYBATCH_DEVICE", "auto"), help="auto, cpu or cuda (the service's)"
+    )
+    parser.add_argument("--kv-cache-gb", type=float, default=1.0, help="the service's device KV cache, GB")
+    parser.add_argument("--requests", type=int, default=128, help="requests per batch")
+    parser.add_argument("--groups", type=int, default=8, help="distinct shared prefixes in the shared batch")
+    parser.add_argument("--prefix-tokens", type=int, default=1024, help="tokens per shared prefix")
+    parser.add_argument("--question-tokens", type=int, default=32, help="tokens of each request's own tail")
+    parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every request")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the service")
     args = parser.parse_args(argv)
     if not 1 <= args.groups <= args.requests:

@@ -1,4 +1,4 @@
-"""``hybatch bench engine``: this engine vs transformers ``generate()`` on the same checkpoint and prompts.
+r"""``hybatch bench engine``: this engine vs transformers ``generate()`` on the same checkpoint and prompts.
 
 transformers runs as a user would: left-padded batches of ``--hf-batch-size`` prompts with an attention
 mask, greedy, exactly ``--new-tokens`` new tokens (eos ignored on both sides). Prints both throughputs
@@ -97,20 +97,34 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="hybatch bench engine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help="checkpoint directory (default: the shipped model)",
+    )
     parser.add_argument(
         "--config", choices=["bench-1.35b"], help="random weights of a named shape instead of --model"
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for both peers")
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
-    parser.add_argument("--num-prompts", type=int, default=64)
-    parser.add_argument("--min-len", type=int, default=32)
-    parser.add_argument("--max-len", type=int, default=512)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--hf-batch-size", type=int, default=16)
-    parser.add_argument("--kv-cache-gb", type=float, default=2.0)
-    parser.add_argument("--max-num-batched-tokens", type=int, default=None)
-    parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--num-prompts", type=int, default=64, help="prompts in the workload")
+    parser.add_argument("--min-len", type=int, default=32, help="shortest prompt, tokens")
+    parser.add_argument("--max-len", type=int, default=512, help="longest prompt, tokens")
+    parser.add_argument(
+        "--new-tokens", type=int, default=64, help="tokens generated per prompt (eos ignored)"
+    )
+    parser.add_argument(
+        "--hf-batch-size", type=int, default=16, help="prompts per transformers generate() call"
+    )
+    parser.add_argument("--kv-cache-gb", type=float, default=2.0, help="this engine's KV cache, GB")
+    parser.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=None,
+        help="this engine's token budget per step (default: its own)",
+    )
+    parser.add_argument("--skip-transformers", action="store_true", help="time this engine only")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for both peers")
     args = parser.parse_args(argv)
     if args.threads:
