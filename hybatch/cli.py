@@ -6,6 +6,7 @@ them, so ``hybatch`` itself depends on none of them (see the import contracts).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -32,21 +34,40 @@ billing_app = typer.Typer(
     no_args_is_help=True, help="Billing: monthly close, exports, price schedules, Stripe."
 )
 schedules_app = typer.Typer(no_args_is_help=True, help="Price schedules: load versions, assign to accounts.")
+bench_app = typer.Typer(
+    no_args_is_help=True,
+    help="Benchmarks, each against a peer measured in the same run; `hybatch bench NAME --help` for options.",
+)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(billing_app, name="billing")
 billing_app.add_typer(schedules_app, name="schedules")
+app.add_typer(bench_app, name="bench")
 
 CELERY_APP_MODULE = "worker.celery_app"
 WORKER_STOP_TIMEOUT_S = 30
+UVICORN_STARTUP_FAILURE = 3  # the exit code of `uvicorn` when the server did not start
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A ``hybatch bench NAME``: the module whose ``main(argv)`` runs it, and one line for the list."""
+
+    module: str
+    summary: str
+
+
 # Benchmarks live beside what they measure and run with only torch (+ triton, transformers) installed;
-# the CLI loads them by module name so the core never imports the engine or the kernels.
+# the CLI loads them by module name so the core never imports the engine or the kernels. Each parses
+# its own options (argparse), so `hybatch bench NAME --help` is the module's own help.
 BENCHMARKS = {
-    "engine": "worker.bench.engine",
-    "cache": "worker.bench.cache",
-    "kernels": "kernels.bench",
-    "e2e": "worker.bench.e2e",
-    "dashboard": "api.dashboard.bench",
+    "engine": Benchmark("worker.bench.engine", "This engine vs transformers generate() on the same prompts."),
+    "cache": Benchmark("worker.bench.cache", "Prefix cache: capacity, shared-prefix hits, tiers, eviction."),
+    "kernels": Benchmark("kernels.bench", "Triton attention kernels vs FlexAttention and SDPA (GPU)."),
+    "e2e": Benchmark("worker.bench.e2e", "The whole service: a shared-prefix batch vs the same unshared."),
+    "dashboard": Benchmark(
+        "api.dashboard.bench", "Usage page first paint with a month of data vs the JSON API."
+    ),
 }
 
 
@@ -206,17 +227,22 @@ def schedules_list() -> None:
     _echo_lines(lambda: commands.list_schedules(Settings()))
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def bench(ctx: typer.Context, name: Annotated[str, typer.Argument(help=" | ".join(BENCHMARKS))]) -> None:
-    """Run a benchmark (engine, cache, kernels, e2e, dashboard); options after the name go to it (try --help)."""
-    if name not in BENCHMARKS:
-        raise _fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
-    module = importlib.import_module(BENCHMARKS[name])
-    status = module.main(list(ctx.args))
-    if isinstance(status, int) and status != 0:
-        raise typer.Exit(code=status)
+def _add_benchmark(name: str, benchmark: Benchmark) -> None:
+    # Every argument after NAME, --help included, goes to the benchmark's own parser.
+    @bench_app.command(
+        name,
+        help=benchmark.summary,
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def run_benchmark(ctx: typer.Context) -> None:
+        status = importlib.import_module(benchmark.module).main(list(ctx.args))
+        if isinstance(status, int) and status != 0:
+            raise typer.Exit(code=status)
+
+
+for _name, _benchmark in BENCHMARKS.items():
+    _add_benchmark(_name, _benchmark)
 
 
 @app.command()
@@ -265,7 +291,7 @@ def up(
     # an exception so the worker is stopped (it puts an unfinished batch back on the queue) first.
     previous_handler = signal.signal(signal.SIGTERM, _raise_stop_requested)
     try:
-        _serve_api(settings)
+        _serve_api(settings, on_stop_signal=worker_process.expect_exit if worker_process else None)
     except (_StopRequested, KeyboardInterrupt):
         pass
     finally:
@@ -294,14 +320,25 @@ def _ensure_default_account(settings: Settings) -> None:
     typer.secho(f"    {new_key.secret}", bold=True)
 
 
-def _serve_api(settings: Settings) -> None:
+def _serve_api(settings: Settings, on_stop_signal: Callable[[], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; ``on_stop_signal`` is called as soon as one arrives."""
     import uvicorn
 
     from api.app import create_app
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            if on_stop_signal is not None:
+                on_stop_signal()
+            super().handle_exit(sig, frame)
+
     app = create_app(settings)
     typer.echo(f"dashboard: http://{settings.host}:{settings.port}/dashboard (sign in with an API key)")
-    uvicorn.run(app, host=settings.host, port=settings.port)
+    server = Server(uvicorn.Config(app, host=settings.host, port=settings.port))
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises a SIGINT again once it has stopped
+        server.run()
+    if not server.started:  # e.g. the port is taken; uvicorn has said why
+        raise typer.Exit(code=UVICORN_STARTUP_FAILURE)
 
 
 def _require_celery_app_module() -> None:
@@ -339,6 +376,11 @@ class WorkerProcess:
             self.died.set()
             typer.secho(f"worker exited with code {return_code}; stopping", err=True, fg="red")
             self._on_death()
+
+    def expect_exit(self) -> None:
+        """From now on an exit of the worker is no death: a Ctrl-C in a terminal reaches the worker
+        too, and it may finish before ``stop`` is called (while the API waits for its clients)."""
+        self._stopping.set()
 
     def stop(self) -> None:
         """Ask the worker to finish (SIGTERM), then kill it after WORKER_STOP_TIMEOUT_S."""

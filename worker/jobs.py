@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from hybatch.batch_input import BatchInput, validate_batch_input
@@ -63,19 +64,53 @@ class JobContext:
 
 
 class JobInterrupted(Exception):
-    """The worker is shutting down; the batch was left unfinished, to be resumed by redelivery."""
+    """The worker is shutting down; the batch was left unfinished, to be resumed by redelivery.
+
+    ``finished_requests`` of ``total_requests`` were recorded when it stopped (``total_requests``
+    is None while the batch is not validated yet).
+    """
+
+    def __init__(self, batch_id: str, finished_requests: int, total_requests: int | None) -> None:
+        self.batch_id = batch_id
+        self.finished_requests = finished_requests
+        self.total_requests = total_requests
+        super().__init__(f"batch {batch_id} stopped {self.progress}: the worker is shutting down")
+
+    @property
+    def progress(self) -> str:
+        """``at 37/100`` or ``before validation``."""
+        if self.total_requests is None:
+            return "before validation"
+        return f"at {self.finished_requests}/{self.total_requests}"
 
 
 def run_batch(batch_id: str, context: JobContext) -> BatchStatus | None:
     """Run the batch as far as it goes; returns its final status (None for an unknown batch).
 
     Safe to call again for the same batch at any point (redelivery): requests already recorded
-    are skipped, and every status move is conditional. Raises ``JobInterrupted`` on shutdown.
+    are skipped, and every status move is conditional. Raises ``JobInterrupted`` on shutdown,
+    also before it starts: a worker that is stopping does not claim, validate or load anything.
     """
     with context.session_factory() as session:
+        if context.shutdown_requested():
+            status = current_status(session, batch_id)
+            if status is None or status.is_terminal:
+                return status
+            raise _interruption(session, batch_id)
         if not claim_batch(session, batch_id):
             return current_status(session, batch_id)
         return _BatchJob(session, context, batch_id).run()
+
+
+def _interruption(session: Session, batch_id: str) -> JobInterrupted:
+    """The ``JobInterrupted`` of a batch that stops now, with its recorded progress; ends the read."""
+    status, finished, total = session.execute(
+        sa.select(Batch.status, Batch.completed_requests + Batch.failed_requests, Batch.total_requests).where(
+            Batch.id == batch_id
+        )
+    ).one()
+    session.commit()
+    return JobInterrupted(batch_id, finished, None if status is BatchStatus.VALIDATING else total)
 
 
 def fail_batch(batch_id: str, context: JobContext, *, message: str) -> BatchStatus | None:
@@ -206,7 +241,7 @@ class _BatchJob:
         )
         if pending and generation.run(pending):
             if self.context.shutdown_requested():
-                raise JobInterrupted(f"batch {self.batch.id}: the worker is shutting down")
+                raise _interruption(self.session, self.batch.id)
             return self._status()  # cancelling, or still in_progress and now expired
         # The engine answers every request; should one be missing, report it rather than hang.
         record_unfinished(

@@ -1,17 +1,20 @@
 """The Celery task: a thin shell that runs ``worker.jobs.run_batch`` for one batch id.
 
-A worker shutting down (SIGTERM, Ctrl-C) stops the job between engine steps and puts the
-message back on the queue, so the batch resumes on the next worker instead of waiting out a
-broker timeout. Any other error is retried with backoff; when retries run out the batch ends
-``failed`` with the lines finished so far. An embedded worker starting up takes back the batches
-a killed worker left behind (``worker.recovery``).
+A worker shutting down (SIGTERM, Ctrl-C) stops the job between engine steps and puts the batch
+back on the queue, so it resumes on the next worker instead of waiting out a broker timeout: it
+stops consuming, publishes a new message for the batch, then acknowledges its own (a crash in
+between leaves two messages; the second is harmless). Rejecting the message with
+``requeue=True`` instead would hand it straight back to this worker, since Celery's last poll
+before a solo worker exits runs whatever it receives. Any other error is retried with backoff;
+when retries run out the batch ends ``failed`` with the lines finished so far. An embedded
+worker starting up takes back the batches a killed worker left behind (``worker.recovery``).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from celery.exceptions import Reject
+from celery.exceptions import Ignore
 from celery.signals import worker_ready
 from celery.utils.log import get_task_logger
 from celery.worker import state as worker_state
@@ -51,6 +54,35 @@ def worker_context() -> jobs.JobContext:
     )
 
 
+class _TaskConsumer:
+    """This worker process's Celery consumer, known from ``worker_ready`` on (solo pool: one)."""
+
+    consumer = None  # celery.worker.consumer.Consumer; None outside a worker (tests, eager calls)
+
+    @classmethod
+    def stop(cls) -> None:
+        """Take no more messages from the broker (as Celery's own cold shutdown does first)."""
+        if cls.consumer is not None and cls.consumer.task_consumer is not None:
+            cls.consumer.task_consumer.cancel()
+
+
+@worker_ready.connect
+def keep_task_consumer(sender: object, **_kwargs: object) -> None:
+    """Remembers the consumer (``worker_ready``'s sender) so a stopping task can cancel it."""
+    _TaskConsumer.consumer = sender
+
+
+def put_back(interrupted: jobs.JobInterrupted, queue: str) -> None:
+    """Stop consuming, then publish the batch again for the next worker; says so on one line."""
+    _TaskConsumer.stop()
+    run_batch.apply_async(args=[interrupted.batch_id], queue=queue)
+    log.warning(
+        "the worker is stopping: batch %s put back on the queue %s; it resumes on the next start",
+        interrupted.batch_id,
+        interrupted.progress,
+    )
+
+
 @app.task(name=RUN_BATCH_TASK, bind=True, max_retries=MAX_RETRIES)
 def run_batch(self, batch_id: str) -> str | None:
     """Run one batch to its end (or until the worker stops); returns the batch's final status."""
@@ -58,8 +90,8 @@ def run_batch(self, batch_id: str) -> str | None:
     try:
         status = jobs.run_batch(batch_id, context)
     except jobs.JobInterrupted as interrupted:
-        log.warning("%s; putting batch %s back on the queue", interrupted, batch_id)
-        raise Reject(str(interrupted), requeue=True) from interrupted
+        put_back(interrupted, context.settings.task_queue)
+        raise Ignore from None  # acknowledged, no result, no traceback: the new message carries on
     except Exception as error:
         if self.request.retries < MAX_RETRIES:
             log.exception("batch %s failed (attempt %d); retrying", batch_id, self.request.retries + 1)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import signal
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 60
 BATCH_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 30
 
 
 def _start_up(
@@ -105,7 +108,23 @@ def test_quick_start_with_the_default_checkpoint(tmp_path: Path, request: pytest
         assert cost < first[2] / 2
 
 
-@pytest.mark.parametrize("how", ["stopped", "killed"])
+def _interrupt(service: ServiceProcess) -> None:
+    """Ctrl-C in a terminal: SIGINT to the whole foreground group (``up`` and its worker at once)."""
+    os.killpg(service.process.pid, signal.SIGINT)
+    service.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _assert_stopped_cleanly(service: ServiceProcess, batch_id: str) -> None:
+    """One line says where the batch stopped; no traceback; the task was taken once, never again."""
+    output = service.output
+    assert service.process.returncode == 0, output
+    assert "Traceback" not in output and "worker exited with code" not in output, output
+    [put_back] = re.findall(rf"batch {batch_id} put back on the queue at (\d+)/(\d+)", output)
+    assert 1 <= int(put_back[0]) < int(put_back[1]), output
+    assert len(re.findall(r"Task worker\.run_batch\[\S+\] received", output)) == 1, output
+
+
+@pytest.mark.parametrize("how", ["interrupted", "stopped", "killed"])
 def test_a_service_stopped_or_killed_mid_batch_resumes_it_after_a_restart(
     tmp_path: Path, service_checkpoint: Path, request: pytest.FixtureRequest, how: str
 ) -> None:
@@ -127,9 +146,12 @@ def test_a_service_stopped_or_killed_mid_batch_resumes_it_after_a_restart(
         processes=[up],
         what="the first finished request",
     )
-    if how == "stopped":
-        up.stop()  # SIGTERM: the worker stops between engine steps and puts its task back
-        assert "putting batch" in up.output, up.output
+    if how == "interrupted":
+        _interrupt(up)  # Ctrl-C: the worker stops between engine steps and puts the batch back
+        _assert_stopped_cleanly(up, batch.id)
+    elif how == "stopped":
+        up.stop()  # SIGTERM to both, as a service manager stops it: the same, without Ctrl-C
+        _assert_stopped_cleanly(up, batch.id)
     else:
         up.kill()  # SIGKILL: the embedded broker's message is lost; the next worker takes the batch back
 

@@ -1,5 +1,9 @@
+import argparse
+import os
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -63,7 +67,7 @@ def test_worker_without_celery_app_explains(monkeypatch: pytest.MonkeyPatch, dat
 
 def test_up_creates_default_account_once(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
     served = []
-    monkeypatch.setattr(cli, "_serve_api", lambda settings: served.append(settings.port))
+    monkeypatch.setattr(cli, "_serve_api", lambda settings, **_: served.append(settings.port))
 
     first = runner.invoke(cli.app, ["up", "--no-worker"])
     assert first.exit_code == 0, first.output
@@ -100,6 +104,43 @@ def test_worker_process_stopped_on_purpose_is_not_a_death() -> None:
     assert not deaths.wait(timeout=0.5) and not sleeper.died.is_set()
 
 
+def test_a_worker_exiting_once_up_has_its_stop_signal_is_not_a_death() -> None:
+    """Ctrl-C reaches ``up`` and its worker at once; the worker may be gone before ``stop`` runs."""
+    deaths = threading.Event()
+    worker = cli.WorkerProcess([sys.executable, "-c", "import time; time.sleep(0.5)"], on_death=deaths.set)
+    worker.expect_exit()  # the API's SIGINT/SIGTERM handler calls this first
+    assert not deaths.wait(timeout=5) and not worker.died.is_set()  # it exited on its own meanwhile
+    worker.stop()
+
+
+def test_the_api_reports_its_stop_signal_at_once_and_returns_on_ctrl_c(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from worker.bench.service import free_port
+
+    port = free_port()
+    monkeypatch.setenv("HYBATCH_PORT", str(port))
+    signalled = []
+
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    cli._serve_api(
+        cli.Settings(), on_stop_signal=lambda: signalled.append(True)
+    )  # returns: no KeyboardInterrupt
+    assert signalled == [True]
+
+
 def test_sample_account_for_trying_the_dashboard(database_url: str) -> None:
     from hybatch.models import Batch, UsageRecord
 
@@ -114,3 +155,38 @@ def test_sample_account_for_trying_the_dashboard(database_url: str) -> None:
         assert session.query(Batch).filter_by(account_id=caller.account_id).count() == 2  # 200 + 50
     again = runner.invoke(cli.app, ["accounts", "sample", "demo"])
     assert again.exit_code == 1 and "already exists" in again.output  # never into an existing account
+
+
+def test_bench_help_lists_every_benchmark_on_one_line() -> None:
+    result = runner.invoke(cli.app, ["bench", "--help"], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    listed = [
+        line for line in result.output.splitlines() if any(f" {name} " in line for name in cli.BENCHMARKS)
+    ]
+    for name, benchmark in cli.BENCHMARKS.items():
+        assert any(benchmark.summary in line and f" {name} " in line for line in listed), (
+            name,
+            result.output,
+        )
+    assert "unknown benchmark" not in result.output
+
+
+@pytest.mark.parametrize("name", list(cli.BENCHMARKS))
+def test_bench_name_help_is_the_benchmarks_own_with_every_option_explained(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsers: list[argparse.ArgumentParser] = []
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def capture(self: argparse.ArgumentParser, args=None, namespace=None):
+        parsers.append(self)
+        return parse_args(self, args, namespace)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    result = runner.invoke(cli.app, ["bench", name, "--help"], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    assert f"usage: hybatch bench {name}" in result.output and "(later" not in result.output
+    [parser] = parsers
+    options = [action for action in parser._actions if action.option_strings]
+    unexplained = [action.option_strings[0] for action in options if not action.help]
+    assert not unexplained, f"hybatch bench {name}: options without help text: {unexplained}"

@@ -120,13 +120,36 @@ def test_shutdown_stops_between_steps_and_a_later_run_resumes(context: jobs.JobC
         with_engine(context, InterceptedLLM(llm, shut_down_after_two)),
         shutdown_requested=lambda: bool(stopping),
     )
-    with pytest.raises(jobs.JobInterrupted):
+    with pytest.raises(jobs.JobInterrupted) as raised:
         jobs.run_batch(batch_id, interrupted)
     first = read_outcome(context, batch_id)
     assert first.batch.status is BatchStatus.IN_PROGRESS
     assert 2 <= len(first.results) < NUM_REQUESTS
+    stopped = raised.value
+    assert (stopped.batch_id, stopped.finished_requests, stopped.total_requests) == (
+        batch_id,
+        len(first.results),
+        NUM_REQUESTS,
+    )
+    assert stopped.progress == f"at {len(first.results)}/{NUM_REQUESTS}"
 
     assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
     outcome = read_outcome(context, batch_id)
     assert len(outcome.output_lines) == NUM_REQUESTS
     assert_every_request_once(outcome, unfinished_code="none")
+
+
+def test_a_stopping_worker_claims_nothing_and_says_how_far_a_batch_got(context: jobs.JobContext) -> None:
+    """A message taken in the worker's last poll before it exits is handed back untouched."""
+    stopping = dataclasses.replace(context, shutdown_requested=lambda: True)
+    batch_id = submit(context, staggered_lines())
+
+    with pytest.raises(jobs.JobInterrupted) as raised:
+        jobs.run_batch(batch_id, stopping)
+    assert raised.value.progress == "before validation"
+    batch = read_outcome(context, batch_id).batch
+    assert batch.status is BatchStatus.VALIDATING and batch.claimed_at is None
+
+    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert jobs.run_batch(batch_id, stopping) is BatchStatus.COMPLETED  # finished: nothing to hand back
+    assert jobs.run_batch("batch_unknown", stopping) is None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from celery.exceptions import Reject
+from celery.exceptions import Ignore
 
 from hybatch.models import BatchStatus
 from hybatch.settings import Settings
@@ -45,14 +46,41 @@ def test_task_runs_the_job(tasks, context: jobs.JobContext) -> None:
     assert tasks.run_batch("batch_unknown") is None
 
 
-def test_a_shutdown_puts_the_message_back(tasks, monkeypatch: pytest.MonkeyPatch) -> None:
+class _TaskConsumer:
+    """Stands in for kombu's consumer of the worker's queue."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_a_shutdown_stops_consuming_then_puts_the_batch_back(
+    tasks, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_consumer = _TaskConsumer()
+    monkeypatch.setattr(tasks._TaskConsumer, "consumer", None)  # put back after the test
+    tasks.keep_task_consumer(sender=SimpleNamespace(task_consumer=task_consumer))
+    published = []
+
     def interrupted(batch_id, context):
-        raise jobs.JobInterrupted("worker shutting down")
+        raise jobs.JobInterrupted(batch_id, finished_requests=37, total_requests=100)
+
+    def publish(args, queue):
+        assert task_consumer.cancelled, "published while still consuming: this worker would take it back"
+        published.append((args, queue))
 
     monkeypatch.setattr(jobs, "run_batch", interrupted)
-    with pytest.raises(Reject) as rejected:
+    monkeypatch.setattr(tasks.run_batch, "apply_async", publish)
+    with pytest.raises(Ignore):  # acknowledged without a result: no Reject, so no traceback in the log
         tasks.run_batch("batch_x")
-    assert rejected.value.requeue
+    assert published == [(["batch_x"], tasks.worker_context().settings.task_queue)]
+    [record] = [r for r in caplog.records if "batch_x" in r.getMessage()]
+    assert record.getMessage() == (
+        "the worker is stopping: batch batch_x put back on the queue at 37/100; it resumes on the next start"
+    )
+    assert record.exc_info is None
 
 
 def test_when_retries_run_out_the_batch_fails(tasks, context, monkeypatch: pytest.MonkeyPatch) -> None:
