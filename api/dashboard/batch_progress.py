@@ -1,7 +1,9 @@
 """A batch as the dashboard shows it: progress, tokens, cost so far, hit rate and an ETA.
 
 ``progress_of`` reads only; the page renders the result and the live-update endpoint sends the
-same fields, already formatted, so the browser only swaps text.
+same fields, already formatted, so the browser only swaps text. Progress is the share of requests
+*completed*; failed requests and requests that never ran (cancelled, expired, skipped) are counted
+beside it, never in it (``api.dashboard.request_outcomes``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.dashboard import formatting
+from api.dashboard.request_outcomes import RequestOutcomes, request_outcomes
 from billing.request_cost import batch_costs_so_far
 from hybatch.batches import CANCELLABLE
 from hybatch.models import Batch, BatchStatus
@@ -30,11 +33,19 @@ STATUS_LABELS = {
 }
 
 
+# Why a batch that ended without recording any request has no files.
+_ENDED_BEFORE_ANY_REQUEST = {
+    BatchStatus.FAILED: "the batch failed before any request ran (see Errors)",
+    BatchStatus.CANCELLED: "the batch was cancelled before any request ran",
+    BatchStatus.EXPIRED: "the batch expired before any request ran",
+    BatchStatus.COMPLETED: "the batch had no requests",
+}
+
+
 @dataclass(frozen=True)
 class BatchProgress:
     batch: Batch
-    finished_requests: int  # completed + failed
-    total_requests: int
+    outcomes: RequestOutcomes
     cost: Decimal
     currency: str | None
     eta: timedelta | None  # None when finished, not started, or nothing done yet
@@ -57,9 +68,68 @@ class BatchProgress:
 
     @property
     def percent_done(self) -> int:
-        if self.total_requests == 0:
-            return 100 if self.batch.status.is_terminal else 0
-        return int(100 * self.finished_requests / self.total_requests)
+        """Completed requests as a share of all (a batch with no requests shows an empty bar)."""
+        if self.outcomes.total == 0:
+            return 0
+        return int(100 * self.outcomes.completed / self.outcomes.total)
+
+    @property
+    def progress_text(self) -> str:
+        """``1 / 300`` (completed of total); words when the batch has no counted requests."""
+        if self.outcomes.total == 0:
+            return "none ran" if self.batch.status.is_terminal else "not counted yet"
+        return f"{formatting.integer(self.outcomes.completed)} / {formatting.integer(self.outcomes.total)}"
+
+    @property
+    def outcomes_text(self) -> str:
+        """The requests that did not complete, by outcome: ``299 cancelled``; empty when none."""
+        parts = [(self.outcomes.failed, "failed"), *self.outcomes.not_run_parts()]
+        return " · ".join(f"{formatting.integer(count)} {words}" for count, words in parts if count)
+
+    @property
+    def not_run_text(self) -> str:
+        """``299 cancelled``, or ``none`` when every request ran (or may still run)."""
+        parts = self.outcomes.not_run_parts()
+        return ", ".join(f"{formatting.integer(count)} {words}" for count, words in parts) or "none"
+
+    @property
+    def cache_lookups_are_billed_tokens(self) -> bool:
+        """Whether the engine's prefix-cache counters equal the batch's billed input tokens.
+
+        They differ when the engine started requests that did not complete (cancelled, expired,
+        failed: looked up, never billed) or ran requests again after a worker restart (looked up
+        twice, billed once): see ``worker.engine.scheduler`` (one lookup per admitted request)
+        and ``worker.batch_generation`` (counters summed per engine call).
+        """
+        cache = self.batch.cache_metrics or {}
+        return (
+            cache.get("lookup_tokens") == self.batch.input_tokens
+            and cache.get("hit_tokens") == self.batch.cached_input_tokens
+        )
+
+    @property
+    def ended_before_any_request(self) -> str | None:
+        """Why no request of an ended batch was recorded, in words; None if some were (or it runs)."""
+        outcomes = self.outcomes
+        if self.is_live or outcomes.completed + outcomes.failed + outcomes.not_run > 0:
+            return None
+        return _ENDED_BEFORE_ANY_REQUEST.get(self.batch.status, "no request was recorded")
+
+    @property
+    def files_note(self) -> str | None:
+        """Why the batch's file list lacks an output or error file, in words; None when it has both."""
+        batch = self.batch
+        if self.is_live:
+            return "Output and error files appear here when the batch finishes."
+        if batch.output_file_id is None and batch.error_file_id is None:
+            if self.ended_before_any_request is not None:
+                return f"This batch produced no output or error file: {self.ended_before_any_request}."
+            return "No output or error file is stored for this batch."
+        if batch.output_file_id is None:
+            return "No output file: none of this batch's requests completed (the error file says why, line by line)."
+        if batch.error_file_id is None:
+            return "No error file: no request failed."
+        return None
 
     @property
     def total_tokens(self) -> int:
@@ -81,9 +151,10 @@ class BatchProgress:
             "percent": self.percent_done,
             "text": {
                 "status": self.status_label,
-                "progress": f"{formatting.integer(self.finished_requests)} / "
-                f"{formatting.integer(self.total_requests)}",
-                "failed": formatting.integer(self.batch.failed_requests),
+                "progress": self.progress_text,
+                "outcomes": self.outcomes_text,
+                "failed": formatting.integer(self.outcomes.failed),
+                "not_run": self.not_run_text,
                 "tokens": formatting.integer(self.total_tokens),
                 "cost": formatting.money(self.cost, self.currency),
                 "hit_rate": formatting.percent(self.hit_rate),
@@ -92,12 +163,12 @@ class BatchProgress:
         }
 
 
-def _eta(batch: Batch, finished: int, now: datetime) -> timedelta | None:
-    if batch.status != BatchStatus.IN_PROGRESS or batch.in_progress_at is None or finished == 0:
+def _eta(batch: Batch, outcomes: RequestOutcomes, now: datetime) -> timedelta | None:
+    answered = outcomes.completed + outcomes.failed
+    if batch.status != BatchStatus.IN_PROGRESS or batch.in_progress_at is None or answered == 0:
         return None
     elapsed = now - batch.in_progress_at
-    remaining = max(batch.total_requests - finished, 0)
-    return elapsed * remaining / finished
+    return elapsed * outcomes.pending / answered
 
 
 def progress_of(session: Session, batch: Batch, now: datetime) -> BatchProgress:
@@ -106,20 +177,19 @@ def progress_of(session: Session, batch: Batch, now: datetime) -> BatchProgress:
 
 
 def progress_of_all(session: Session, batches: list[Batch], now: datetime) -> list[BatchProgress]:
-    """``progress_of`` each of ``batches``, reading their costs in one query."""
+    """``progress_of`` each of ``batches``, reading their costs in one query and their outcomes in another."""
     costs = batch_costs_so_far(session, [batch.id for batch in batches])
+    outcomes = request_outcomes(session, batches)
     progress = []
     for batch in batches:
-        finished = batch.completed_requests + batch.failed_requests
         cost = costs[batch.id]
         progress.append(
             BatchProgress(
                 batch=batch,
-                finished_requests=finished,
-                total_requests=batch.total_requests,
+                outcomes=outcomes[batch.id],
                 cost=cost.amount,
                 currency=cost.currency,
-                eta=_eta(batch, finished, now),
+                eta=_eta(batch, outcomes[batch.id], now),
             )
         )
     return progress
