@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.dashboard.deps import DeveloperDep
 from api.dashboard.pages import render
-from api.dashboard.price_view import price_bands
+from api.dashboard.price_view import line_labels, price_bands
 from api.deps import SessionDep
 from api.downloads import ExportFormat, export_download
 from billing import invoices
 from billing.periods import Period
-from billing.price_sheet import price_sheet
+from billing.price_sheet import price_sheet, schedule_versions
 from billing.schedule import TokenClass
 from billing.schedules import NoScheduleInEffectError
-from billing.upcoming_invoice import upcoming_invoice
+from billing.upcoming_invoice import upcoming_invoices
 from hybatch.errors import HybatchError
-from hybatch.models import utc_now
+from hybatch.models import BillingPeriodClose, utc_now
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -28,23 +30,34 @@ TOKEN_CLASS_LABELS = {
 }
 
 
+def _closed_months(db: Session) -> set[str]:
+    """Months closed into invoices (``YYYY-MM``): only their usage can arrive late."""
+    return set(db.scalars(sa.select(BillingPeriodClose.period)))
+
+
 @router.get("/invoices")
 def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTMLResponse:
     now = utc_now()
     try:
-        sheet = price_sheet(db, viewer.account_id, now)
+        sheet = price_sheet(db, viewer.account_id, now, served_model=request.app.state.settings.model_name)
     except NoScheduleInEffectError:
         sheet = None
     try:
-        upcoming, upcoming_problem = upcoming_invoice(db, viewer.account_id, now), None
+        *ended, upcoming = upcoming_invoices(db, viewer.account_id, now)
+        upcoming_problem = None
     except HybatchError as error:  # unpriced usage, no schedule, mixed currencies: the close would fail too
-        upcoming, upcoming_problem = None, error.message
+        ended, upcoming, upcoming_problem = [], None, error.message
+    previews = [*ended, upcoming] if upcoming is not None else []
+    versions = schedule_versions(db, {line.price_version for preview in previews for line in preview.lines})
     return render(
         request,
         "invoices.html",
         viewer,
         active="invoices",
         upcoming=upcoming,
+        ended=ended,
+        labels={preview.period: line_labels(versions, preview.lines) for preview in previews},
+        closed_months=_closed_months(db),
         upcoming_problem=upcoming_problem,
         period=Period.containing(now),
         past=invoices.list_invoices(db, viewer.account_id),
@@ -58,13 +71,17 @@ def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTM
 @router.get("/invoices/{invoice_id}")
 def invoice_page(request: Request, viewer: DeveloperDep, db: SessionDep, invoice_id: str) -> HTMLResponse:
     invoice = invoices.get_invoice(db, viewer.account_id, invoice_id)
+    lines = invoices.invoice_lines(db, invoice.id)
+    versions = schedule_versions(db, {line.price_version for line in lines})
     return render(
         request,
         "invoice.html",
         viewer,
         active="invoices",
         invoice=invoice,
-        lines=invoices.invoice_lines(db, invoice.id),
+        lines=lines,
+        labels=line_labels(versions, lines),
+        closed_months=_closed_months(db),
     )
 
 

@@ -2,17 +2,40 @@
 one column per token class (cache-hit input, cache-miss input, output).
 
 Token classes may have different tier boundaries; rows then split at every boundary of any
-class, so each cell is the exact price of that class for that band.
+class, so each cell is the exact price of that class for that band. Invoice lines name their
+context tier and price tier by the schedule's ids (``upto_256k``, tier 2); ``line_labels`` writes
+them in the price table's words ("up to 262,144 tokens", "over 1B"), from the same functions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import groupby
+from typing import Protocol
 
-from billing.price_sheet import PriceRow, PriceSheet
-from billing.schedule import TokenClass
+from api.dashboard import formatting
+from billing.price_sheet import PriceRow, PriceSheet, prompt_bounds, tier_rows
+from billing.schedule import ScheduleVersion, TokenClass, UnpricedModelError
+
+
+def prompt_length_label(above: int, up_to: int | None) -> str:
+    """Prompts of ``(above, up_to]`` tokens: ``up to 262,144 tokens``, ``over 262,144 tokens``."""
+    if up_to is None:
+        return f"over {formatting.integer(above)} tokens"
+    if above == 0:
+        return f"up to {formatting.integer(up_to)} tokens"
+    return f"{formatting.integer(above + 1)}–{formatting.integer(up_to)} tokens"
+
+
+def monthly_tokens_label(first_token: int, up_to: int | None) -> str:
+    """The month's tokens ``first_token .. up_to`` (1-based, inclusive): ``first 1B``, ``over 1B``."""
+    if up_to is None:
+        return "any" if first_token == 1 else f"over {formatting.compact(first_token - 1)}"
+    if first_token == 1:
+        return f"first {formatting.compact(up_to)}"
+    return f"{formatting.compact(first_token)}–{formatting.compact(up_to)}"
 
 
 @dataclass(frozen=True)
@@ -25,6 +48,15 @@ class PriceBand:
     up_to: int | None
     modes: tuple[str, ...]  # distinct tier modes of the row's classes
     prices: dict[TokenClass, Decimal]  # per 1M tokens
+    is_served: bool  # the entry that prices the model this service runs
+
+    @property
+    def prompt_length(self) -> str:
+        return prompt_length_label(self.prompt_tokens_above, self.prompt_tokens_up_to)
+
+    @property
+    def monthly_tokens(self) -> str:
+        return monthly_tokens_label(self.first_token, self.up_to)
 
 
 def _price_for(row: PriceRow, token: int) -> Decimal:
@@ -52,6 +84,48 @@ def price_bands(sheet: PriceSheet) -> list[PriceBand]:
                     up_to=up_to,
                     modes=tuple(dict.fromkeys(row.mode.value for row in rows)),
                     prices={row.token_class: _price_for(row, first_token) for row in rows},
+                    is_served=model == sheet.served_by,
                 )
             )
     return bands
+
+
+class InvoiceLineLike(Protocol):
+    """What ``line_labels`` reads of a stored ``InvoiceLine`` or an ``InvoiceLineDraft``."""
+
+    line_number: int
+    price_version: str
+    model: str
+    token_class: str
+    context_tier: str
+    price_tier: int
+
+
+@dataclass(frozen=True)
+class LineLabels:
+    prompt_length: str  # as the price table's "Prompt length"
+    monthly_tokens: str  # the price tier, as the price table's "Monthly tokens"
+
+
+def line_labels(
+    versions: dict[str, ScheduleVersion], lines: Iterable[InvoiceLineLike]
+) -> dict[int, LineLabels]:
+    """Each line's context tier and price tier in the price table's words, by line number.
+
+    A line whose version is not loaded (or no longer names the tier) keeps the schedule's ids.
+    """
+    labels = {}
+    for line in lines:
+        version = versions.get(line.price_version)
+        try:
+            if version is None:
+                raise KeyError(line.price_version)
+            tiers = tier_rows(version, line.model, line.context_tier, TokenClass(line.token_class))
+            tier = tiers[line.price_tier - 1]
+            labels[line.line_number] = LineLabels(
+                prompt_length_label(*prompt_bounds(version, line.context_tier)),
+                monthly_tokens_label(tier.first_token, tier.up_to),
+            )
+        except (KeyError, IndexError, ValueError, UnpricedModelError):
+            labels[line.line_number] = LineLabels(line.context_tier, f"tier {line.price_tier}")
+    return labels
