@@ -113,25 +113,39 @@ def _moment(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# The dashboard's usage ranges that a sample of this many days fills exactly (api.dashboard.ranges).
+_USAGE_VIEWS = {1: "Today", 7: "Last 7 days", 30: "Last 30 days"}
+
+
+def sample_span(now: datetime, days: int) -> tuple[datetime, datetime]:
+    """``[start, now)`` of the last ``days`` days as the dashboard's "Last N days" counts them (UTC):
+    today so far and the ``days - 1`` whole days before it, so the view shows every sample request."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days - 1), now
+
+
 def sample_account(settings: Settings, name: str, num_requests: int, days: int) -> list[str]:
     """Create the new account ``name`` with ``num_requests`` sample requests over the last ``days``
-    days (``billing.sample_ledger``), to try the dashboard; refuses an existing account."""
+    days (``sample_span``; ``billing.sample_ledger``), to try the dashboard; refuses an existing account."""
     if num_requests < 1 or days < 1:
         raise InvalidRequestError("--requests and --days must be at least 1")
-    now = datetime.now(UTC)
+    start, end = sample_span(datetime.now(UTC), days)
     with unit_of_work(_session_factory(settings)) as session:
         accounts.create_account(session, name)  # ConflictError for an existing account
         ledger = write_sample_ledger(
             session,
             account_name=name,
             num_requests=num_requests,
-            start=now - timedelta(days=days),
-            end=now - timedelta(minutes=1),
+            start=start,
+            end=end,
             models=(settings.model_name,),
             num_keys=1,
         )
+    view = _USAGE_VIEWS.get(days)
     return [
-        f"created account {name} with {ledger.num_requests:,} sample requests in {len(ledger.batch_ids)} batches",
+        f"created account {name} with {ledger.num_requests:,} sample requests in {len(ledger.batch_ids)} batches "
+        f"from {start:%Y-%m-%d %H:%M} UTC to now"
+        + (f" (the dashboard's “{view}” shows all of them today)" if view else ""),
         "its API key (shown once) — sign in to /dashboard with it:",
         f"    {ledger.api_key_secrets[0]}",
     ]
