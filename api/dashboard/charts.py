@@ -35,6 +35,7 @@ PLOT_BOTTOM_PX = 28
 PLOT_RIGHT_PX = 16
 PLOT_LEFT_MIN_PX = 64
 LEGEND_Y_PX = 14
+LEGEND_MARGIN_PX = 4  # least space between the legend and the chart's edges
 BAR_FILL = 0.7  # fraction of a label's slot its bar covers
 FONT_PX = 11
 CHAR_PX = 6.6  # estimated advance of one character at FONT_PX, for fitting labels
@@ -114,7 +115,7 @@ def stacked_bar_chart(
         groups.append(_tag("g", _join(rects), class_=f"chart-series-{index}"))
         totals.append(f"{one.name} {format_value(sum((v for v in column if v is not None), Decimal(0)))}")
     desc = f"{_label_range(labels)}. Totals: {'; '.join(totals)}."
-    body = axes + _join(groups) + _legend(series, plot.left)
+    body = axes + _join(groups) + _legend(series, plot.left, width)
     return _svg(chart_id, title, desc, width, height, body)
 
 
@@ -164,7 +165,7 @@ def line_chart(
         span = f"from {format_value(min(values))} to {format_value(max(values))}" if values else "no data"
         ranges.append(f"{one.name} {span}")
     desc = f"{_label_range(labels)}. {'; '.join(ranges)}."
-    body = axes + _join(parts) + _legend(series, plot.left)
+    body = axes + _join(parts) + _legend(series, plot.left, width)
     return _svg(chart_id, title, desc, width, height, body)
 
 
@@ -247,8 +248,11 @@ def _thinned_indices(num_labels: int, slot_px: float, min_spacing_px: float) -> 
     return [round(i * (num_labels - 1) / (count - 1)) for i in range(count)]
 
 
-def _legend(series: Sequence[Series], left: float) -> Markup:
-    items, x = [], left
+def _legend(series: Sequence[Series], left: float, width: int) -> Markup:
+    """Swatch and name per series, from the plot's left edge; further left when that would run past
+    the right edge (a narrow chart), never past the left one."""
+    legend_px = sum(14 + len(one.name) * CHAR_PX + 16 for one in series) - 16
+    items, x = [], max(LEGEND_MARGIN_PX, min(left, width - LEGEND_MARGIN_PX - legend_px))
     for index, one in enumerate(series):
         items.append(
             _tag("rect", class_=f"chart-series-{index}", x=x, y=LEGEND_Y_PX - 5, width=10, height=10)

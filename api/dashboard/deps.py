@@ -82,6 +82,20 @@ def get_viewer(request: Request, db: SessionDep, codec: CodecDep) -> Viewer:
 ViewerDep = Annotated[Viewer, Depends(get_viewer)]
 
 
+def viewer_if_signed_in(request: Request) -> Viewer | None:
+    """The signed-in viewer of a request no dependency has checked (an error page), else None.
+
+    Opens a session of its own; the same checks as ``ViewerDep`` (signature, expiry, key not revoked).
+    """
+    with request.app.state.session_factory() as db:
+        try:
+            return get_viewer(request, db, get_codec(request))
+        except SignInRequired:
+            return None
+        except sa.exc.SQLAlchemyError:  # the error page must render when the database is what failed
+            return None
+
+
 @dataclass(frozen=True)
 class Developer(Viewer):
     """A developer's session: always names its account."""

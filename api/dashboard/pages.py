@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api.dashboard import formatting
-from api.dashboard.deps import Viewer
+from api.dashboard.deps import Viewer, viewer_if_signed_in
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -42,8 +42,12 @@ def render(
 
 
 def render_page_error(request: Request, status_code: int, message: str) -> Response:
-    """The dashboard's error page (JSON for its ``.json`` endpoints); registered on the app."""
+    """The dashboard's error page (JSON for its ``.json`` endpoints); registered on the app.
+
+    A signed-in viewer keeps the navigation (the page is rendered for them, as any other page).
+    """
     if request.url.path.endswith(".json"):
         return JSONResponse({"error": {"message": message}}, status_code=status_code)
     title = ERROR_TITLES.get(status_code, "Something went wrong")
-    return render(request, "error.html", None, status_code=status_code, title=title, message=message)
+    viewer = viewer_if_signed_in(request)
+    return render(request, "error.html", viewer, status_code=status_code, title=title, message=message)

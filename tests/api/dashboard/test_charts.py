@@ -272,3 +272,15 @@ def test_mismatched_lengths_and_negative_values_are_all_reported():
         bars(["a", "b"], Series("Short", (1,)), Series("Negative", (1, -2)))
     assert "'Short' has 1 values for 2 labels" in str(raised.value)
     assert "'Negative'" in str(raised.value)
+
+
+def test_a_narrow_chart_keeps_its_legend_inside():
+    names = ("Cache-hit input", "Cache-miss input", "Output")
+    root = bars(["a", "b"], *(Series(name, (1, 2)) for name in names), width=340)
+    legend = group(root, "chart-legend")
+    texts = list(legend.iter(NS + "text"))
+    swatches = list(legend.iter(NS + "rect"))
+    assert float(swatches[0].get("x")) >= 0
+    assert float(texts[-1].get("x")) + len(texts[-1].text) * CHAR_PX <= 340
+    wide = group(bars(["a", "b"], *(Series(name, (1, 2)) for name in names)), "chart-legend")
+    assert float(next(wide.iter(NS + "rect")).get("x")) == PLOT_LEFT_MIN_PX  # wide: from the plot's edge
