@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -71,6 +70,7 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
 
 def _seed(data_dir: Path, num_requests: int):
     from api.app import create_app
+    from billing.commands import sample_span
     from billing.sample_ledger import write_sample_ledger
     from hybatch.db import make_engine, make_session_factory, unit_of_work
     from hybatch.migrate import upgrade_to_head
@@ -80,14 +80,14 @@ def _seed(data_dir: Path, num_requests: int):
     settings = Settings(data_dir=data_dir)
     upgrade_to_head(settings.database_url)
     engine = make_engine(settings.database_url)
-    now = utc_now()
+    start, end = sample_span(utc_now(), 30)  # exactly the "Last 30 days" view: it shows every request
     with unit_of_work(make_session_factory(engine)) as session:
         ledger = write_sample_ledger(
             session,
             account_name="bench",
             num_requests=num_requests,
-            start=now - timedelta(days=29, hours=23),
-            end=now - timedelta(minutes=1),
+            start=start,
+            end=end,
             models=(settings.model_name, "mimo-v2.5-pro"),
         )
     engine.dispose()
