@@ -275,6 +275,23 @@ def worker(
 
 
 @app.command()
+def beat(
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
+) -> None:
+    """Run Celery beat: it queues the monthly close (billing.close_previous_month) every hour. Run one."""
+    settings = Settings()
+    celery_app = _load_celery_app()
+    celery_app.start(
+        [
+            "beat",
+            # When each entry last ran; losing it with a new container only shifts the hourly runs.
+            f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
+            f"--loglevel={loglevel}",
+        ]
+    )
+
+
+@app.command()
 def up(
     with_worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="also start one worker process")

@@ -190,3 +190,26 @@ def test_bench_name_help_is_the_benchmarks_own_with_every_option_explained(
     options = [action for action in parser._actions if action.option_strings]
     unexplained = [action.option_strings[0] for action in options if not action.help]
     assert not unexplained, f"hybatch bench {name}: options without help text: {unexplained}"
+
+
+def test_beat_runs_celery_beat_of_the_worker_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`hybatch beat` is what docker-compose's beat service runs: it queues the monthly close."""
+    started: list[list[str]] = []
+
+    class CeleryApp:
+        def start(self, argv: list[str]) -> None:
+            started.append(argv)
+
+    monkeypatch.setenv("HYBATCH_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setattr(cli, "_load_celery_app", CeleryApp)
+    result = runner.invoke(cli.app, ["beat", "--loglevel", "warning"])
+    assert result.exit_code == 0, result.output
+    assert started == [
+        ["beat", f"--schedule={tmp_path / 'var' / 'celerybeat-schedule'}", "--loglevel=warning"]
+    ]
+
+
+def test_beat_without_celery_app_explains(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "CELERY_APP_MODULE", "worker.no_such_module")
+    result = runner.invoke(cli.app, ["beat"])
+    assert result.exit_code == 1 and "no Celery worker" in result.output
