@@ -1,8 +1,19 @@
-"""Shared fixtures: service URLs for Postgres and Redis.
+"""Shared fixtures: service URLs for Postgres and Redis, a clean environment, a pinnable clock.
 
 Tests that need a server are marked ``postgres`` or ``redis``. They skip when the server
 cannot be reached, unless ``HYBATCH_REQUIRE_SERVICES=1`` (set by ``.ci/run``), in which
 case an unreachable server fails them.
+
+Every test starts without the developer's own ``HYBATCH_*`` settings (an exported ``HYBATCH_PORT``
+must not change what a test sees, nor reach a process a test starts); only the test harness's
+variables below stay.
+
+``--clock=2027-03-01T00:20:00Z`` (or ``HYBATCH_TEST_CLOCK``) runs every test with the clock pinned
+there by time-machine, ticking on from the pin: ``datetime.now``, ``time.time`` and everything built
+on them (``hybatch.models.utc_now``, SQLAlchemy's ``default=utc_now``), in threads too, but not
+``time.monotonic``, the database server's clock (no column takes a server-side default) or another
+process. Tests whose data or answers depend on the date are marked ``dated``; ``make test-clocks``
+runs them pinned at the first hour of a month, the last hour of a month and on 29 February.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +36,80 @@ if TYPE_CHECKING:
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The test harness's own HYBATCH_* variables; every other one is a service setting and is cleared.
+HARNESS_VARIABLES = frozenset(
+    {
+        "HYBATCH_TEST_POSTGRES_URL",
+        "HYBATCH_TEST_REDIS_URL",
+        "HYBATCH_REQUIRE_SERVICES",
+        "HYBATCH_TEST_CLOCK",
+        "HYBATCH_TEST_ARTIFACTS",
+    }
+)
+_CLOCK_PIN = pytest.StashKey["datetime | None"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--clock",
+        metavar="ISO8601",
+        default=os.environ.get("HYBATCH_TEST_CLOCK") or None,
+        help="run every test with the clock pinned at this moment with a UTC offset, ticking on from "
+        "there (e.g. 2027-03-01T00:20:00Z); default $HYBATCH_TEST_CLOCK",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_CLOCK_PIN] = _clock_pin(config.getoption("clock"))
+    # From here on, so that modules imported while collecting (worker.celery_app reads the settings)
+    # and session fixtures (a shared checkpoint, a migrated schema) do not see them either.
+    environment = pytest.MonkeyPatch()
+    _clear_service_settings(environment)
+    config.add_cleanup(environment.undo)
+
+
+def _clock_pin(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        pin = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise pytest.UsageError(f"--clock {text!r} is not an ISO 8601 date-time") from error
+    if pin.tzinfo is None:
+        raise pytest.UsageError(f"--clock {text!r} needs a UTC offset, e.g. {text}Z")
+    return pin
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    pin = config.stash[_CLOCK_PIN]
+    return f"clock: pinned at {pin.isoformat()}, ticking" if pin else None
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock(request: pytest.FixtureRequest) -> Iterator[datetime | None]:
+    """The moment ``--clock`` pins this test's clock at (from before its function-scoped fixtures
+    run), or None on the real clock. Session- and module-scoped fixtures run on the real clock."""
+    pin = request.config.stash[_CLOCK_PIN]
+    if pin is None:
+        yield None
+        return
+    import time_machine
+
+    with time_machine.travel(pin, tick=True):
+        yield pin
+
+
+def _clear_service_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("HYBATCH_") and name not in HARNESS_VARIABLES:
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def no_service_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clears every ``HYBATCH_*`` setting but the harness's, also any an earlier test left behind;
+    a test sets what it needs with ``monkeypatch.setenv``, and subprocesses inherit the result."""
+    _clear_service_settings(monkeypatch)
 
 
 def _services_required() -> bool:

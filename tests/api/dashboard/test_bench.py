@@ -10,7 +10,7 @@ import pytest
 
 from api.dashboard import bench
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.dated]  # seeds the 30 days before now
 
 
 def test_bench_prints_every_range_and_saves_a_screenshot(

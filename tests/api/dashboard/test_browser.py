@@ -22,10 +22,10 @@ from api.dashboard.bench import CHROMIUM, CHROMIUM_ARGS, serve_in_thread
 from hybatch.db import make_engine
 from hybatch.models import Batch
 from hybatch.settings import REPO_ROOT, Settings
-from tests.api.dashboard.test_pages import api_totals
+from tests.api.dashboard.test_pages import api_buckets, summed, token_bars
 from tests.api.dashboard.world import World
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.dated]
 
 ARTIFACTS = Path(os.environ.get("HYBATCH_TEST_ARTIFACTS", REPO_ROOT / "var" / "test-artifacts")) / "dashboard"
 
@@ -102,7 +102,8 @@ def test_usage_page_numbers_equal_the_api_and_charts_render(page, server: str, w
     caption = page.locator("#range-caption")
     start, end = int(caption.get_attribute("data-start")), int(caption.get_attribute("data-end"))
     with httpx.Client(base_url=server) as api:
-        expected = api_totals(api, world.alice_secret, start, end, "1d")
+        buckets = api_buckets(api, world.alice_secret, start, end, "1d")
+    expected = summed(buckets)
     shown = {
         name: page.locator(f'[data-metric="{name}"]').inner_text()
         for name in ("requests", "cache_hit_input_tokens", "cache_miss_input_tokens", "output_tokens", "cost")
@@ -117,14 +118,16 @@ def test_usage_page_numbers_equal_the_api_and_charts_render(page, server: str, w
         chart = page.locator(f"svg#{chart_id}")
         box = chart.bounding_box()
         assert box is not None and box["width"] > 300 and box["height"] > 80
-    assert page.locator("svg#chart-tokens rect[height]").count() >= 3 * 3  # three classes, several days
+    assert page.locator("svg#chart-tokens rect > title").count() == token_bars(buckets) >= 3  # with tooltips
     bar = page.locator("svg#chart-tokens g.chart-series-0 rect").first.bounding_box()
     assert bar is not None and bar["height"] > 0
     assert page.locator("svg#chart-hit-rate path.chart-line").count() == 1
     screenshot(page, "usage-1280")
 
 
-def test_breakdown_sorts_by_clicking_a_heading(page) -> None:
+def test_breakdown_sorts_by_clicking_a_heading(page, server: str) -> None:
+    # This month: alice's three batches on any day (the default 30 days reach into last month early on).
+    page.goto(f"{server}/dashboard?range=month")
     table = page.locator("#by-batch")
     table.get_by_role("button", name="Requests").click()
     assert table.locator("th", has_text="Requests").get_attribute("aria-sort") == "ascending"

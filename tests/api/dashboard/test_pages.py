@@ -8,6 +8,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from html.parser import HTMLParser
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.dashboard import formatting
@@ -16,6 +17,8 @@ from api.dashboard.session import COOKIE_NAME
 from tests.api.dashboard.conftest import form_token
 from tests.api.dashboard.world import ADMIN_KEY, World
 from tests.api.helpers import bearer
+
+pytestmark = pytest.mark.dated  # the world is built at now: this month, the closed one, the last 7 days
 
 
 class _Metrics(HTMLParser):
@@ -40,9 +43,14 @@ def page_metrics(html: str) -> _Metrics:
     return parser
 
 
-def api_totals(client: TestClient, secret: str, start: int, end: int, width: str) -> dict[str, Decimal]:
-    """Sums over every bucket of ``GET /v1/usage`` for the range (following next_page)."""
-    totals = dict.fromkeys(["requests", "hit", "miss", "output", "cost"], Decimal(0))
+TOTALS = ("requests", "hit", "miss", "output", "cost")
+
+
+def api_buckets(
+    client: TestClient, secret: str, start: int, end: int, width: str
+) -> list[dict[str, Decimal]]:
+    """Each bucket of ``GET /v1/usage`` for the range (following next_page), summed over its results."""
+    buckets = []
     page = None
     while True:
         params = {
@@ -55,15 +63,32 @@ def api_totals(client: TestClient, secret: str, start: int, end: int, width: str
             params["page"] = page
         body = client.get("/v1/usage", params=params, headers=bearer(secret)).json()
         for bucket in body["data"]:
+            totals = dict.fromkeys(TOTALS, Decimal(0))
             for result in bucket["results"]:
                 totals["requests"] += result["num_model_requests"]
                 totals["hit"] += result["cache_hit_input_tokens"]
                 totals["miss"] += result["cache_miss_input_tokens"]
                 totals["output"] += result["output_tokens"]
                 totals["cost"] += Decimal(result["amount"]["value"])
+            buckets.append(totals)
         page = body["next_page"]
         if not body["has_more"]:
-            return totals
+            return buckets
+
+
+def summed(buckets: list[dict[str, Decimal]]) -> dict[str, Decimal]:
+    return {name: sum((bucket[name] for bucket in buckets), Decimal(0)) for name in TOTALS}
+
+
+def api_totals(client: TestClient, secret: str, start: int, end: int, width: str) -> dict[str, Decimal]:
+    """Sums over every bucket of ``GET /v1/usage`` for the range."""
+    return summed(api_buckets(client, secret, start, end, width))
+
+
+def token_bars(buckets: list[dict[str, Decimal]]) -> int:
+    """The bars the tokens chart draws for these buckets: one per bucket and token class with tokens
+    (how many days that spans depends on the day: in a month's first hour, one)."""
+    return sum(1 for bucket in buckets for name in ("hit", "miss", "output") if bucket[name])
 
 
 def test_pages_redirect_to_sign_in_and_back(browser_client: TestClient, world: World) -> None:
@@ -185,10 +210,17 @@ def test_usage_numbers_equal_the_usage_api(sign_in: Callable[[str], TestClient],
 def test_usage_page_draws_three_charts_and_breakdowns(
     sign_in: Callable[[str], TestClient], world: World
 ) -> None:
-    page = sign_in(world.alice_secret).get("/dashboard?range=7d").text
+    client = sign_in(world.alice_secret)
+    page = client.get("/dashboard?range=7d").text
     for chart_id in ("chart-tokens", "chart-cost", "chart-hit-rate"):
         assert f'id="{chart_id}"' in page
-    assert page.count("<rect") > 10 and "<path" in page
+    caption = page_metrics(page).caption
+    buckets = api_buckets(
+        client, world.alice_secret, int(caption["data-start"]), int(caption["data-end"]), "1d"
+    )
+    tokens_chart = re.search(r'<svg[^>]* id="chart-tokens".*?</svg>', page, re.S).group(0)
+    bars = re.findall(r"<rect [^>]*><title>", tokens_chart)  # legend swatches have no tooltip
+    assert len(bars) == token_bars(buckets) >= 3 and "<path" in page
     for table in ("by-api-key", "by-model", "by-batch"):
         assert f'id="{table}"' in page
     assert "mimo-v2.5-pro" in page and "tiny-test" in page

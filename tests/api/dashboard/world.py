@@ -1,5 +1,15 @@
 """A seeded world for dashboard tests: two accounts with a month of history, a closed previous
 period with invoices, a running batch with stored files, and an operator key.
+
+Every usage record lies in the month of ``now`` or in the closed month before it, whatever the day
+``now`` falls on (tests/api/dashboard/test_world.py checks this at the edges of months):
+
+    previous month, closed and invoiced             current month
+    [start+3d, start+5d) alice 60                   [now - recent, now): alice 120, bob 30
+    [start+3d, start+4d) bob 20                     recent = min(RECENT, now - current.start)
+
+so the last 7 days hold exactly the current month's usage, and a world built in the first minutes
+of a month still has some (squeezed into those minutes) instead of spilling into the closed month.
 """
 
 from __future__ import annotations
@@ -18,11 +28,14 @@ from hybatch.storage import FileStorage
 
 ADMIN_KEY = "hb-admin-test-key-0123456789abcdef"
 MODELS = ("tiny-test", "mimo-v2.5-pro")
+# How far back the current month's usage reaches when the month is old enough.
+RECENT = timedelta(days=2, hours=5)
 
 
 @dataclass(frozen=True)
 class World:
     now: datetime
+    current_period: Period
     alice_secret: str
     alice_account_id: str
     alice_running_batch_id: str
@@ -74,7 +87,10 @@ def _running_batch(
 
 
 def build_world(session_factory: sessionmaker[Session], storage: FileStorage, now: datetime) -> World:
-    previous = Period.containing(now).previous()
+    """Writes the world as it stands at ``now`` (aware); needs ``now`` past its month's start."""
+    current = Period.containing(now)
+    previous = current.previous()
+    recent = min(RECENT, now - current.start)
     with unit_of_work(session_factory) as session:
         old = write_sample_ledger(
             session,
@@ -101,8 +117,8 @@ def build_world(session_factory: sessionmaker[Session], storage: FileStorage, no
             session,
             account_name="alice",
             num_requests=120,
-            start=now - timedelta(days=2, hours=5),
-            end=now - timedelta(minutes=30),
+            start=now - recent,
+            end=now - recent / 100,
             models=MODELS,
             requests_per_batch=40,
             seed=3,
@@ -111,8 +127,8 @@ def build_world(session_factory: sessionmaker[Session], storage: FileStorage, no
             session,
             account_name="bob",
             num_requests=30,
-            start=now - timedelta(days=1),
-            end=now - timedelta(hours=1),
+            start=now - recent / 2,
+            end=now - recent / 50,
             requests_per_batch=30,
             seed=4,
         )
@@ -146,6 +162,7 @@ def build_world(session_factory: sessionmaker[Session], storage: FileStorage, no
         running = _running_batch(session, storage, alice.account_id, alice_batch.api_key_id, now)
         return World(
             now=now,
+            current_period=current,
             alice_secret=old.api_key_secrets[0],
             alice_account_id=alice.account_id,
             alice_running_batch_id=running.id,
