@@ -15,7 +15,7 @@ TEST_STAMP := $(VENV)/.hybatch-installed-dev
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install install-dev browser run test lint format clean-var
+.PHONY: install install-dev browser test-clocks run test lint format clean-var
 
 install: $(RUN_STAMP)
 
@@ -47,6 +47,12 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
+
+# The date-dependent tests again, with the clock pinned at the first hour of a month, the last hour
+# of a month and on 29 February (tests/conftest.py: --clock).
+CLOCK_PINS := 2027-03-01T00:20:00Z 2027-01-31T23:40:00Z 2028-02-29T12:00:00Z
+test-clocks: $(TEST_STAMP) browser
+	set -e; for pin in $(CLOCK_PINS); do $(BIN)/python -m pytest -q -m dated --clock=$$pin; done
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

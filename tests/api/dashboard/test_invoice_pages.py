@@ -23,6 +23,8 @@ from hybatch.models import Batch, UsageRecord, utc_now
 from hybatch.settings import Settings
 from tests.api.dashboard.world import World
 
+pytestmark = pytest.mark.dated  # builds its data relative to now
+
 
 @dataclass(frozen=True)
 class Carol:

@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from billing.commands import sample_account, sample_span
 from hybatch.settings import Settings
 
+pytestmark = pytest.mark.dated  # builds its data relative to now
+
 
 def _requests_shown(client: TestClient, query: str) -> int:
     page = client.get(f"/dashboard?{query}").text

@@ -21,6 +21,8 @@ from hybatch.models import Account, UsageRecord, utc_now
 from hybatch.storage import LocalFileStorage
 from tests.api.dashboard.world import World, build_world
 
+pytestmark = pytest.mark.dated  # builds its data relative to now
+
 EDGES_OF_MONTHS = [
     "2027-03-01T00:20:00+00:00",  # the first hour of a month, after a 28-day February
     "2028-03-01T00:01:00+00:00",  # the first minute of a month, after a 29-day February
