@@ -7,13 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from hybatch.db import make_engine, make_session_factory
-from hybatch.models import utc_now
+from hybatch.db import make_engine, make_session_factory, unit_of_work
+from hybatch.models import ApiKey, utc_now
 from hybatch.settings import Settings
 from hybatch.storage import LocalFileStorage
+from tests.api.dashboard.batch_states import BatchStates, add_batch_states
 from tests.api.dashboard.world import ADMIN_KEY, World, build_world
 from tests.api.helpers import SERVED_MODEL
 
@@ -33,6 +35,24 @@ def world(settings: Settings) -> Iterator[World]:
     engine = make_engine(settings.database_url)
     yield build_world(make_session_factory(engine), LocalFileStorage(settings.files_dir), utc_now())
     engine.dispose()
+
+
+@pytest.fixture
+def states(settings: Settings, world: World) -> BatchStates:
+    """Alice's batches in every end state (``batch_states``), beside the world's."""
+    engine = make_engine(settings.database_url)
+    with unit_of_work(make_session_factory(engine)) as session:
+        key_id = session.scalar(sa.select(ApiKey.id).where(ApiKey.account_id == world.alice_account_id))
+        made = add_batch_states(
+            session,
+            LocalFileStorage(settings.files_dir),
+            world.alice_account_id,
+            key_id,
+            "tiny-test",
+            utc_now(),
+        )
+    engine.dispose()
+    return made
 
 
 @pytest.fixture

@@ -6,34 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from hybatch.db import make_engine, make_session_factory, unit_of_work
-from hybatch.models import ApiKey, Batch, utc_now
+from hybatch.db import make_engine
+from hybatch.models import Batch
 from hybatch.settings import Settings
-from hybatch.storage import LocalFileStorage
-from tests.api.dashboard.batch_states import BatchStates, add_batch_states
+from tests.api.dashboard.batch_states import BatchStates
 from tests.api.dashboard.world import World
-
-
-@pytest.fixture
-def states(settings: Settings, world: World) -> BatchStates:
-    """Alice's batches in every end state (``batch_states``), beside the world's."""
-    engine = make_engine(settings.database_url)
-    with unit_of_work(make_session_factory(engine)) as session:
-        key_id = session.scalar(sa.select(ApiKey.id).where(ApiKey.account_id == world.alice_account_id))
-        made = add_batch_states(
-            session,
-            LocalFileStorage(settings.files_dir),
-            world.alice_account_id,
-            key_id,
-            "tiny-test",
-            utc_now(),
-        )
-    engine.dispose()
-    return made
 
 
 def _live(client: TestClient, batch_id: str) -> dict:

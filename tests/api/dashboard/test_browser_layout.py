@@ -11,13 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 
-from hybatch.db import make_engine, make_session_factory, unit_of_work
-from hybatch.models import ApiKey, utc_now
-from hybatch.settings import Settings
-from hybatch.storage import LocalFileStorage
-from tests.api.dashboard.batch_states import BatchStates, add_batch_states
+from tests.api.dashboard.batch_states import BatchStates
 from tests.api.dashboard.test_browser import browser, screenshot, server, settings  # noqa: F401 - fixtures
 from tests.api.dashboard.world import World
 
@@ -29,23 +24,6 @@ LINES_OF = (
     "el => { const r = document.createRange(); r.selectNodeContents(el); return r.getClientRects().length; }"
 )
 SIDEWAYS = "document.documentElement.scrollWidth - window.innerWidth"
-
-
-@pytest.fixture
-def states(settings: Settings, world: World) -> BatchStates:
-    engine = make_engine(settings.database_url)
-    with unit_of_work(make_session_factory(engine)) as session:
-        key_id = session.scalar(sa.select(ApiKey.id).where(ApiKey.account_id == world.alice_account_id))
-        made = add_batch_states(
-            session,
-            LocalFileStorage(settings.files_dir),
-            world.alice_account_id,
-            key_id,
-            "tiny-test",
-            utc_now(),
-        )
-    engine.dispose()
-    return made
 
 
 @pytest.fixture
