@@ -4,6 +4,10 @@ Bytes arrive in chunks of any size (an upload, a stored file); lines are yielded
 they are complete, so a file is never held whole. Blank lines are skipped but counted, so
 line numbers always match what an editor shows. A UTF-8 byte order mark is reported (as
 OpenAI does) and then ignored so the remaining lines are still checked.
+
+A line whose objects and arrays nest deeper than ``MAX_JSON_DEPTH`` is refused like any other bad
+line (``invalid_json_line``): everything downstream (request validation, the worker, rendering the
+results) may walk a body recursively, and Python's recursion limit is about 1,000 frames.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 BOM = "\ufeff"
+# `{}` and `[]` are depth 1; `{"a": [1]}` is depth 2. Generous for request bodies (a JSON schema
+# in `response_format` or a tool's parameters nests maybe 10-20 levels), far below the recursion limit.
+MAX_JSON_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ class JsonlReader:
         line_number = self._lines_done
         try:
             value = json.loads(raw_line, parse_constant=_reject_constant)
+        except RecursionError:  # nested ~1,000 deep: the decoder gave up before our own check
+            return JsonlLine(line_number, None, _too_deep(line_number))
         except ValueError:
             value = None
         if not isinstance(value, dict):
@@ -112,7 +121,35 @@ class JsonlReader:
                 "invalid_json_line", line_number, "This line is not parseable as a JSON object."
             )
             return JsonlLine(line_number, None, problem)
+        if _nests_deeper_than(raw_line, value, MAX_JSON_DEPTH):
+            return JsonlLine(line_number, None, _too_deep(line_number))
         return JsonlLine(line_number, value, None)
+
+
+def _too_deep(line_number: int) -> JsonlProblem:
+    return JsonlProblem(
+        "invalid_json_line",
+        line_number,
+        f"This line nests objects or arrays more than {MAX_JSON_DEPTH} levels deep.",
+    )
+
+
+def _nests_deeper_than(raw_line: str, value: dict[str, Any], max_depth: int) -> bool:
+    """Whether ``value`` (parsed from ``raw_line``) nests containers deeper than ``max_depth``.
+
+    Iterative, so no depth can exhaust the stack. Most lines are settled by counting brackets in C:
+    the depth is at most the number of opening brackets (those inside strings only add to it).
+    """
+    if raw_line.count("{") + raw_line.count("[") <= max_depth:
+        return False
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _reject_constant(name: str) -> None:

@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from hybatch.db import make_engine
 from hybatch.settings import Settings
 from tests.api.helpers import Headers, assert_openai_error, chat_line, create_batch, jsonl, upload
@@ -83,6 +84,18 @@ def test_bad_uploads_are_rejected_whole(
     )
     error = assert_openai_error(response, 400, code=code, param="file")
     assert message_part in error["message"]
+    assert _stored_files(settings) == [] and _file_rows(settings) == 0
+
+
+def test_json_nested_10000_deep_is_a_400_not_a_crash(settings: Settings, alice: Headers) -> None:
+    roomy = settings.model_copy(update={"max_file_bytes": 100_000})
+    deep_line = b'{"custom_id": "a", "body": ' + b"[" * 10_000 + b"]" * 10_000 + b"}\n"
+    with TestClient(create_app(roomy, enqueue=lambda batch_id: None)) as roomy_client:
+        response = roomy_client.post(
+            "/v1/files", headers=alice, files={"file": ("in.jsonl", deep_line)}, data={"purpose": "batch"}
+        )
+    error = assert_openai_error(response, 400, code="invalid_json_line", param="file")
+    assert "levels deep. (line 1)" in error["message"]
     assert _stored_files(settings) == [] and _file_rows(settings) == 0
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hybatch.jsonl import JsonlLine, JsonlProblem, iter_jsonl
+from hybatch.jsonl import MAX_JSON_DEPTH, JsonlLine, JsonlProblem, iter_jsonl
 
 
 def _chunked(data: bytes, size: int) -> list[bytes]:
@@ -67,3 +67,35 @@ def test_bom_is_reported_then_ignored(chunk_bytes: int) -> None:
 @pytest.mark.parametrize("data", [b"", b"\n\n", b"   \r\n"])
 def test_empty_files(data: bytes) -> None:
     assert _summary(iter_jsonl([data])) == [("problem", "empty_file", None)]
+
+
+def _nested(depth: int) -> str:
+    """An object holding arrays nested so that the line's depth is ``depth`` (the object counts)."""
+    return '{"a": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    items = list(iter_jsonl([_nested(MAX_JSON_DEPTH).encode()]))
+    assert _summary(items)[0][3] is None
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 10_000])
+def test_nesting_over_the_limit_is_a_bad_line_and_reading_goes_on(depth: int) -> None:
+    data = f'{{"ok": 1}}\n{_nested(depth)}\n{{"ok": 2}}\n'.encode()
+    items = list(iter_jsonl([data]))
+    assert _summary(items) == [
+        ("line", 1, {"ok": 1}, None),
+        ("line", 2, None, "invalid_json_line"),
+        ("line", 3, {"ok": 2}, None),
+    ]
+    assert f"more than {MAX_JSON_DEPTH} levels" in items[1].problem.message
+
+
+def test_a_bare_array_10000_deep_is_a_bad_line() -> None:
+    items = list(iter_jsonl([b"[" * 10_000 + b"]" * 10_000 + b"\n"]))
+    assert _summary(items) == [("line", 1, None, "invalid_json_line")]
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    line = json.dumps({"a": "[" * 500, "b": [{"c": "{" * 500}]})
+    assert _summary(iter_jsonl([line.encode()]))[0][3] is None
