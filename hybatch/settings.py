@@ -21,6 +21,16 @@ DEFAULT_MODEL_DIR = REPO_ROOT / "worker" / "model" / "checkpoints" / "hybatch-ti
 
 _WINDOW_PATTERN = re.compile(r"^([1-9][0-9]*)h$")
 _S3_URL_PATTERN = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+# Celery brokers this service is run and tested with (kombu names many more, some only in-process).
+BROKER_SCHEMES = (
+    "redis",
+    "rediss",
+    "amqp",
+    "amqps",
+    "sqla+sqlite",
+    "sqla+postgresql",
+    "sqla+postgresql+psycopg",
+)
 
 
 def completion_window_duration(window: str) -> timedelta:
@@ -72,6 +82,19 @@ class Settings(BaseSettings):
     session_hours: int = Field(default=12, ge=1, le=24 * 30)
     cookie_secure: bool = False  # set when the dashboard is served over HTTPS
 
+    # The API process under load (docs/operations.md, "Sizing the API"). Sync routes run on API_THREADS
+    # threads; a request holds a pooled database connection only while one of them runs its query, so
+    # with DB_POOL_SIZE + DB_MAX_OVERFLOW >= API_THREADS no thread ever waits for a connection.
+    api_threads: int = Field(default=40, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_timeout_s: float = Field(default=30.0, gt=0)
+    # Uploads killed mid-way leave `.partial` objects in the file storage: the API removes those idle
+    # for longer than PARTIAL_MAX_AGE_S at start-up and then every PARTIAL_SWEEP_INTERVAL_S (0: only
+    # at start-up). Keep the age well above the longest upload: a live write that is swept fails.
+    partial_max_age_s: float = Field(default=3600.0, gt=0)
+    partial_sweep_interval_s: float = Field(default=600.0, ge=0)
+
     @model_validator(mode="before")
     @classmethod
     def _derive_defaults(cls, values: Any) -> Any:
@@ -106,6 +129,15 @@ class Settings(BaseSettings):
                 f"HYBATCH_FILES_URL must look like s3://bucket/prefix (or be unset to keep files in "
                 f"HYBATCH_FILES_DIR), not {url!r}"
             )
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme_is_known(cls, url: str) -> str:
+        scheme, separator, _ = url.partition("://")
+        if not separator or scheme not in BROKER_SCHEMES:
+            accepted = ", ".join(f"{name}://" for name in BROKER_SCHEMES)
+            raise ValueError(f"HYBATCH_BROKER_URL must start with one of {accepted}; got {url!r}")
         return url
 
     @field_validator(

@@ -77,3 +77,31 @@ def test_dashboard_secrets_empty_means_unset_and_short_ones_are_refused(
     monkeypatch.setenv("HYBATCH_ADMIN_KEY", "short")
     with pytest.raises(ValueError, match="at least 16"):
         Settings()
+
+
+def test_pool_threads_and_sweep_defaults_leave_every_api_thread_a_connection() -> None:
+    settings = Settings()
+    assert settings.db_pool_size + settings.db_max_overflow >= settings.api_threads == 40
+    assert settings.db_pool_timeout_s == 30.0
+    assert settings.partial_max_age_s > settings.partial_sweep_interval_s > 0
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://cache:6380/1", "amqp://guest@mq//", "sqla+sqlite:///b.db"]
+)
+def test_known_broker_schemes_are_accepted(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("HYBATCH_BROKER_URL", url)
+    assert Settings().broker_url == url
+
+
+@pytest.mark.parametrize("url", ["foo://x", "redis", "sqla+mysql://db/broker", "memory://"])
+def test_an_unknown_broker_scheme_is_one_error_naming_the_accepted_ones(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("HYBATCH_BROKER_URL", url)
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert raised.value.error_count() == 1
+    message = str(raised.value)
+    assert "HYBATCH_BROKER_URL must start with one of redis://, rediss://" in message
+    assert "sqla+sqlite://" in message and repr(url) in message
