@@ -8,9 +8,10 @@ from api.body_limit import BodySizeLimit
 from api.dashboard import install_dashboard
 from api.enqueue import CeleryEnqueuer
 from api.errors import install_error_handlers
+from api.lifespan import lifespan
 from api.routes import batches, billing, files, health, models, usage
 from hybatch.batches import BatchEnqueuer
-from hybatch.db import make_engine, make_session_factory
+from hybatch.db import engine_from_settings, make_session_factory
 from hybatch.settings import Settings, get_settings
 from hybatch.storage import FileStorage, storage_from_settings
 
@@ -26,9 +27,13 @@ def create_app(
 ) -> FastAPI:
     """Build the gateway. ``enqueue`` and ``storage`` default to Celery and the configured file storage."""
     settings = settings or get_settings()
-    app = FastAPI(title="hybatch", summary="OpenAI-compatible Files and Batches API, with a usage dashboard")
+    app = FastAPI(
+        title="hybatch",
+        summary="OpenAI-compatible Files and Batches API, with a usage dashboard",
+        lifespan=lifespan,
+    )
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_file_bytes + MULTIPART_OVERHEAD_BYTES)
-    engine = make_engine(settings.database_url)
+    engine = engine_from_settings(settings)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)

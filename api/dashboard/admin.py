@@ -9,7 +9,7 @@ from api.dashboard.deps import AdminDep
 from api.dashboard.pages import render
 from api.dashboard.ranges import PRESETS, UsageRangeDep, recent_months
 from api.dashboard.usage import render_usage
-from api.deps import SessionDep
+from api.deps import SessionsDep
 from api.downloads import ExportFormat, export_download
 from billing.account_usage import usage_by_account
 from billing.invoices import closed_periods
@@ -21,43 +21,46 @@ router = APIRouter(prefix="/dashboard/admin", include_in_schema=False)
 
 @router.get("")
 def accounts_page(
-    request: Request, viewer: AdminDep, db: SessionDep, usage_range: UsageRangeDep
+    request: Request, viewer: AdminDep, sessions: SessionsDep, usage_range: UsageRangeDep
 ) -> HTMLResponse:
-    return render(
-        request,
-        "admin.html",
-        viewer,
-        active="admin",
-        rows=usage_by_account(db, usage_range.start, usage_range.end),
-        periods=closed_periods(db),
-        usage_range=usage_range,
-        presets=PRESETS,
-        months=recent_months(usage_range.end),
-        form_action="/dashboard/admin",
-    )
+    with sessions() as db:
+        return render(
+            request,
+            "admin.html",
+            viewer,
+            active="admin",
+            rows=usage_by_account(db, usage_range.start, usage_range.end),
+            periods=closed_periods(db),
+            usage_range=usage_range,
+            presets=PRESETS,
+            months=recent_months(usage_range.end),
+            form_action="/dashboard/admin",
+        )
 
 
 @router.get("/accounts/{account_id}")
 def account_page(
-    request: Request, viewer: AdminDep, db: SessionDep, account_id: str, usage_range: UsageRangeDep
+    request: Request, viewer: AdminDep, sessions: SessionsDep, account_id: str, usage_range: UsageRangeDep
 ) -> HTMLResponse:
-    account = db.get(Account, account_id)
-    if account is None:
-        raise NotFoundError(f"No account with id '{account_id}'.", code="account_not_found")
-    return render_usage(
-        request,
-        viewer,
-        db,
-        account.id,
-        usage_range,
-        form_action=f"/dashboard/admin/accounts/{account.id}",
-        viewed_account=account,
-    )
+    with sessions() as db:
+        account = db.get(Account, account_id)
+        if account is None:
+            raise NotFoundError(f"No account with id '{account_id}'.", code="account_not_found")
+        return render_usage(
+            request,
+            viewer,
+            db,
+            account.id,
+            usage_range,
+            form_action=f"/dashboard/admin/accounts/{account.id}",
+            viewed_account=account,
+        )
 
 
 @router.get("/exports/{period}.{export_format}")
 def export_all(
-    _viewer: AdminDep, db: SessionDep, period: str, export_format: ExportFormat
+    _viewer: AdminDep, sessions: SessionsDep, period: str, export_format: ExportFormat
 ) -> StreamingResponse:
     """The month's billing export of every account."""
-    return export_download(db, period, export_format, None)
+    with sessions() as db:
+        return export_download(db, period, export_format, None)

@@ -19,7 +19,7 @@ from api.dashboard.deps import CheckedFormDep, CodecDep
 from api.dashboard.pages import render
 from api.dashboard.security import LOGIN_CSRF_COOKIE, check_csrf_token, check_same_origin
 from api.dashboard.session import COOKIE_NAME, DashboardSession
-from api.deps import SessionDep, SettingsDep
+from api.deps import SessionsDep, SettingsDep
 from hybatch.accounts import authenticate
 from hybatch.models import utc_now
 
@@ -72,7 +72,7 @@ def login_page(request: Request, settings: SettingsDep, next: str | None = None)
 @router.post("/login")
 def login(
     request: Request,
-    db: SessionDep,
+    sessions: SessionsDep,
     settings: SettingsDep,
     codec: CodecDep,
     api_key: Annotated[str, Form()] = "",
@@ -89,7 +89,8 @@ def login(
         session = DashboardSession.for_admin(codec.admin_fingerprint(admin_key), lifetime, now)
         destination = "/dashboard/admin"
     else:
-        caller = authenticate(db, secret) if secret else None
+        with sessions() as db:
+            caller = authenticate(db, secret) if secret else None
         if caller is None:
             message = "Enter an API key." if not secret else "That API key is not valid (unknown or revoked)."
             return _login_form(

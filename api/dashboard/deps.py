@@ -12,7 +12,7 @@ from fastapi import Depends, Form, Request
 
 from api.dashboard.security import check_csrf_token, check_same_origin
 from api.dashboard.session import COOKIE_NAME, DashboardSession, SessionCodec
-from api.deps import SessionDep
+from api.deps import SessionsDep
 from hybatch.errors import NotFoundError
 from hybatch.models import Account, ApiKey, utc_now
 
@@ -57,7 +57,7 @@ def _admin_session_valid(request: Request, session: DashboardSession, codec: Ses
     return session.admin_fingerprint == codec.admin_fingerprint(admin_key.get_secret_value())
 
 
-def get_viewer(request: Request, db: SessionDep, codec: CodecDep) -> Viewer:
+def get_viewer(request: Request, sessions: SessionsDep, codec: CodecDep) -> Viewer:
     session = codec.decode(request.cookies.get(COOKIE_NAME), utc_now())
     if session is None:
         raise SignInRequired()
@@ -65,15 +65,16 @@ def get_viewer(request: Request, db: SessionDep, codec: CodecDep) -> Viewer:
         if not _admin_session_valid(request, session, codec):
             raise SignInRequired()
         return Viewer(session, None, None, None)
-    row = db.execute(
-        sa.select(Account.name, ApiKey.prefix)
-        .join(ApiKey, ApiKey.account_id == Account.id)
-        .where(
-            ApiKey.id == session.api_key_id,
-            ApiKey.account_id == session.account_id,
-            ApiKey.revoked_at.is_(None),
-        )
-    ).first()
+    with sessions() as db:  # a session of its own, closed before the route runs (see api.deps)
+        row = db.execute(
+            sa.select(Account.name, ApiKey.prefix)
+            .join(ApiKey, ApiKey.account_id == Account.id)
+            .where(
+                ApiKey.id == session.api_key_id,
+                ApiKey.account_id == session.account_id,
+                ApiKey.revoked_at.is_(None),
+            )
+        ).first()
     if row is None:  # the key was revoked (or the account is gone): sign in again
         raise SignInRequired()
     return Viewer(session, session.account_id, row.name, row.prefix)
@@ -87,13 +88,12 @@ def viewer_if_signed_in(request: Request) -> Viewer | None:
 
     Opens a session of its own; the same checks as ``ViewerDep`` (signature, expiry, key not revoked).
     """
-    with request.app.state.session_factory() as db:
-        try:
-            return get_viewer(request, db, get_codec(request))
-        except SignInRequired:
-            return None
-        except sa.exc.SQLAlchemyError:  # the error page must render when the database is what failed
-            return None
+    try:
+        return get_viewer(request, request.app.state.session_factory, get_codec(request))
+    except SignInRequired:
+        return None
+    except sa.exc.SQLAlchemyError:  # the error page must render when the database is what failed
+        return None
 
 
 @dataclass(frozen=True)

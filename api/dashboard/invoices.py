@@ -7,10 +7,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.dashboard.deps import DeveloperDep
+from api.dashboard.deps import Developer, DeveloperDep
 from api.dashboard.pages import render
 from api.dashboard.price_view import line_labels, price_bands
-from api.deps import SessionDep
+from api.deps import SessionsDep
 from api.downloads import ExportFormat, export_download
 from billing import invoices
 from billing.periods import Period
@@ -36,7 +36,12 @@ def _closed_months(db: Session) -> set[str]:
 
 
 @router.get("/invoices")
-def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTMLResponse:
+def invoices_page(request: Request, viewer: DeveloperDep, sessions: SessionsDep) -> HTMLResponse:
+    with sessions() as db:
+        return _invoices_page(request, viewer, db)
+
+
+def _invoices_page(request: Request, viewer: Developer, db: Session) -> HTMLResponse:
     now = utc_now()
     try:
         sheet = price_sheet(db, viewer.account_id, now, served_model=request.app.state.settings.model_name)
@@ -69,10 +74,14 @@ def invoices_page(request: Request, viewer: DeveloperDep, db: SessionDep) -> HTM
 
 
 @router.get("/invoices/{invoice_id}")
-def invoice_page(request: Request, viewer: DeveloperDep, db: SessionDep, invoice_id: str) -> HTMLResponse:
-    invoice = invoices.get_invoice(db, viewer.account_id, invoice_id)
-    lines = invoices.invoice_lines(db, invoice.id)
-    versions = schedule_versions(db, {line.price_version for line in lines})
+def invoice_page(
+    request: Request, viewer: DeveloperDep, sessions: SessionsDep, invoice_id: str
+) -> HTMLResponse:
+    with sessions() as db:
+        invoice = invoices.get_invoice(db, viewer.account_id, invoice_id)
+        lines = invoices.invoice_lines(db, invoice.id)
+        versions = schedule_versions(db, {line.price_version for line in lines})
+        closed_months = _closed_months(db)
     return render(
         request,
         "invoice.html",
@@ -81,13 +90,14 @@ def invoice_page(request: Request, viewer: DeveloperDep, db: SessionDep, invoice
         invoice=invoice,
         lines=lines,
         labels=line_labels(versions, lines),
-        closed_months=_closed_months(db),
+        closed_months=closed_months,
     )
 
 
 @router.get("/exports/{period}.{export_format}")
 def export(
-    viewer: DeveloperDep, db: SessionDep, period: str, export_format: ExportFormat
+    viewer: DeveloperDep, sessions: SessionsDep, period: str, export_format: ExportFormat
 ) -> StreamingResponse:
     """The month's billing export for the viewer's account, as a download."""
-    return export_download(db, period, export_format, viewer.account_id)
+    with sessions() as db:  # the rows are read here; the export streams with the session closed
+        return export_download(db, period, export_format, viewer.account_id)

@@ -10,7 +10,7 @@ from api.dashboard.deps import DeveloperDep, Viewer
 from api.dashboard.pages import render
 from api.dashboard.ranges import PRESETS, UsageRange, UsageRangeDep, recent_months
 from api.dashboard.usage_view import usage_view
-from api.deps import SessionDep
+from api.deps import SessionsDep
 from hybatch.models import Account
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -18,9 +18,10 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 @router.get("")
 def usage_page(
-    request: Request, viewer: DeveloperDep, db: SessionDep, usage_range: UsageRangeDep
+    request: Request, viewer: DeveloperDep, sessions: SessionsDep, usage_range: UsageRangeDep
 ) -> HTMLResponse:
-    return render_usage(request, viewer, db, viewer.account_id, usage_range, form_action="/dashboard")
+    with sessions() as db:
+        return render_usage(request, viewer, db, viewer.account_id, usage_range, form_action="/dashboard")
 
 
 def render_usage(

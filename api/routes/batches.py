@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentCaller, EnqueueDep, SessionDep, SettingsDep
+from api.deps import CurrentCaller, EnqueueDep, SessionsDep, SettingsDep
 from api.schemas import BatchCreate, BatchObject, ListPage
 from hybatch import batches
 
@@ -20,7 +20,7 @@ MAX_LIST_LIMIT = 100
 def create_batch(
     body: BatchCreate,
     caller: CurrentCaller,
-    session: SessionDep,
+    sessions: SessionsDep,
     settings: SettingsDep,
     enqueue: EnqueueDep,
 ) -> BatchObject:
@@ -30,33 +30,37 @@ def create_batch(
         completion_window=body.completion_window,
         metadata=body.metadata,
     )
-    batch = batches.create_batch(
-        session,
-        enqueue,
-        caller,
-        request,
-        served_model=settings.model_name,
-        completion_windows=settings.completion_windows,
-    )
-    return BatchObject.from_row(batch)
+    with sessions() as session:
+        batch = batches.create_batch(
+            session,
+            enqueue,
+            caller,
+            request,
+            served_model=settings.model_name,
+            completion_windows=settings.completion_windows,
+        )
+        return BatchObject.from_row(batch)
 
 
 @router.get("")
 def list_batches(
     caller: CurrentCaller,
-    session: SessionDep,
+    sessions: SessionsDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
 ) -> ListPage[BatchObject]:
-    page = batches.list_batches(session, caller.account_id, after=after, limit=limit)
-    return ListPage.of([BatchObject.from_row(row) for row in page.items], page.has_more)
+    with sessions() as session:
+        page = batches.list_batches(session, caller.account_id, after=after, limit=limit)
+        return ListPage.of([BatchObject.from_row(row) for row in page.items], page.has_more)
 
 
 @router.get("/{batch_id}")
-def retrieve_batch(caller: CurrentCaller, session: SessionDep, batch_id: str) -> BatchObject:
-    return BatchObject.from_row(batches.get_batch(session, caller.account_id, batch_id))
+def retrieve_batch(caller: CurrentCaller, sessions: SessionsDep, batch_id: str) -> BatchObject:
+    with sessions() as session:
+        return BatchObject.from_row(batches.get_batch(session, caller.account_id, batch_id))
 
 
 @router.post("/{batch_id}/cancel")
-def cancel_batch(caller: CurrentCaller, session: SessionDep, batch_id: str) -> BatchObject:
-    return BatchObject.from_row(batches.cancel_batch(session, caller.account_id, batch_id))
+def cancel_batch(caller: CurrentCaller, sessions: SessionsDep, batch_id: str) -> BatchObject:
+    with sessions() as session:
+        return BatchObject.from_row(batches.cancel_batch(session, caller.account_id, batch_id))

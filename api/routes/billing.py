@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentCaller, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentCaller, SessionsDep, SettingsDep, StorageDep
 from api.downloads import export_download
 from billing import file_estimate, invoices, stripe_sync
 from billing.money import decimal_string, minor_to_decimal
@@ -41,18 +41,19 @@ class EstimateRequest(BaseModel):
 def estimate_cost(
     body: EstimateRequest,
     caller: CurrentCaller,
-    session: SessionDep,
+    sessions: SessionsDep,
     storage: StorageDep,
     settings: SettingsDep,
 ) -> dict[str, Any]:
-    estimate = file_estimate.estimate_file(
-        session,
-        storage,
-        settings,
-        account_id=caller.account_id,
-        input_file_id=body.input_file_id,
-        endpoint=body.endpoint,
-    )
+    with sessions() as session:
+        estimate = file_estimate.estimate_file(
+            session,
+            storage,
+            settings,
+            account_id=caller.account_id,
+            input_file_id=body.input_file_id,
+            endpoint=body.endpoint,
+        )
     return {
         **estimate.as_dict(),
         "input_file_id": body.input_file_id,
@@ -62,9 +63,10 @@ def estimate_cost(
 
 
 @router.get("/batches/{batch_id}/cost")
-def batch_cost(caller: CurrentCaller, session: SessionDep, batch_id: str) -> dict[str, Any]:
-    batch = batches.get_batch(session, caller.account_id, batch_id)
-    cost = batch_cost_so_far(session, batch.id)
+def batch_cost(caller: CurrentCaller, sessions: SessionsDep, batch_id: str) -> dict[str, Any]:
+    with sessions() as session:
+        batch = batches.get_batch(session, caller.account_id, batch_id)
+        cost = batch_cost_so_far(session, batch.id)
     return {
         "object": "billing.batch_cost",
         "batch_id": batch.id,
@@ -110,25 +112,28 @@ def _invoice_object(invoice: Invoice, lines: list[InvoiceLine] | None = None) ->
 
 
 @router.get("/invoices")
-def list_invoices(caller: CurrentCaller, session: SessionDep) -> dict[str, Any]:
-    rows = invoices.list_invoices(session, caller.account_id)
-    return {"object": "list", "data": [_invoice_object(row) for row in rows], "has_more": False}
+def list_invoices(caller: CurrentCaller, sessions: SessionsDep) -> dict[str, Any]:
+    with sessions() as session:
+        rows = invoices.list_invoices(session, caller.account_id)
+        return {"object": "list", "data": [_invoice_object(row) for row in rows], "has_more": False}
 
 
 @router.get("/invoices/{invoice_id}")
-def retrieve_invoice(caller: CurrentCaller, session: SessionDep, invoice_id: str) -> dict[str, Any]:
-    invoice = invoices.get_invoice(session, caller.account_id, invoice_id)
-    return _invoice_object(invoice, invoices.invoice_lines(session, invoice.id))
+def retrieve_invoice(caller: CurrentCaller, sessions: SessionsDep, invoice_id: str) -> dict[str, Any]:
+    with sessions() as session:
+        invoice = invoices.get_invoice(session, caller.account_id, invoice_id)
+        return _invoice_object(invoice, invoices.invoice_lines(session, invoice.id))
 
 
 @router.get("/exports")
 def export(
     caller: CurrentCaller,
-    session: SessionDep,
+    sessions: SessionsDep,
     period: str,
     format: Literal["csv", "json"] = "csv",  # noqa: A002 - the query parameter's name
 ) -> StreamingResponse:
-    return export_download(session, period, format, caller.account_id)
+    with sessions() as session:  # the rows are read here; the export streams with the session closed
+        return export_download(session, period, format, caller.account_id)
 
 
 @router.post("/stripe/webhook")

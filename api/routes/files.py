@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
-from api.deps import CurrentCaller, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentCaller, SessionsDep, SettingsDep, StorageDep
 from api.downloads import file_download
 from api.schemas import FileDeleted, FileObject, ListPage
 from hybatch import files
@@ -21,52 +21,62 @@ MAX_LIST_LIMIT = 10_000
 @router.post("")
 def create_file(
     caller: CurrentCaller,
-    session: SessionDep,
+    sessions: SessionsDep,
     storage: StorageDep,
     settings: SettingsDep,
     file: UploadFile,
     purpose: Annotated[str, Form()],
 ) -> FileObject:
-    stored = files.upload_file(
-        session,
-        storage,
-        account_id=caller.account_id,
-        filename=file.filename or "upload.jsonl",
-        purpose=purpose,
-        chunks=iter_chunks(file.file),
-        max_file_bytes=settings.max_file_bytes,
-    )
-    return FileObject.from_row(stored)
+    # The session checks out a connection only for the row, once the bytes are stored and checked:
+    # none is held while they stream into storage.
+    with sessions() as session:
+        stored = files.upload_file(
+            session,
+            storage,
+            account_id=caller.account_id,
+            filename=file.filename or "upload.jsonl",
+            purpose=purpose,
+            chunks=iter_chunks(file.file),
+            max_file_bytes=settings.max_file_bytes,
+        )
+        return FileObject.from_row(stored)
 
 
 @router.get("")
 def list_files(
     caller: CurrentCaller,
-    session: SessionDep,
+    sessions: SessionsDep,
     purpose: str | None = None,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = MAX_LIST_LIMIT,
     order: Literal["asc", "desc"] = "desc",
 ) -> ListPage[FileObject]:
-    page = files.list_files(
-        session, caller.account_id, purpose=purpose, after=after, limit=limit, descending=order == "desc"
-    )
-    return ListPage.of([FileObject.from_row(row) for row in page.items], page.has_more)
+    with sessions() as session:
+        page = files.list_files(
+            session, caller.account_id, purpose=purpose, after=after, limit=limit, descending=order == "desc"
+        )
+        return ListPage.of([FileObject.from_row(row) for row in page.items], page.has_more)
 
 
 @router.get("/{file_id}")
-def retrieve_file(caller: CurrentCaller, session: SessionDep, file_id: str) -> FileObject:
-    return FileObject.from_row(files.get_file(session, caller.account_id, file_id))
+def retrieve_file(caller: CurrentCaller, sessions: SessionsDep, file_id: str) -> FileObject:
+    with sessions() as session:
+        return FileObject.from_row(files.get_file(session, caller.account_id, file_id))
 
 
 @router.get("/{file_id}/content")
 def download_file(
-    caller: CurrentCaller, session: SessionDep, storage: StorageDep, file_id: str
+    caller: CurrentCaller, sessions: SessionsDep, storage: StorageDep, file_id: str
 ) -> StreamingResponse:
-    return file_download(storage, files.get_file(session, caller.account_id, file_id), as_attachment=False)
+    with sessions() as session:
+        row = files.get_file(session, caller.account_id, file_id)
+    return file_download(storage, row, as_attachment=False)  # streams with the session closed
 
 
 @router.delete("/{file_id}")
-def delete_file(caller: CurrentCaller, session: SessionDep, storage: StorageDep, file_id: str) -> FileDeleted:
-    deleted = files.delete_file(session, storage, caller.account_id, file_id)
-    return FileDeleted(id=deleted.id, deleted=True)
+def delete_file(
+    caller: CurrentCaller, sessions: SessionsDep, storage: StorageDep, file_id: str
+) -> FileDeleted:
+    with sessions() as session:
+        deleted = files.delete_file(session, storage, caller.account_id, file_id)
+        return FileDeleted(id=deleted.id, deleted=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from fastapi import APIRouter
 
-from api.deps import SessionDep
+from api.deps import SessionsDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz(session: SessionDep) -> dict[str, str]:
-    session.execute(sa.text("select 1"))
+def healthz(sessions: SessionsDep) -> dict[str, str]:
+    with sessions() as session:
+        session.execute(sa.text("select 1"))
     return {"status": "ok"}

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentCaller, SessionDep
+from api.deps import CurrentCaller, SessionsDep
 from billing.usage import build_query, usage_page
 
 router = APIRouter(tags=["usage"])
@@ -16,7 +16,7 @@ router = APIRouter(tags=["usage"])
 @router.get("/v1/organization/usage/completions")
 def get_usage(
     caller: CurrentCaller,
-    session: SessionDep,
+    sessions: SessionsDep,
     start_time: int,
     end_time: int | None = None,
     bucket_width: str = "1d",
@@ -34,4 +34,5 @@ def get_usage(
         limit=limit,
         page=page,
     )
-    return usage_page(session, query)
+    with sessions() as session:
+        return usage_page(session, query)
