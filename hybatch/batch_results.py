@@ -111,6 +111,42 @@ def record_failure(
     return True
 
 
+def record_failures(session: Session, batch: Batch, lines: list[tuple[str, int, dict[str, Any]]]) -> int:
+    """Record many error lines at once, ``(custom_id, line_number, line)`` each; returns how many
+    were new (those already recorded are left as they are). Bumps the failed count; does not commit.
+    """
+    if not lines:
+        return 0
+    now = utc_now()
+    rows = [
+        {
+            "batch_id": batch.id,
+            "custom_id": custom_id,
+            "line_number": line_number,
+            "is_error": True,
+            "line": line,
+            "created_at": now,
+        }
+        for custom_id, line_number, line in lines
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(BatchRequestResult)
+        .on_conflict_do_nothing(index_elements=["batch_id", "custom_id"])
+        .returning(BatchRequestResult.id)
+    )
+    # One multi-row INSERT per page of rows; RETURNING yields only the rows actually inserted.
+    num_new = len(session.execute(statement, rows).all())
+    if num_new:
+        session.execute(
+            sa.update(Batch)
+            .where(Batch.id == batch.id)
+            .values(failed_requests=Batch.failed_requests + num_new)
+        )
+    return num_new
+
+
 def _insert_result(
     session: Session, batch_id: str, custom_id: str, line_number: int, line: dict[str, Any], *, is_error: bool
 ) -> bool:

@@ -72,6 +72,7 @@ def create_batch(
         completion_window=request.completion_window,
         created_at=created_at,
         expires_at=created_at + completion_window_duration(request.completion_window),
+        published_at=created_at,  # its task is sent right after the commit (sweepers need to know)
         metadata_=dict(request.metadata) if request.metadata is not None else None,
     )
     session.add(batch)

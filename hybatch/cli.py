@@ -68,6 +68,7 @@ BENCHMARKS = {
     "dashboard": Benchmark(
         "api.dashboard.bench", "Usage page first paint with a month of data vs the JSON API."
     ),
+    "fleet": Benchmark("worker.bench.fleet", "1 vs 2 workers, a SIGKILLed worker, a 50,000-line cancel."),
 }
 
 

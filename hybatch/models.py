@@ -101,6 +101,12 @@ class BatchStatus(StrEnum):
         )
 
 
+class ShardStatus(StrEnum):
+    PENDING = "pending"  # published (or to be), no live lease
+    RUNNING = "running"  # a worker holds the lease; an expired lease makes it runnable again
+    DONE = "done"  # every request of the shard is recorded
+
+
 class BatchEndpoint(StrEnum):
     CHAT_COMPLETIONS = "/v1/chat/completions"
     COMPLETIONS = "/v1/completions"
@@ -144,10 +150,13 @@ class File(Base):
 
 
 class Batch(Base):
-    """A batch job, field for field as OpenAI's Batch object (plus ``claimed_at``).
+    """A batch job, field for field as OpenAI's Batch object (plus ``claimed_at`` and a lease).
 
     ``claimed_at`` is set by the worker when it starts on a ``validating`` batch; a cancel
     that finds it unset may finish the batch itself (see ``hybatch.batches.cancel_batch``).
+    ``lease_owner`` / ``lease_expires_at`` belong to the worker doing the batch's own work
+    (validating and cutting it into shards, or ending it); the shards have leases of their own
+    (``BatchShard``). See ``hybatch.leases``.
     """
 
     __tablename__ = "batches"
@@ -174,6 +183,9 @@ class Batch(Base):
     expired_at: Mapped[datetime | None]
     cancelling_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
+    lease_expires_at: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]  # when a task for the batch's own work was last sent
 
     total_requests: Mapped[int] = mapped_column(default=0)
     completed_requests: Mapped[int] = mapped_column(default=0)
@@ -189,6 +201,31 @@ class Batch(Base):
     output_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     # Prefix-cache counters of this batch's engine work (worker.kv_cache.metrics), summed over runs.
     cache_metrics: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON())
+
+
+class BatchShard(Base):
+    """A slice of a batch's requests (contiguous in the prompt tree's depth-first order), run as one task.
+
+    Its validated requests live in file storage under ``input_key``. A worker runs it only while it
+    holds the lease (``lease_owner`` until ``lease_expires_at``, renewed between engine steps);
+    ``published_at`` is when a task for it was last sent, so sweepers do not send it twice.
+    """
+
+    __tablename__ = "batch_shards"
+    # The sweepers' question: which unfinished shards have a stale lease or publication.
+    __table_args__ = (sa.Index("ix_batch_shards_status", "status"),)
+
+    batch_id: Mapped[str] = mapped_column(sa.ForeignKey("batches.id"), primary_key=True)
+    shard_index: Mapped[int] = mapped_column(primary_key=True)
+    num_requests: Mapped[int]
+    input_key: Mapped[str] = mapped_column(sa.String(ID_LENGTH * 2))
+    status: Mapped[ShardStatus] = mapped_column(_enum_column(ShardStatus), default=ShardStatus.PENDING)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
+    lease_expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)  # leases taken, the first run included
+    published_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    done_at: Mapped[datetime | None]
 
 
 class BatchRequestResult(Base):

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=200_000_000, ge=1)
     completion_windows: tuple[str, ...] = ("24h",)
     default_account: str = "default"
+    # The fleet (docs/operations.md, "Shards and leases"). A batch is cut into shards of about
+    # SHARD_REQUESTS requests along its prompt tree; each runs as its own task under a lease of
+    # LEASE_S seconds that its worker renews between engine steps. Every worker sweeps for
+    # expired leases every LEASE_S / 2 seconds, so a dead worker's shard runs again within two.
+    shard_requests: int = Field(default=256, ge=1)
+    lease_s: float = Field(default=45.0, gt=0)
+    # A pending shard whose task was sent this long ago and never started is sent again (a lost
+    # message); a queue that is merely long gets a duplicate, which is harmless.
+    republish_after_s: float = Field(default=900.0, gt=0)
     # Port of the worker's Prometheus text endpoint (/metrics, prefix-cache counters); 0 = off.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 

@@ -5,6 +5,10 @@ batch). With ``metadata.max_cost`` the requests run in the waves the cap admits;
 end as ``skipped_budget`` error lines. As each request finishes it is recorded and committed on its
 own: an output line with ``x_billing`` and its usage record, or an error line without usage. Each
 engine call's prefix-cache counters are added to the batch row.
+
+A shard records only while its worker holds the shard's lease: ``holds_lease`` renews it inside
+each request's transaction, and when it says the lease was taken over the transaction is rolled
+back and ``LeaseLost`` raised, so a worker that stalled past its lease records nothing more.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, Protocol
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hybatch.batch_input import BatchRequest
@@ -26,6 +31,10 @@ if TYPE_CHECKING:
     from worker.engine import RequestOutput
 
 _CACHE_GAUGES = frozenset({"cached_tokens_device", "device_bytes", "bytes_per_cached_token", "hit_rate"})
+
+
+class LeaseLost(Exception):
+    """Another worker took over the shard: stop without recording anything more."""
 
 
 class TextGenerator(Protocol):
@@ -44,7 +53,8 @@ class BatchGeneration:
     """Runs requests of one batch and records their results; ``should_stop`` is asked between steps.
 
     ``costing`` must already be open (the cap and the cost so far read). ``load_llm`` is called once
-    per wave, only when a wave has requests to run.
+    per wave, only when a wave has requests to run. ``holds_lease`` is called in each request's
+    transaction just before it commits (it may renew the lease there); False aborts the run.
     """
 
     def __init__(
@@ -54,8 +64,10 @@ class BatchGeneration:
         costing: BatchCosting,
         load_llm: Callable[[], TextGenerator],
         should_stop: Callable[[], bool],
+        holds_lease: Callable[[Session], bool] = lambda _session: True,
     ) -> None:
         self.session = session
+        self.holds_lease = holds_lease
         self.batch = batch
         self.costing = costing
         self.load_llm = load_llm
@@ -112,6 +124,12 @@ class BatchGeneration:
 
     def _add_cache_metrics(self, wave: dict[str, Any]) -> None:
         """Adds one engine call's prefix-cache counters to the batch's (gauges: the latest value)."""
+        self.session.rollback()  # a LeaseLost may have left a transaction to undo
+        # Shards of one batch finish at once on several workers: write-lock the row before reading
+        # it (an UPDATE takes the row lock on Postgres, the write lock on SQLite), or two merges race.
+        self.session.execute(
+            sa.update(Batch).where(Batch.id == self.batch.id).values(cache_metrics=Batch.cache_metrics)
+        )
         self.session.refresh(self.batch)
         merged = dict(self.batch.cache_metrics or {})
         for key, value in wave.items():
@@ -141,7 +159,7 @@ class BatchGeneration:
             line=line,
             usage=usage,
         )
-        self.session.commit()
+        self._commit()
 
     def _record_error(self, request: BatchRequest, *, code: str, message: str) -> None:
         self.costing.settle(request)
@@ -149,4 +167,10 @@ class BatchGeneration:
         record_failure(
             self.session, self.batch, custom_id=request.custom_id, line_number=request.line_number, line=line
         )
+        self._commit()
+
+    def _commit(self) -> None:
+        if not self.holds_lease(self.session):
+            self.session.rollback()
+            raise LeaseLost(f"batch {self.batch.id}: another worker took over this shard")
         self.session.commit()

@@ -1,8 +1,8 @@
 """The worker's Celery app, configured once from hybatch settings.
 
-One task at a time per process (solo pool, prefetch 1), acknowledged only after it returns
-(``acks_late``), so a batch whose worker dies is delivered again and resumes; the job itself
-makes that redelivery harmless. No result backend: results live in the database.
+One task at a time per process (solo pool, prefetch 1). The batch and shard tasks are
+acknowledged when taken: leases in the database decide recovery (``worker.tasks``), so the
+broker's visibility timeout plays no part. No result backend: results live in the database.
 
 Brokers: Redis when distributed; embedded, kombu's SQLAlchemy transport over a SQLite file in
 the data dir (``sqla+sqlite:///<data dir>/broker.db``), which needs no server.
@@ -10,10 +10,13 @@ the data dir (``sqla+sqlite:///<data dir>/broker.db``), which needs no server.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import Celery
 
 from billing.beat import beat_schedule
-from hybatch.settings import Settings, completion_window_duration, get_settings
+from hybatch.settings import Settings, get_settings
+from hybatch.tasks import SWEEP_TASK
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -31,15 +34,13 @@ def create_celery_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        # `celery -A worker.celery_app beat` runs the monthly close (billing.close_previous_month).
-        beat_schedule=beat_schedule,
+        # `celery -A worker.celery_app beat` runs the monthly close (billing.close_previous_month)
+        # and the lease sweep (worker.sweep), which every worker also runs in a thread.
+        beat_schedule={
+            **beat_schedule,
+            "worker-sweep": {"task": SWEEP_TASK, "schedule": timedelta(seconds=settings.lease_s)},
+        },
     )
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        # Redis hands an unacknowledged message to another worker after this long; a batch may
-        # legitimately run for its whole completion window, so never hand it over earlier. (The
-        # SQLAlchemy transport passes its options to create_engine, so it gets none.)
-        longest_window = max(completion_window_duration(w) for w in settings.completion_windows)
-        celery_app.conf.broker_transport_options = {"visibility_timeout": int(longest_window.total_seconds())}
     return celery_app
 
 

@@ -1,31 +1,36 @@
-"""The Celery task: a thin shell that runs ``worker.jobs.run_batch`` for one batch id.
+"""The Celery tasks: thin shells over ``worker.jobs.run_batch`` (a batch's own work),
+``worker.shard_job.run_shard`` (one shard) and ``worker.sweeper.sweep`` (stale leases).
 
-A worker shutting down (SIGTERM, Ctrl-C) stops the job between engine steps and puts the batch
-back on the queue, so it resumes on the next worker instead of waiting out a broker timeout: it
-stops consuming, publishes a new message for the batch, then acknowledges its own (a crash in
-between leaves two messages; the second is harmless). Rejecting the message with
-``requeue=True`` instead would hand it straight back to this worker, since Celery's last poll
-before a solo worker exits runs whatever it receives. Any other error is retried with backoff;
-when retries run out the batch ends ``failed`` with the lines finished so far. An embedded
-worker starting up takes back the batches a killed worker left behind (``worker.recovery``).
+Messages are acknowledged when a worker takes them (``acks_late=False``): leases in the database,
+not the broker, decide who runs what and when work is run again (``hybatch.leases``). A SIGKILLed
+worker's shards are sent again by a sweeper once their lease expires, within two lease periods.
+
+A worker shutting down (SIGTERM, Ctrl-C) stops between engine steps, gives its lease back and
+puts the work back on the queue, so it resumes on the next worker at once: it stops consuming,
+then publishes a new message (a crash in between leaves the work to the sweepers). Any other error
+is retried with backoff; when retries run out the batch ends ``failed`` with the lines finished so
+far.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 
 from celery.exceptions import Ignore
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 from celery.utils.log import get_task_logger
 from celery.worker import state as worker_state
 
 from billing.beat import CLOSE_TASK
 from billing.beat import close_previous_month as close_due_periods
 from hybatch.db import make_engine, make_session_factory
-from hybatch.settings import get_settings
+from hybatch.leases import Lease, new_lease_owner
+from hybatch.settings import Settings, get_settings
+from hybatch.stale_work import mark_batch_published, mark_shard_published
 from hybatch.storage import storage_from_settings
-from hybatch.tasks import RUN_BATCH_TASK
-from worker import engine_pool, jobs, recovery
+from hybatch.tasks import RUN_BATCH_TASK, RUN_SHARD_TASK, SWEEP_TASK
+from worker import engine_pool, jobs, shard_job, sweeper
 from worker.celery_app import app
 from worker.metrics_server import render_engine_metrics, start_metrics_server
 
@@ -41,17 +46,37 @@ def _worker_is_stopping() -> bool:
     return any(flag is not None and flag is not False for flag in flags)
 
 
+class CeleryTaskSender:
+    """A ``jobs.TaskSender`` publishing to this worker's queue."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+    def run_batch(self, batch_id: str) -> None:
+        run_batch.apply_async(args=[batch_id], queue=self.queue)
+
+    def run_shard(self, batch_id: str, shard_index: int) -> None:
+        run_shard.apply_async(args=[batch_id, shard_index], queue=self.queue)
+
+
 @lru_cache(maxsize=1)
 def worker_context() -> jobs.JobContext:
-    """The process's job context: settings, database sessions, file storage and the engine."""
+    """The process's job context: settings, database sessions, file storage, the engine, its lease name."""
     settings = get_settings()
     return jobs.JobContext(
         settings=settings,
         session_factory=make_session_factory(make_engine(settings.database_url)),
         storage=storage_from_settings(settings),
         load_llm=lambda: engine_pool.get_llm(settings),
+        lease=lease_for(settings),
+        send=CeleryTaskSender(settings.task_queue),
         shutdown_requested=_worker_is_stopping,
     )
+
+
+def lease_for(settings: Settings) -> Lease:
+    """This process's lease name, with the settings' lease length."""
+    return Lease(owner=new_lease_owner(), duration=timedelta(seconds=settings.lease_s))
 
 
 class _TaskConsumer:
@@ -72,34 +97,95 @@ def keep_task_consumer(sender: object, **_kwargs: object) -> None:
     _TaskConsumer.consumer = sender
 
 
-def put_back(interrupted: jobs.JobInterrupted, queue: str) -> None:
-    """Stop consuming, then publish the batch again for the next worker; says so on one line."""
+def put_back(interrupted: jobs.JobInterrupted, context: jobs.JobContext) -> None:
+    """Stop consuming, then publish the work again for the next worker; says so on one line."""
     _TaskConsumer.stop()
-    run_batch.apply_async(args=[interrupted.batch_id], queue=queue)
+    batch_id, shard_index = interrupted.batch_id, interrupted.shard_index
+    with context.session_factory() as session:
+        if shard_index is None:
+            context.send.run_batch(batch_id)
+            mark_batch_published(session, batch_id)
+        else:
+            context.send.run_shard(batch_id, shard_index)
+            mark_shard_published(session, batch_id, shard_index)
+        session.commit()
     log.warning(
         "the worker is stopping: batch %s put back on the queue %s; it resumes on the next start",
-        interrupted.batch_id,
+        batch_id,
         interrupted.progress,
     )
 
 
-@app.task(name=RUN_BATCH_TASK, bind=True, max_retries=MAX_RETRIES)
+def _give_up(task, batch_id: str, context: jobs.JobContext, error: Exception, what: str):
+    """Retry with backoff; once retries run out, end the batch ``failed``."""
+    if task.request.retries < MAX_RETRIES:
+        log.exception("%s failed (attempt %d); retrying", what, task.request.retries + 1)
+        raise task.retry(exc=error, countdown=RETRY_DELAY_S * 2**task.request.retries) from error
+    jobs.fail_batch(batch_id, context, message=f"The worker could not run the batch: {error}")
+    raise error
+
+
+@app.task(name=RUN_BATCH_TASK, bind=True, max_retries=MAX_RETRIES, acks_late=False)
 def run_batch(self, batch_id: str) -> str | None:
-    """Run one batch to its end (or until the worker stops); returns the batch's final status."""
+    """The batch's own work (validate and shard, finalize, end); returns the batch's status after."""
     context = worker_context()
     try:
         status = jobs.run_batch(batch_id, context)
     except jobs.JobInterrupted as interrupted:
-        put_back(interrupted, context.settings.task_queue)
-        raise Ignore from None  # acknowledged, no result, no traceback: the new message carries on
+        put_back(interrupted, context)
+        raise Ignore from None  # no result, no traceback: the new message carries on
     except Exception as error:
-        if self.request.retries < MAX_RETRIES:
-            log.exception("batch %s failed (attempt %d); retrying", batch_id, self.request.retries + 1)
-            raise self.retry(exc=error, countdown=RETRY_DELAY_S * 2**self.request.retries) from error
-        jobs.fail_batch(batch_id, context, message=f"The worker could not run the batch: {error}")
-        raise
+        _give_up(self, batch_id, context, error, f"batch {batch_id}")
     log.info("batch %s is %s", batch_id, status)
     return None if status is None else status.value
+
+
+@app.task(name=RUN_SHARD_TASK, bind=True, max_retries=MAX_RETRIES, acks_late=False)
+def run_shard(self, batch_id: str, shard_index: int) -> str | None:
+    """One shard of a batch under its lease; returns the batch's status after."""
+    context = worker_context()
+    try:
+        status = shard_job.run_shard(batch_id, shard_index, context)
+    except jobs.JobInterrupted as interrupted:
+        put_back(interrupted, context)
+        raise Ignore from None
+    except Exception as error:
+        _give_up(self, batch_id, context, error, f"shard {shard_index} of batch {batch_id}")
+    log.info("shard %d of batch %s: the batch is %s", shard_index, batch_id, status)
+    return None if status is None else status.value
+
+
+@app.task(name=SWEEP_TASK, acks_late=False, ignore_result=True)
+def sweep() -> int:
+    """Beat's sweep for stale leases (every worker also runs one in a thread); returns tasks sent."""
+    context = worker_context()
+    work = sweeper.sweep(context.session_factory, context.send, context.settings)
+    return len(work.batch_ids) + len(work.shards)
+
+
+class _Sweeper:
+    thread: sweeper.SweeperThread | None = None
+
+
+@worker_ready.connect
+def start_sweeper(**_kwargs: object) -> None:
+    """Sweeps every half lease in this process; an embedded worker first ends its predecessor's leases."""
+    context = worker_context()
+    settings = context.settings
+    if sweeper.is_embedded_broker(settings.broker_url):
+        if sweeper.expire_leases_of_others(context.session_factory, context.lease.owner):
+            log.warning("taking back the work an earlier worker left unfinished")
+        sweeper.sweep(context.session_factory, context.send, settings)
+    _Sweeper.thread = sweeper.SweeperThread(
+        context.session_factory, context.send, settings, interval_s=settings.lease_s / 2
+    )
+    _Sweeper.thread.start()
+
+
+@worker_shutting_down.connect
+def stop_sweeper(**_kwargs: object) -> None:
+    if _Sweeper.thread is not None:
+        _Sweeper.thread.stop()
 
 
 @worker_ready.connect
@@ -109,20 +195,6 @@ def serve_metrics(**_kwargs: object) -> None:
     if port:
         start_metrics_server(port, render_engine_metrics)
         log.info("prefix-cache metrics at http://0.0.0.0:%d/metrics", port)
-
-
-@worker_ready.connect
-def take_back_orphaned_batches(**_kwargs: object) -> list[str]:
-    """Embedded broker only: publish again the batches a killed worker left (see worker.recovery)."""
-    context = worker_context()
-    if not recovery.is_embedded_broker(context.settings.broker_url):
-        return []
-    with context.session_factory() as session:
-        batch_ids = recovery.claimed_unfinished_batch_ids(session)
-    for batch_id in batch_ids:
-        log.warning("batch %s was left unfinished by an earlier worker; queueing it again", batch_id)
-        run_batch.apply_async(args=[batch_id], queue=context.settings.task_queue)
-    return batch_ids
 
 
 @app.task(name=CLOSE_TASK)

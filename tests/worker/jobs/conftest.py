@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from hybatch.db import make_engine, make_session_factory
+from hybatch.leases import Lease, new_lease_owner
 from hybatch.settings import Settings, get_settings
 from hybatch.storage import LocalFileStorage
 from tests.worker.jobs.service_checkpoint import shared_service_checkpoint
+from tests.worker.jobs.task_queue import QueuedTasks
 from worker.jobs import JobContext
 
 SERVED_MODEL = "tiny-test"
@@ -68,6 +71,8 @@ def context(settings: Settings, session_factory: sessionmaker[Session], llm) -> 
         session_factory=session_factory,
         storage=LocalFileStorage(settings.files_dir),
         load_llm=lambda: llm,
+        lease=Lease(owner=new_lease_owner(), duration=timedelta(seconds=30)),
+        send=QueuedTasks(),
         status_poll_interval_s=0.0,
     )
 

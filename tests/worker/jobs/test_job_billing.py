@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from billing.request_cost import batch_cost_so_far
 from hybatch.models import BatchStatus, UsageRecord
+from tests.worker.jobs.task_queue import drive
 from tests.worker.jobs.batches import chat_lines, read_outcome, submit
 from worker import jobs
 
@@ -23,7 +24,7 @@ def expected_amount(usage: dict) -> Decimal:
 
 def test_every_output_line_carries_its_price(context: jobs.JobContext) -> None:
     batch_id = submit(context, chat_lines(4))
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
     outcome = read_outcome(context, batch_id)
     total = Decimal(0)
     for line in outcome.output_lines:
@@ -45,7 +46,7 @@ def test_a_budget_cap_skips_what_could_pass_it_and_bills_none_of_it(context: job
     lines = chat_lines(6)
     # Enough for about two requests' worst case (every prompt token a miss, max_tokens of output).
     batch_id = submit(context, lines, metadata={"max_cost": "0.00012"})
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
     outcome = read_outcome(context, batch_id)
     skipped = [line for line in outcome.error_lines if line["error"]["code"] == "skipped_budget"]
     assert outcome.output_lines and skipped
@@ -62,7 +63,7 @@ def test_a_budget_cap_skips_what_could_pass_it_and_bills_none_of_it(context: job
 
 def test_a_bad_max_cost_fails_the_batch_without_running_it(context: jobs.JobContext) -> None:
     batch_id = submit(context, chat_lines(2), metadata={"max_cost": "lots"})
-    assert jobs.run_batch(batch_id, context) is BatchStatus.FAILED
+    assert drive(batch_id, context) is BatchStatus.FAILED
     outcome = read_outcome(context, batch_id)
     assert outcome.output_lines == []
     assert outcome.batch.errors[0]["param"] == "metadata.max_cost"

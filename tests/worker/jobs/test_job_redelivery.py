@@ -9,6 +9,7 @@ import pytest
 
 from hybatch.models import BatchStatus
 from hybatch.storage import LocalFileStorage
+from tests.worker.jobs.task_queue import drive
 from tests.worker.jobs.batches import InterceptedLLM, assert_usage_consistent, chat_line, read_outcome, submit
 from worker import jobs
 
@@ -25,10 +26,10 @@ def line_ids(outcome) -> dict[str, str]:
 
 def test_running_a_completed_batch_again_changes_nothing(context: jobs.JobContext) -> None:
     batch_id = submit(context, lines())
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
     before = read_outcome(context, batch_id)
 
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
 
     after = read_outcome(context, batch_id)
     assert after.batch.output_file_id == before.batch.output_file_id
@@ -50,12 +51,12 @@ def test_a_crash_mid_batch_then_a_rerun_records_nothing_twice(context: jobs.JobC
 
     crashing = dataclasses.replace(context, load_llm=lambda: InterceptedLLM(llm, crash_after_three))
     with pytest.raises(Crash):
-        jobs.run_batch(batch_id, crashing)
+        drive(batch_id, crashing)
     first = read_outcome(context, batch_id)
     assert first.batch.status is BatchStatus.IN_PROGRESS
     assert len(first.results) == len(first.usage) == first.batch.completed_requests == 3
 
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
 
     outcome = read_outcome(context, batch_id)
     assert sorted(outcome.custom_ids) == sorted(f"req-{i}" for i in range(NUM_REQUESTS))
@@ -66,13 +67,13 @@ def test_a_crash_mid_batch_then_a_rerun_records_nothing_twice(context: jobs.JobC
 
 
 class FailingOnceStorage(LocalFileStorage):
-    """Storage whose first write fails (a full disk while writing the result files)."""
+    """Storage whose first write of a result file fails (a full disk while finalizing)."""
 
     failed = False
 
     @contextmanager
     def open_write(self, file_id: str):
-        if not self.failed:
+        if not self.failed and file_id.startswith("file-"):
             self.failed = True
             raise OSError("disk full")
         with super().open_write(file_id) as writer:
@@ -83,10 +84,10 @@ def test_a_crash_while_finalizing_is_finished_by_the_rerun(context: jobs.JobCont
     batch_id = submit(context, lines())
     failing = dataclasses.replace(context, storage=FailingOnceStorage(context.settings.files_dir))
     with pytest.raises(OSError):
-        jobs.run_batch(batch_id, failing)
+        drive(batch_id, failing)
     assert read_outcome(context, batch_id).batch.status is BatchStatus.FINALIZING
 
-    assert jobs.run_batch(batch_id, failing) is BatchStatus.COMPLETED
+    assert drive(batch_id, failing) is BatchStatus.COMPLETED
     outcome = read_outcome(context, batch_id)
     assert len(outcome.output_lines) == NUM_REQUESTS
     assert_usage_consistent(outcome)
@@ -100,7 +101,7 @@ def test_giving_up_keeps_finished_lines_and_fails_the_rest(context: jobs.JobCont
             raise Crash("engine fault")
 
     with pytest.raises(Crash):
-        jobs.run_batch(
+        drive(
             batch_id, dataclasses.replace(context, load_llm=lambda: InterceptedLLM(llm, crash_after_two))
         )
 

@@ -6,6 +6,7 @@ import pytest
 
 from hybatch.models import BatchStatus
 from hybatch.prompt_tokenizer import PromptTokenizer
+from tests.worker.jobs.task_queue import drive
 from tests.worker.jobs.batches import (
     COMPLETIONS,
     assert_usage_consistent,
@@ -22,7 +23,7 @@ def test_chat_batch_completes_with_every_request_once(context: jobs.JobContext) 
     lines = chat_lines(6)
     batch_id = submit(context, lines)
 
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
 
     outcome = read_outcome(context, batch_id)
     batch = outcome.batch
@@ -48,7 +49,7 @@ def test_completions_batch_completes(context: jobs.JobContext) -> None:
     lines = [completion_line(f"c{i}", f"hello world {i}") for i in range(3)]
     batch_id = submit(context, lines, endpoint=COMPLETIONS)
 
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
 
     outcome = read_outcome(context, batch_id)
     assert outcome.custom_ids == ["c0", "c1", "c2"]
@@ -61,7 +62,7 @@ def test_shared_prefix_is_served_from_the_cache_on_later_lines(context: jobs.Job
     lines = [chat_line(f"s{i}", f"Count to {i}.", system=system) for i in range(4)]
     batch_id = submit(context, lines)
 
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
 
     outcome = read_outcome(context, batch_id)
     cached = [
@@ -87,7 +88,7 @@ def test_invalid_input_fails_without_loading_the_model(context: jobs.JobContext)
         raise AssertionError("a batch that fails validation must not load the model")
 
     context = jobs.JobContext(**{**context.__dict__, "load_llm": no_engine})
-    assert jobs.run_batch(batch_id, context) is BatchStatus.FAILED
+    assert drive(batch_id, context) is BatchStatus.FAILED
 
     outcome = read_outcome(context, batch_id)
     codes = {(error["code"], error["line"]) for error in outcome.batch.errors}
@@ -114,7 +115,7 @@ def test_a_request_the_engine_rejects_becomes_an_error_line(context: jobs.JobCon
             )
 
     context = jobs.JobContext(**{**context.__dict__, "load_llm": RejectsTheSecond})
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
 
     outcome = read_outcome(context, batch_id)
     assert [line["custom_id"] for line in outcome.output_lines] == ["req-0", "req-2"]
@@ -128,7 +129,7 @@ def test_a_request_the_engine_rejects_becomes_an_error_line(context: jobs.JobCon
 @pytest.mark.parametrize("status", ["unknown", "cancelled"])
 def test_a_batch_that_is_gone_or_finished_is_left_alone(context: jobs.JobContext, status: str) -> None:
     if status == "unknown":
-        assert jobs.run_batch("batch_nope", context) is None
+        assert drive("batch_nope", context) is None
         return
     from hybatch.batches import cancel_batch
 
@@ -136,5 +137,5 @@ def test_a_batch_that_is_gone_or_finished_is_left_alone(context: jobs.JobContext
     with context.session_factory() as session:
         account_id = read_outcome(context, batch_id).batch.account_id
         cancel_batch(session, account_id, batch_id)  # never claimed: cancelled at once
-    assert jobs.run_batch(batch_id, context) is BatchStatus.CANCELLED
+    assert drive(batch_id, context) is BatchStatus.CANCELLED
     assert read_outcome(context, batch_id).results == []

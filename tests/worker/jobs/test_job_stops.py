@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from hybatch.batch_lifecycle import claim_batch
 from hybatch.batches import cancel_batch
 from hybatch.models import Batch, BatchStatus, utc_now
+from tests.worker.jobs.task_queue import drive
 from tests.worker.jobs.batches import InterceptedLLM, assert_usage_consistent, chat_line, read_outcome, submit
-from worker import jobs
+from worker import jobs, shard_job
 
 NUM_REQUESTS = 8
 
@@ -48,7 +49,7 @@ def test_cancel_between_steps_keeps_finished_lines(context: jobs.JobContext, llm
             with context.session_factory() as api_session:  # the API, in its own transaction
                 assert cancel_batch(api_session, account_id, batch_id).status is BatchStatus.CANCELLING
 
-    assert jobs.run_batch(batch_id, with_engine(context, InterceptedLLM(llm, cancel_after_two))) is (
+    assert drive(batch_id, with_engine(context, InterceptedLLM(llm, cancel_after_two))) is (
         BatchStatus.CANCELLED
     )
 
@@ -64,7 +65,7 @@ def test_cancel_while_validating_reports_every_request_cancelled(context: jobs.J
         assert claim_batch(session, batch_id)  # a worker picked it up ...
         cancel_batch(session, account_of(context, batch_id), batch_id)  # ... and the user cancelled
 
-    assert jobs.run_batch(batch_id, context) is BatchStatus.CANCELLED
+    assert drive(batch_id, context) is BatchStatus.CANCELLED
 
     outcome = read_outcome(context, batch_id)
     assert outcome.output_lines == [] and outcome.usage == []
@@ -81,8 +82,9 @@ def test_expiry_between_steps_reports_the_rest_expired(
         if num_outputs == 2:
             later = utc_now() + timedelta(days=2)
             monkeypatch.setattr(jobs, "utc_now", lambda: later)
+            monkeypatch.setattr(shard_job, "utc_now", lambda: later)
 
-    assert jobs.run_batch(batch_id, with_engine(context, InterceptedLLM(llm, time_runs_out))) is (
+    assert drive(batch_id, with_engine(context, InterceptedLLM(llm, time_runs_out))) is (
         BatchStatus.EXPIRED
     )
 
@@ -102,7 +104,7 @@ def test_a_batch_found_expired_runs_nothing(context: jobs.JobContext) -> None:
     def no_engine():
         raise AssertionError("an expired batch must not run")
 
-    assert jobs.run_batch(batch_id, dataclasses.replace(context, load_llm=no_engine)) is BatchStatus.EXPIRED
+    assert drive(batch_id, dataclasses.replace(context, load_llm=no_engine)) is BatchStatus.EXPIRED
     outcome = read_outcome(context, batch_id)
     assert outcome.output_lines == [] and outcome.usage == []
     assert_every_request_once(outcome, unfinished_code="batch_expired")
@@ -121,7 +123,7 @@ def test_shutdown_stops_between_steps_and_a_later_run_resumes(context: jobs.JobC
         shutdown_requested=lambda: bool(stopping),
     )
     with pytest.raises(jobs.JobInterrupted) as raised:
-        jobs.run_batch(batch_id, interrupted)
+        drive(batch_id, interrupted)
     first = read_outcome(context, batch_id)
     assert first.batch.status is BatchStatus.IN_PROGRESS
     assert 2 <= len(first.results) < NUM_REQUESTS
@@ -133,7 +135,7 @@ def test_shutdown_stops_between_steps_and_a_later_run_resumes(context: jobs.JobC
     )
     assert stopped.progress == f"at {len(first.results)}/{NUM_REQUESTS}"
 
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
     outcome = read_outcome(context, batch_id)
     assert len(outcome.output_lines) == NUM_REQUESTS
     assert_every_request_once(outcome, unfinished_code="none")
@@ -145,11 +147,11 @@ def test_a_stopping_worker_claims_nothing_and_says_how_far_a_batch_got(context: 
     batch_id = submit(context, staggered_lines())
 
     with pytest.raises(jobs.JobInterrupted) as raised:
-        jobs.run_batch(batch_id, stopping)
+        drive(batch_id, stopping)
     assert raised.value.progress == "before validation"
     batch = read_outcome(context, batch_id).batch
     assert batch.status is BatchStatus.VALIDATING and batch.claimed_at is None
 
-    assert jobs.run_batch(batch_id, context) is BatchStatus.COMPLETED
-    assert jobs.run_batch(batch_id, stopping) is BatchStatus.COMPLETED  # finished: nothing to hand back
-    assert jobs.run_batch("batch_unknown", stopping) is None
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
+    assert drive(batch_id, stopping) is BatchStatus.COMPLETED  # finished: nothing to hand back
+    assert drive("batch_unknown", stopping) is None

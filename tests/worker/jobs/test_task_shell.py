@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,37 +12,45 @@ from celery.exceptions import Ignore
 
 from hybatch.models import BatchStatus
 from hybatch.settings import Settings
-from hybatch.tasks import RUN_BATCH_TASK
+from hybatch.tasks import RUN_BATCH_TASK, RUN_SHARD_TASK, SWEEP_TASK
 from tests.worker.jobs.batches import chat_lines, read_outcome, submit
-from worker import jobs
+from worker import jobs, shard_job
 
 
-def test_app_runs_one_task_at_a_time_and_acks_late(tasks, tmp_path: Path) -> None:
+def test_app_runs_one_task_at_a_time(tasks, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "var", task_queue="q-test")
     conf = importlib.import_module("worker.celery_app").create_celery_app(settings).conf
     assert conf.broker_url == f"sqla+sqlite:///{tmp_path / 'var' / 'broker.db'}"
     assert conf.task_default_queue == "q-test"
-    assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1 and conf.worker_pool == "solo"
     assert not conf.broker_transport_options  # kombu's SQLAlchemy transport takes engine options only
     assert (tmp_path / "var").is_dir()
 
 
-def test_redis_never_hands_a_running_batch_to_another_worker_early(tasks, tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0", completion_windows=("24h", "1h")
-    )
+def test_batch_and_shard_tasks_are_acknowledged_when_taken_leases_decide_recovery(tasks, tmp_path: Path) -> None:
+    # Not the broker's visibility timeout (a day on Redis): a dead worker's shard must run again
+    # within two leases, which only the sweepers can do.
+    assert tasks.run_batch.acks_late is False and tasks.run_shard.acks_late is False
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0", lease_s=20)
     conf = importlib.import_module("worker.celery_app").create_celery_app(settings).conf
-    assert conf.broker_transport_options == {"visibility_timeout": 24 * 3600}
+    assert "visibility_timeout" not in (conf.broker_transport_options or {})
+    assert conf.beat_schedule["worker-sweep"]["task"] == SWEEP_TASK
+    assert conf.beat_schedule["worker-sweep"]["schedule"].total_seconds() == 20
 
 
-def test_task_is_registered_by_the_name_the_api_sends(tasks) -> None:
+def test_tasks_are_registered_by_the_names_sent(tasks) -> None:
     assert tasks.run_batch.name == RUN_BATCH_TASK
-    assert RUN_BATCH_TASK in tasks.app.tasks
+    assert tasks.run_shard.name == RUN_SHARD_TASK
+    assert {RUN_BATCH_TASK, RUN_SHARD_TASK, SWEEP_TASK} <= set(tasks.app.tasks)
 
 
-def test_task_runs_the_job(tasks, context: jobs.JobContext) -> None:
+def test_the_batch_task_plans_and_the_shard_tasks_finish(tasks, context: jobs.JobContext) -> None:
     batch_id = submit(context, chat_lines(2))
+    assert tasks.run_batch(batch_id) == "in_progress"
+    [shard_task] = context.send.tasks
+    assert shard_task == ("shard", batch_id, 0)
+    context.send.tasks.clear()
+    assert tasks.run_shard(batch_id, 0) == "completed"  # the last shard finalizes
     assert tasks.run_batch(batch_id) == "completed"
     assert tasks.run_batch("batch_unknown") is None
 
@@ -64,18 +73,20 @@ def test_a_shutdown_stops_consuming_then_puts_the_batch_back(
     tasks.keep_task_consumer(sender=SimpleNamespace(task_consumer=task_consumer))
     published = []
 
-    def interrupted(batch_id, context):
-        raise jobs.JobInterrupted(batch_id, finished_requests=37, total_requests=100)
+    def interrupted(batch_id, shard_index, context):
+        raise jobs.JobInterrupted(batch_id, finished_requests=37, total_requests=100, shard_index=shard_index)
 
-    def publish(args, queue):
-        assert task_consumer.cancelled, "published while still consuming: this worker would take it back"
-        published.append((args, queue))
+    class Sender:
+        def run_shard(self, batch_id, shard_index):
+            assert task_consumer.cancelled, "published while still consuming: this worker would take it back"
+            published.append((batch_id, shard_index))
 
-    monkeypatch.setattr(jobs, "run_batch", interrupted)
-    monkeypatch.setattr(tasks.run_batch, "apply_async", publish)
+    monkeypatch.setattr(shard_job, "run_shard", interrupted)
+    context = tasks.worker_context()
+    monkeypatch.setattr(tasks, "worker_context", lambda: dataclasses.replace(context, send=Sender()))
     with pytest.raises(Ignore):  # acknowledged without a result: no Reject, so no traceback in the log
-        tasks.run_batch("batch_x")
-    assert published == [(["batch_x"], tasks.worker_context().settings.task_queue)]
+        tasks.run_shard("batch_x", 3)
+    assert published == [("batch_x", 3)]
     [record] = [r for r in caplog.records if "batch_x" in r.getMessage()]
     assert record.getMessage() == (
         "the worker is stopping: batch batch_x put back on the queue at 37/100; it resumes on the next start"

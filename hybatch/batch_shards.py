@@ -1,0 +1,83 @@
+"""A batch's shards as rows: created when the batch is planned, read while it runs and ends.
+
+The shards' leases are in ``hybatch.leases``; what the sweepers look for in ``hybatch.stale_work``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from hybatch.models import BatchShard, ShardStatus, utc_now
+
+
+@dataclass(frozen=True)
+class PlannedShard:
+    """One shard as planned: its index, how many requests, where its validated requests are stored."""
+
+    shard_index: int
+    num_requests: int
+    input_key: str
+
+
+def add_shards(session: Session, batch_id: str, shards: Sequence[PlannedShard]) -> None:
+    """Insert the batch's shard rows as pending and published now (the caller sends the tasks
+    right after committing); does not commit."""
+    now = utc_now()
+    session.execute(
+        sa.insert(BatchShard),
+        [
+            {
+                "batch_id": batch_id,
+                "shard_index": shard.shard_index,
+                "num_requests": shard.num_requests,
+                "input_key": shard.input_key,
+                "status": ShardStatus.PENDING,
+                "attempts": 0,
+                "published_at": now,
+                "created_at": now,
+            }
+            for shard in shards
+        ],
+    )
+
+
+def shard_indices(session: Session, batch_id: str) -> list[int]:
+    return list(
+        session.scalars(
+            sa.select(BatchShard.shard_index)
+            .where(BatchShard.batch_id == batch_id)
+            .order_by(BatchShard.shard_index)
+        )
+    )
+
+
+def input_keys(session: Session, batch_id: str) -> list[str]:
+    """Where each shard's validated requests are stored, in shard order (none before planning)."""
+    return list(
+        session.scalars(
+            sa.select(BatchShard.input_key)
+            .where(BatchShard.batch_id == batch_id)
+            .order_by(BatchShard.shard_index)
+        )
+    )
+
+
+def get_shard(session: Session, batch_id: str, shard_index: int) -> BatchShard | None:
+    return session.get(BatchShard, (batch_id, shard_index))
+
+
+def num_unfinished_shards(session: Session, batch_id: str) -> int:
+    """Shards of the batch not done yet; 0 for a batch with every shard done (or none planned)."""
+    return session.scalar(
+        sa.select(sa.func.count())
+        .select_from(BatchShard)
+        .where(BatchShard.batch_id == batch_id, BatchShard.status != ShardStatus.DONE)
+    )
+
+
+def has_shards(session: Session, batch_id: str) -> bool:
+    return session.scalar(sa.select(sa.exists().where(BatchShard.batch_id == batch_id))) or False

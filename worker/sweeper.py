@@ -1,0 +1,91 @@
+"""The sweeper: sends tasks again for work whose worker died (``hybatch.stale_work`` says which).
+
+Every worker process runs one in a daemon thread, every half lease; beat runs the same sweep as
+the ``worker.sweep`` task, so a fleet whose workers are all busy or all restarting still recovers.
+Several sweepers at once are harmless: each piece of stale work is claimed by exactly one.
+
+An embedded worker (the serverless broker of ``make run``) is the only worker on its data dir, so
+at start-up it also ends every lease left by an earlier process at once (``expire_leases_of_others``)
+instead of waiting out the lease: a killed ``hybatch up`` resumes as soon as it starts again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from hybatch.models import Batch, BatchShard, utc_now
+from hybatch.settings import Settings
+from hybatch.stale_work import StaleWork, claim_stale_work
+from worker.jobs import TaskSender
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_BROKER_SCHEME = "sqla+"
+
+
+def is_embedded_broker(broker_url: str) -> bool:
+    return broker_url.startswith(EMBEDDED_BROKER_SCHEME)
+
+
+def sweep(session_factory: sessionmaker[Session], send: TaskSender, settings: Settings) -> StaleWork:
+    """One sweep: claim the stale work, then send a task for each piece; returns what was sent."""
+    with session_factory() as session:
+        work = claim_stale_work(
+            session,
+            lease=timedelta(seconds=settings.lease_s),
+            republish_after=timedelta(seconds=settings.republish_after_s),
+        )
+    for batch_id, shard_index in work.shards:
+        log.warning("shard %d of batch %s has no live worker; sending it again", shard_index, batch_id)
+        send.run_shard(batch_id, shard_index)
+    for batch_id in work.batch_ids:
+        log.warning("batch %s was left unfinished by a worker; sending it again", batch_id)
+        send.run_batch(batch_id)
+    return work
+
+
+def expire_leases_of_others(session_factory: sessionmaker[Session], owner: str) -> int:
+    """End every live lease not held by ``owner`` now (embedded mode's one worker); returns how many."""
+    now = utc_now()
+    with session_factory() as session:
+        num_expired = 0
+        for model in (Batch, BatchShard):
+            expired = session.execute(
+                sa.update(model)
+                .where(
+                    model.lease_owner.is_not(None), model.lease_owner != owner, model.lease_expires_at > now
+                )
+                .values(lease_expires_at=now - timedelta(seconds=1))
+            )
+            num_expired += expired.rowcount
+        session.commit()
+    return num_expired
+
+
+class SweeperThread(threading.Thread):
+    """Sweeps every ``interval_s`` until ``stop()``; a failed sweep is logged and tried again."""
+
+    def __init__(
+        self, session_factory: sessionmaker[Session], send: TaskSender, settings: Settings, interval_s: float
+    ) -> None:
+        super().__init__(name="hybatch-sweeper", daemon=True)
+        self.session_factory = session_factory
+        self.send = send
+        self.settings = settings
+        self.interval_s = interval_s
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            try:
+                sweep(self.session_factory, self.send, self.settings)
+            except Exception:  # the database or the broker is down for a moment: next round
+                log.exception("lease sweep failed; trying again in %.0f s", self.interval_s)
+
+    def stop(self) -> None:
+        self._stopped.set()
