@@ -69,6 +69,7 @@ BENCHMARKS = {
         "api.dashboard.bench", "Usage page first paint with a month of data vs the JSON API."
     ),
     "fleet": Benchmark("worker.bench.fleet", "1 vs 2 workers, a SIGKILLed worker, a 50,000-line cancel."),
+    "api": Benchmark("api.bench_load", "API req/s, errors, p99 at 10 to 1,000 clients vs 10 clients."),
 }
 
 
