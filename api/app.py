@@ -9,6 +9,7 @@ from api.dashboard import install_dashboard
 from api.enqueue import CeleryEnqueuer
 from api.errors import install_error_handlers
 from api.lifespan import lifespan
+from api.openapi import install_openapi
 from api.routes import batches, billing, files, health, models, usage
 from hybatch.batches import BatchEnqueuer
 from hybatch.db import engine_from_settings, make_session_factory
@@ -40,6 +41,7 @@ def create_app(
     app.state.storage = storage or storage_from_settings(settings)
     app.state.enqueue = enqueue or CeleryEnqueuer.from_settings(settings)
     install_error_handlers(app)
+    install_openapi(app)
     for module in (health, files, batches, models, usage, billing):
         app.include_router(module.router)
     install_dashboard(app, settings)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import CurrentCaller, EnqueueDep, SessionsDep, SettingsDep
+from api.openapi import error_responses
 from api.schemas import BatchCreate, BatchObject, ListPage
 from hybatch import batches
 
@@ -16,7 +17,7 @@ DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 100
 
 
-@router.post("")
+@router.post("", responses=error_responses(400, 401, 413, 503))
 def create_batch(
     body: BatchCreate,
     caller: CurrentCaller,
@@ -42,7 +43,7 @@ def create_batch(
         return BatchObject.from_row(batch)
 
 
-@router.get("")
+@router.get("", responses=error_responses(400, 401))
 def list_batches(
     caller: CurrentCaller,
     sessions: SessionsDep,
@@ -54,13 +55,13 @@ def list_batches(
         return ListPage.of([BatchObject.from_row(row) for row in page.items], page.has_more)
 
 
-@router.get("/{batch_id}")
+@router.get("/{batch_id}", responses=error_responses(401, 404))
 def retrieve_batch(caller: CurrentCaller, sessions: SessionsDep, batch_id: str) -> BatchObject:
     with sessions() as session:
         return BatchObject.from_row(batches.get_batch(session, caller.account_id, batch_id))
 
 
-@router.post("/{batch_id}/cancel")
+@router.post("/{batch_id}/cancel", responses=error_responses(401, 404, 409))
 def cancel_batch(caller: CurrentCaller, sessions: SessionsDep, batch_id: str) -> BatchObject:
     with sessions() as session:
         return BatchObject.from_row(batches.cancel_batch(session, caller.account_id, batch_id))

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, SessionsDep, SettingsDep, StorageDep
 from api.downloads import export_download
+from api.openapi import error_responses
 from billing import file_estimate, invoices, stripe_sync
 from billing.money import decimal_string, minor_to_decimal
 from billing.request_cost import batch_cost_so_far
@@ -37,7 +38,7 @@ class EstimateRequest(BaseModel):
     endpoint: str
 
 
-@router.post("/estimate")
+@router.post("/estimate", responses=error_responses(400, 401, 404, 413))
 def estimate_cost(
     body: EstimateRequest,
     caller: CurrentCaller,
@@ -62,7 +63,7 @@ def estimate_cost(
     }
 
 
-@router.get("/batches/{batch_id}/cost")
+@router.get("/batches/{batch_id}/cost", responses=error_responses(401, 404))
 def batch_cost(caller: CurrentCaller, sessions: SessionsDep, batch_id: str) -> dict[str, Any]:
     with sessions() as session:
         batch = batches.get_batch(session, caller.account_id, batch_id)
@@ -111,21 +112,31 @@ def _invoice_object(invoice: Invoice, lines: list[InvoiceLine] | None = None) ->
     return body
 
 
-@router.get("/invoices")
+@router.get("/invoices", responses=error_responses(401))
 def list_invoices(caller: CurrentCaller, sessions: SessionsDep) -> dict[str, Any]:
     with sessions() as session:
         rows = invoices.list_invoices(session, caller.account_id)
         return {"object": "list", "data": [_invoice_object(row) for row in rows], "has_more": False}
 
 
-@router.get("/invoices/{invoice_id}")
+@router.get("/invoices/{invoice_id}", responses=error_responses(401, 404))
 def retrieve_invoice(caller: CurrentCaller, sessions: SessionsDep, invoice_id: str) -> dict[str, Any]:
     with sessions() as session:
         invoice = invoices.get_invoice(session, caller.account_id, invoice_id)
         return _invoice_object(invoice, invoices.invoice_lines(session, invoice.id))
 
 
-@router.get("/exports")
+@router.get(
+    "/exports",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The closed month's export as an attachment",
+            "content": {"text/csv": {"schema": {"type": "string"}}, "application/json": {}},
+        },
+        **error_responses(400, 401, 409),
+    },
+)
 def export(
     caller: CurrentCaller,
     sessions: SessionsDep,
@@ -136,7 +147,7 @@ def export(
         return export_download(session, period, format, caller.account_id)
 
 
-@router.post("/stripe/webhook")
+@router.post("/stripe/webhook", responses=error_responses(400, 413, 503))
 async def stripe_webhook(request: Request, billing_settings: BillingSettingsDep) -> dict[str, Any]:
     """Stripe calls this (no bearer key: the ``Stripe-Signature`` header authenticates it)."""
     payload = await request.body()

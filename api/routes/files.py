@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentCaller, SessionsDep, SettingsDep, StorageDep
 from api.downloads import file_download
+from api.openapi import binary_response, error_responses
 from api.schemas import FileDeleted, FileObject, ListPage
 from hybatch import files
 from hybatch.storage import iter_chunks
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 MAX_LIST_LIMIT = 10_000
 
 
-@router.post("")
+@router.post("", responses=error_responses(400, 401, 413))
 def create_file(
     caller: CurrentCaller,
     sessions: SessionsDep,
@@ -42,7 +43,7 @@ def create_file(
         return FileObject.from_row(stored)
 
 
-@router.get("")
+@router.get("", responses=error_responses(400, 401))
 def list_files(
     caller: CurrentCaller,
     sessions: SessionsDep,
@@ -58,13 +59,17 @@ def list_files(
         return ListPage.of([FileObject.from_row(row) for row in page.items], page.has_more)
 
 
-@router.get("/{file_id}")
+@router.get("/{file_id}", responses=error_responses(401, 404))
 def retrieve_file(caller: CurrentCaller, sessions: SessionsDep, file_id: str) -> FileObject:
     with sessions() as session:
         return FileObject.from_row(files.get_file(session, caller.account_id, file_id))
 
 
-@router.get("/{file_id}/content")
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={**binary_response("The file's bytes"), **error_responses(401, 404)},
+)
 def download_file(
     caller: CurrentCaller, sessions: SessionsDep, storage: StorageDep, file_id: str
 ) -> StreamingResponse:
@@ -73,7 +78,7 @@ def download_file(
     return file_download(storage, row, as_attachment=False)  # streams with the session closed
 
 
-@router.delete("/{file_id}")
+@router.delete("/{file_id}", responses=error_responses(401, 404, 409))
 def delete_file(
     caller: CurrentCaller, sessions: SessionsDep, storage: StorageDep, file_id: str
 ) -> FileDeleted:

@@ -7,18 +7,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import CurrentCaller, SessionsDep
+from api.openapi import error_responses
 from billing.usage import build_query, usage_page
 
 router = APIRouter(tags=["usage"])
 
+# Times are Unix seconds; datetime cannot go past the year 9999.
+MAX_UNIX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+UnixSeconds = Annotated[int, Query(ge=0, le=MAX_UNIX_SECONDS)]
 
-@router.get("/v1/usage")
-@router.get("/v1/organization/usage/completions")
+
+@router.get("/v1/usage", responses=error_responses(400, 401))
+@router.get("/v1/organization/usage/completions", responses=error_responses(400, 401))
 def get_usage(
     caller: CurrentCaller,
     sessions: SessionsDep,
-    start_time: int,
-    end_time: int | None = None,
+    start_time: UnixSeconds,
+    end_time: UnixSeconds | None = None,
     bucket_width: str = "1d",
     group_by: Annotated[list[str] | None, Query()] = None,
     group_by_brackets: Annotated[list[str] | None, Query(alias="group_by[]")] = None,
