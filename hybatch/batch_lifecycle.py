@@ -1,4 +1,4 @@
-"""The worker's side of a batch's status: claim it, move it, notice a cancel.
+"""The worker's side of a batch's status: move it, notice a cancel (claiming it is ``hybatch.leases``).
 
 Every move is one conditional UPDATE (``WHERE status IN from_statuses``) that also stamps
 the status's ``*_at`` column, so a move that lost a race with the API (a cancel) changes
@@ -31,24 +31,6 @@ UNFINISHED = (
     BatchStatus.FINALIZING,
     BatchStatus.CANCELLING,
 )
-
-
-def claim_batch(session: Session, batch_id: str) -> bool:
-    """Mark a ``validating`` batch as picked up by a worker; commits.
-
-    True when the worker should go on (claimed now, or already claimed by an earlier delivery
-    of the same task); False when the batch is unknown, was cancelled first, or is finished.
-    """
-    claimed = session.execute(
-        sa.update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING, Batch.claimed_at.is_(None))
-        .values(claimed_at=utc_now())
-    )
-    session.commit()
-    if claimed.rowcount == 1:
-        return True
-    status = session.scalar(sa.select(Batch.status).where(Batch.id == batch_id))
-    return status is not None and not status.is_terminal
 
 
 def move_batch(

@@ -1,7 +1,7 @@
 """Batches: create (then enqueue after commit), read, list and cancel, scoped to one account.
 
 Status changes that can race with the worker are single conditional UPDATEs, so exactly one
-side wins: see ``cancel_batch`` here and ``hybatch.batch_lifecycle.claim_batch``.
+side wins: see ``cancel_batch`` here and ``hybatch.leases.take_batch`` (which stamps ``claimed_at``).
 """
 
 from __future__ import annotations

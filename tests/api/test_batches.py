@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from hybatch.batch_lifecycle import claim_batch
 from hybatch.db import make_engine, make_session_factory
+from hybatch.leases import Lease, new_lease_owner, take_batch
 from hybatch.models import Batch, BatchStatus, utc_now
 from hybatch.settings import Settings
 from tests.api.helpers import (
@@ -165,9 +165,10 @@ def test_cancel_of_a_claimed_batch_leaves_it_to_the_worker(
 ) -> None:
     batch_id = create_batch(client, alice, input_file_id)["id"]
     session_factory = make_session_factory(make_engine(settings.database_url))
+    lease = Lease(owner=new_lease_owner(), duration=timedelta(seconds=30))
     with session_factory() as session:
-        assert claim_batch(session, batch_id) is True
-        assert claim_batch(session, batch_id) is True  # a redelivered task may go on
+        assert take_batch(session, batch_id, lease) is True
+        assert take_batch(session, batch_id, lease) is True  # a redelivered task may go on
     cancelling = client.post(f"/v1/batches/{batch_id}/cancel", headers=alice).json()
     assert cancelling["status"] == "cancelling" and cancelling["cancelled_at"] is None
     assert client.post(f"/v1/batches/{batch_id}/cancel", headers=alice).json()["status"] == "cancelling"
@@ -179,7 +180,7 @@ def test_worker_does_not_claim_a_cancelled_batch(
     batch_id = create_batch(client, alice, input_file_id)["id"]
     client.post(f"/v1/batches/{batch_id}/cancel", headers=alice)
     with make_session_factory(make_engine(settings.database_url))() as session:
-        assert claim_batch(session, batch_id) is False
+        assert take_batch(session, batch_id, Lease(new_lease_owner(), timedelta(seconds=30))) is False
 
 
 @pytest.mark.parametrize("status", [BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.FINALIZING])

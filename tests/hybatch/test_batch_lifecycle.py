@@ -1,14 +1,21 @@
+from datetime import timedelta
+
 from sqlalchemy.orm import Session, sessionmaker
 
-from hybatch.batch_lifecycle import UNFINISHED, claim_batch, current_status, move_batch
+from hybatch.batch_lifecycle import UNFINISHED, current_status, move_batch
+from hybatch.leases import Lease, new_lease_owner, take_batch
 from hybatch.models import Batch, BatchStatus
 from tests.hybatch.batch_rows import add_batch
+
+
+def _lease() -> Lease:
+    return Lease(owner=new_lease_owner(), duration=timedelta(seconds=30))
 
 
 def test_happy_path_stamps_each_status(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as session:
         batch_id = add_batch(session).id
-        assert claim_batch(session, batch_id)
+        assert take_batch(session, batch_id, _lease())
         for from_status, to_status in [
             (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS),
             (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING),
@@ -34,7 +41,7 @@ def test_a_move_that_lost_the_race_changes_nothing(session_factory: sessionmaker
         assert move_batch(session, batch_id, BatchStatus.CANCELLED, from_statuses=(BatchStatus.CANCELLING,))
         session.commit()
         assert current_status(session, batch_id) is BatchStatus.CANCELLED
-        assert not claim_batch(session, batch_id)
+        assert not take_batch(session, batch_id, _lease())
 
 
 def test_failure_carries_its_errors(session_factory: sessionmaker[Session]) -> None:
@@ -50,4 +57,6 @@ def test_failure_carries_its_errors(session_factory: sessionmaker[Session]) -> N
 
 def test_unknown_batch(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as session:
-        assert not claim_batch(session, "batch_nope") and current_status(session, "batch_nope") is None
+        assert (
+            not take_batch(session, "batch_nope", _lease()) and current_status(session, "batch_nope") is None
+        )

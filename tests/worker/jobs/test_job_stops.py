@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from hybatch.batch_lifecycle import claim_batch
 from hybatch.batches import cancel_batch
+from hybatch.leases import release_batch, take_batch
 from hybatch.models import Batch, BatchStatus, utc_now
-from tests.worker.jobs.task_queue import drive
 from tests.worker.jobs.batches import InterceptedLLM, assert_usage_consistent, chat_line, read_outcome, submit
+from tests.worker.jobs.task_queue import drive
 from worker import jobs, shard_job
 
 NUM_REQUESTS = 8
@@ -62,8 +62,9 @@ def test_cancel_between_steps_keeps_finished_lines(context: jobs.JobContext, llm
 def test_cancel_while_validating_reports_every_request_cancelled(context: jobs.JobContext) -> None:
     batch_id = submit(context, staggered_lines())
     with context.session_factory() as session:
-        assert claim_batch(session, batch_id)  # a worker picked it up ...
+        assert take_batch(session, batch_id, context.lease)  # a worker picked it up ...
         cancel_batch(session, account_of(context, batch_id), batch_id)  # ... and the user cancelled
+        release_batch(session, batch_id, context.lease)
 
     assert drive(batch_id, context) is BatchStatus.CANCELLED
 
@@ -84,9 +85,7 @@ def test_expiry_between_steps_reports_the_rest_expired(
             monkeypatch.setattr(jobs, "utc_now", lambda: later)
             monkeypatch.setattr(shard_job, "utc_now", lambda: later)
 
-    assert drive(batch_id, with_engine(context, InterceptedLLM(llm, time_runs_out))) is (
-        BatchStatus.EXPIRED
-    )
+    assert drive(batch_id, with_engine(context, InterceptedLLM(llm, time_runs_out))) is (BatchStatus.EXPIRED)
 
     outcome = read_outcome(context, batch_id)
     assert 2 <= outcome.batch.completed_requests < NUM_REQUESTS
