@@ -117,10 +117,58 @@ def record_failures(session: Session, batch: Batch, lines: list[tuple[str, int, 
     """
     if not lines:
         return 0
+    if session.get_bind().dialect.name == "postgresql":
+        num_new = _insert_errors_postgres(session, batch.id, lines)
+    else:
+        num_new = _insert_errors_sqlite(session, batch.id, lines)
+    if num_new:
+        session.execute(
+            sa.update(Batch)
+            .where(Batch.id == batch.id)
+            .values(failed_requests=Batch.failed_requests + num_new)
+        )
+    return num_new
+
+
+# Postgres: one INSERT from two parameters, the requests as a JSON recordset and their lines as
+# newline-separated JSON texts (json.dumps never writes a raw newline), zipped by ROWS FROM. Not a
+# multi-row VALUES list: at this size the driver spends most of its time turning placeholders into
+# SQL, and arrays in dumping them (a 50,000-line cancel took 6.5 s and 4.9 s those ways). Not the
+# lines inside the JSON document either: a line may hold "\u0000" (a model can write a NUL), which a
+# json value stores but no json operator can read, so the lines are cast from text, never parsed.
+_INSERT_ERRORS_POSTGRES = sa.text(
+    f"""
+    INSERT INTO {BatchRequestResult.__tablename__} (batch_id, custom_id, line_number, is_error, line, created_at)
+    SELECT :batch_id, rows.custom_id, rows.line_number, TRUE, CAST(rows.line AS JSON), :created_at
+    FROM ROWS FROM (
+        json_to_recordset(CAST(:requests AS JSON)) AS (custom_id TEXT, line_number INTEGER),
+        unnest(string_to_array(:lines, E'\\n'))
+    ) AS rows (custom_id, line_number, line)
+    ON CONFLICT (batch_id, custom_id) DO NOTHING
+    RETURNING id
+    """
+).bindparams(sa.bindparam("created_at", type_=BatchRequestResult.__table__.c.created_at.type))
+
+
+def _insert_errors_postgres(
+    session: Session, batch_id: str, lines: list[tuple[str, int, dict[str, Any]]]
+) -> int:
+    requests = [{"custom_id": custom_id, "line_number": line_number} for custom_id, line_number, _ in lines]
+    texts = "\n".join(json.dumps(line, ensure_ascii=False) for _, _, line in lines)
+    inserted = session.execute(
+        _INSERT_ERRORS_POSTGRES,
+        {"batch_id": batch_id, "created_at": utc_now(), "requests": json.dumps(requests), "lines": texts},
+    )
+    return len(inserted.all())
+
+
+def _insert_errors_sqlite(
+    session: Session, batch_id: str, lines: list[tuple[str, int, dict[str, Any]]]
+) -> int:
     now = utc_now()
     rows = [
         {
-            "batch_id": batch.id,
+            "batch_id": batch_id,
             "custom_id": custom_id,
             "line_number": line_number,
             "is_error": True,
@@ -129,22 +177,15 @@ def record_failures(session: Session, batch: Batch, lines: list[tuple[str, int, 
         }
         for custom_id, line_number, line in lines
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = BatchRequestResult.__table__
     statement = (
-        insert(BatchRequestResult)
+        sqlite.insert(table)
         .on_conflict_do_nothing(index_elements=["batch_id", "custom_id"])
-        .returning(BatchRequestResult.id)
+        .returning(table.c.id)
     )
-    # One multi-row INSERT per page of rows; RETURNING yields only the rows actually inserted.
-    num_new = len(session.execute(statement, rows).all())
-    if num_new:
-        session.execute(
-            sa.update(Batch)
-            .where(Batch.id == batch.id)
-            .values(failed_requests=Batch.failed_requests + num_new)
-        )
-    return num_new
+    # Core's multi-row INSERT (the ORM's bulk path takes twice as long); RETURNING yields only
+    # the rows actually inserted.
+    return len(session.connection().execute(statement, rows).all())
 
 
 def _insert_result(

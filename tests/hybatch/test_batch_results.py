@@ -3,8 +3,14 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from hybatch.batch_results import finished_custom_ids, record_failure, record_success, write_result_files
-from hybatch.models import Batch, BatchEndpoint, File, FilePurpose, UsageRecord, utc_now
+from hybatch.batch_results import (
+    finished_custom_ids,
+    record_failure,
+    record_failures,
+    record_success,
+    write_result_files,
+)
+from hybatch.models import Batch, BatchEndpoint, BatchRequestResult, File, FilePurpose, UsageRecord, utc_now
 from hybatch.result_lines import TokenUsage, error_line, success_line
 from hybatch.storage import LocalFileStorage
 from tests.hybatch.batch_rows import add_batch
@@ -118,3 +124,43 @@ def test_chat_success_line_shape() -> None:
         body["usage"]["prompt_tokens"] == 5 and body["usage"]["prompt_tokens_details"]["cached_tokens"] == 2
     )
     assert json.dumps(line)  # plain JSON
+
+
+def test_error_lines_in_bulk_skip_what_is_recorded_and_count_only_the_new(
+    session_factory: sessionmaker[Session],
+) -> None:
+    usage = TokenUsage(cache_hit_input_tokens=0, cache_miss_input_tokens=2, output_tokens=1)
+    with session_factory() as session:
+        batch = add_batch(session)
+        assert record_success(
+            session, batch, custom_id="r1", line_number=2, line=_success(batch, "r1", usage), usage=usage
+        )
+        session.commit()
+        # Messages as users' custom_ids can make them: quotes, non-ASCII, a NUL.
+        lines = [
+            (f"r{i}", i + 1, error_line(f"r{i}", code="batch_cancelled", message=f'"ö" \x00 #{i}'))
+            for i in range(2500)
+        ]
+        assert record_failures(session, batch, lines[:1000]) == 999  # r1 already has its output line
+        session.commit()
+        assert record_failures(session, batch, lines) == 1500  # the first 1,000 are in already
+        session.commit()
+        session.refresh(batch)
+        assert (batch.completed_requests, batch.failed_requests) == (1, 2499)
+        rows = dict(
+            session.execute(
+                sa.select(BatchRequestResult.custom_id, BatchRequestResult.line).where(
+                    BatchRequestResult.batch_id == batch.id, BatchRequestResult.is_error.is_(True)
+                )
+            ).all()
+        )
+        assert len(rows) == 2499 and "r1" not in rows
+        assert rows["r2400"] == lines[2400][2]  # the line as given, byte for byte
+        line_numbers = dict(
+            session.execute(
+                sa.select(BatchRequestResult.custom_id, BatchRequestResult.line_number).where(
+                    BatchRequestResult.batch_id == batch.id
+                )
+            ).all()
+        )
+        assert line_numbers["r7"] == 8

@@ -35,6 +35,7 @@ from worker.bench.service import REPO_ROOT, ServiceProcess, api_is_healthy, free
 
 DEFAULT_MODEL = REPO_ROOT / "worker" / "model" / "checkpoints" / "hybatch-tiny"
 STARTUP_TIMEOUT_S = 120
+_ENDED = ("completed", "failed", "expired", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def fleet(args: argparse.Namespace, num_workers: int, data_dir: Path, **settings
         }
         env |= {f"HYBATCH_{name.upper()}": str(value) for name, value in settings.items()}
         api = ServiceProcess(["api"], env)
-        workers = [ServiceProcess(["worker", "--loglevel=warning"], env) for _ in range(num_workers)]
+        workers = [ServiceProcess(["worker"], env) for _ in range(num_workers)]
         try:
             base_url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -111,7 +112,8 @@ def fleet(args: argparse.Namespace, num_workers: int, data_dir: Path, **settings
                 for process in (api, *workers):
                     process.check_running()
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the API and the workers did not start")
+                    logs = "\n".join(process.output[-2000:] for process in (api, *workers))
+                    raise RuntimeError(f"the API and the workers did not start:\n{logs}")
                 time.sleep(0.2)
             yield Fleet(base_url, _api_key(database_url), database_url, env, api, workers)
         finally:
@@ -197,16 +199,19 @@ def measure_throughput(args: argparse.Namespace, data_dir: Path, num_workers: in
     ) as running:
         client = _client(running)
         batch = _submit(client, _lines(prompts, args.model_name, args.max_tokens))
-        batch = _wait(
-            client, batch.id, lambda b: b.status in ("completed", "failed"), timeout_s=1800, running=running
-        )
+        batch = _wait(client, batch.id, lambda b: b.status != "validating", timeout_s=600, running=running)
+        started_s = time.monotonic()
+        batch = _wait(client, batch.id, lambda b: b.status in _ENDED, timeout_s=3600, running=running)
+        seconds = time.monotonic() - started_s
+        if batch.status != "completed":
+            raise RuntimeError(f"the batch ended {batch.status}: {batch.errors}")
         check = _check_lines(client, batch, len(prompts))
     usage = batch.usage
     computed = usage.input_tokens - usage.input_tokens_details.cached_tokens
     return {
         "workers": num_workers,
         "status": batch.status,
-        "seconds": batch.completed_at - batch.in_progress_at if batch.completed_at else None,
+        "seconds": seconds,
         "computed_tokens": computed,
         "minimum_tokens": distinct_prefix_tokens(prompts),
         "lines": check,
@@ -232,9 +237,7 @@ def measure_takeover(args: argparse.Namespace, data_dir: Path) -> dict:
             taken_after_s = _wait_taken_over(engine, batch.id, shard_index, owner_of_victim, killed_at)
         finally:
             engine.dispose()
-        batch = _wait(
-            client, batch.id, lambda b: b.status in ("completed", "failed"), timeout_s=1800, running=running
-        )
+        batch = _wait(client, batch.id, lambda b: b.status in _ENDED, timeout_s=3600, running=running)
         check = _check_lines(client, batch, len(prompts))
     return {
         "lease_s": args.lease_s,
@@ -257,6 +260,14 @@ def _wait_for_shard_of(engine, batch_id: str, owner_part: str, running: Fleet) -
         if row is not None:
             time.sleep(0.5)  # let it record a request or two first
             return row[0]
+        with engine.connect() as connection:
+            status = connection.execute(
+                sa.text("SELECT status FROM batches WHERE id = :b"), {"b": batch_id}
+            ).scalar()
+        if status not in ("validating", "in_progress"):
+            raise RuntimeError(
+                f"the batch was {status} before a shard ran on the first worker: make it bigger"
+            )
         running.api.check_running()
         time.sleep(0.05)
     raise RuntimeError("no shard ran on the first worker")
