@@ -1,8 +1,8 @@
 """The worker's Celery app, configured once from hybatch settings.
 
-One task at a time per process (solo pool, prefetch 1). The batch and shard tasks are
-acknowledged when taken: leases in the database decide recovery (``worker.tasks``), so the
-broker's visibility timeout plays no part. No result backend: results live in the database.
+One task at a time per process (solo pool, prefetch 1). Leases in the database, not the broker,
+decide recovery (``worker.tasks``); the broker's redelivery is only a harmless extra copy. No result
+backend: results live in the database.
 
 Brokers: Redis when distributed; embedded, kombu's SQLAlchemy transport over a SQLite file in
 the data dir (``sqla+sqlite:///<data dir>/broker.db``), which needs no server.
@@ -17,6 +17,9 @@ from celery import Celery
 from billing.beat import beat_schedule
 from hybatch.settings import Settings, get_settings
 from hybatch.tasks import SWEEP_TASK
+
+
+REDELIVERY_AFTER_S = 3600
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -41,6 +44,13 @@ def create_celery_app(settings: Settings) -> Celery:
             "worker-sweep": {"task": SWEEP_TASK, "schedule": timedelta(seconds=settings.lease_s)},
         },
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # The batch and shard tasks are acks_late=False, but with the solo pool the broker sees the
+        # acknowledgement only when the task returns: Redis hands a SIGKILLed worker's message out
+        # again after this long. That copy finds the lease taken or the shard done and returns at
+        # once; recovery itself is the sweepers' (two leases). Set here so it is a decision, not
+        # kombu's default. (The SQLAlchemy transport passes its options to create_engine: none.)
+        celery_app.conf.broker_transport_options = {"visibility_timeout": REDELIVERY_AFTER_S}
     return celery_app
 
 

@@ -1,9 +1,11 @@
 """The Celery tasks: thin shells over ``worker.jobs.run_batch`` (a batch's own work),
 ``worker.shard_job.run_shard`` (one shard) and ``worker.sweeper.sweep`` (stale leases).
 
-Messages are acknowledged when a worker takes them (``acks_late=False``): leases in the database,
-not the broker, decide who runs what and when work is run again (``hybatch.leases``). A SIGKILLed
-worker's shards are sent again by a sweeper once their lease expires, within two lease periods.
+Leases in the database, not the broker, decide who runs what and when work is run again
+(``hybatch.leases``): a SIGKILLed worker's shards are sent again by a sweeper once their lease
+expires, within two lease periods. The tasks are ``acks_late=False`` (never rejected back to the
+queue on a worker's death); a copy the broker still redelivers later (Redis, after an hour: see
+``worker.celery_app``) finds the lease taken or the shard done and returns at once.
 
 A worker shutting down (SIGTERM, Ctrl-C) stops between engine steps, gives its lease back and
 puts the work back on the queue, so it resumes on the next worker at once: it stops consuming,
