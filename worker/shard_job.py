@@ -11,7 +11,8 @@
       worker shutting down    -> stop, give the lease back, raise ``JobInterrupted`` (put back)
     all recorded              -> shard done; the last shard of the batch finalizes it
 
-The engine is loaded before the lease is taken, since loading a checkpoint can outlast a lease.
+The engine is loaded before the lease is taken, since loading a checkpoint can outlast a lease;
+a worker that cannot load it raises ``EngineUnavailable`` without touching the shard.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from worker.costing import BatchCosting
 from worker.shard_inputs import read_shard_input
 
 
+class EngineUnavailable(Exception):
+    """This worker cannot load its engine (a bad checkpoint, out of device memory, a locked cache dir)."""
+
+
 def run_shard(batch_id: str, shard_index: int, context: jobs.JobContext) -> BatchStatus | None:
     """Run the shard as far as it goes; returns the batch's status after (None for an unknown batch).
 
@@ -52,7 +57,10 @@ def run_shard(batch_id: str, shard_index: int, context: jobs.JobContext) -> Batc
         session.commit()
         if shard is None:
             return status
-        llm = context.load_llm()
+        try:
+            llm = context.load_llm()
+        except Exception as error:
+            raise EngineUnavailable(f"{type(error).__name__}: {error}") from error
         if not take_shard(session, batch_id, shard_index, context.lease):
             return status
         run = _ShardRun(session, context, batch_id, shard_index, shard.input_key)

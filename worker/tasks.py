@@ -118,6 +118,28 @@ def put_back(interrupted: jobs.JobInterrupted, context: jobs.JobContext) -> None
     )
 
 
+def hand_over(batch_id: str, shard_index: int, context: jobs.JobContext, reason: str) -> None:
+    """This worker cannot run shards: put the shard back for the others and stop the worker.
+
+    Retrying here would fail the batch after three attempts although other workers can run it;
+    a worker without an engine must not take more shards either. The worker exits with
+    ``EXIT_NO_ENGINE`` after this task, for its supervisor to restart it (or an operator to look).
+    """
+    _TaskConsumer.stop()
+    with context.session_factory() as session:
+        context.send.run_shard(batch_id, shard_index)
+        mark_shard_published(session, batch_id, shard_index)
+        session.commit()
+    worker_state.should_stop = EXIT_NO_ENGINE
+    log.error(
+        "this worker cannot load its engine (%s): stopping; shard %d of batch %s is back on the queue "
+        "for the other workers",
+        reason,
+        shard_index,
+        batch_id,
+    )
+
+
 def _give_up(task, batch_id: str, context: jobs.JobContext, error: Exception, what: str):
     """Retry with backoff; once retries run out, end the batch ``failed``."""
     if task.request.retries < MAX_RETRIES:
@@ -142,6 +164,10 @@ def run_batch(self, batch_id: str) -> str | None:
     return None if status is None else status.value
 
 
+# The worker's exit code when it stops because it cannot load its engine (sysexits' EX_SOFTWARE).
+EXIT_NO_ENGINE = 70
+
+
 @app.task(name=RUN_SHARD_TASK, bind=True, max_retries=MAX_RETRIES, acks_late=False)
 def run_shard(self, batch_id: str, shard_index: int) -> str | None:
     """One shard of a batch under its lease; returns the batch's status after."""
@@ -150,6 +176,9 @@ def run_shard(self, batch_id: str, shard_index: int) -> str | None:
         status = shard_job.run_shard(batch_id, shard_index, context)
     except jobs.JobInterrupted as interrupted:
         put_back(interrupted, context)
+        raise Ignore from None
+    except shard_job.EngineUnavailable as error:
+        hand_over(batch_id, shard_index, context, str(error))
         raise Ignore from None
     except Exception as error:
         _give_up(self, batch_id, context, error, f"shard {shard_index} of batch {batch_id}")

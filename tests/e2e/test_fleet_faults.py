@@ -14,12 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +26,11 @@ import pytest
 import sqlalchemy as sa
 from openai import OpenAI
 
-from hybatch import accounts
-from hybatch.db import make_engine, make_session_factory, unit_of_work
+from hybatch.db import make_engine
 from hybatch.migrate import upgrade_to_head
 from hybatch.models import BatchRequestResult, BatchShard, File, FilePurpose
 from tests.e2e.checks import assert_batch_accounted, assert_ended_batch_accounted
-from tests.e2e.conftest import service_env
+from tests.e2e.conftest import new_api_key, service_env
 from tests.e2e.service import TERMINAL_STATUSES, ServiceProcess, api_is_healthy, free_port, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -54,26 +51,6 @@ SHORT_TOKENS = 8
 LONG_TOKENS = 360  # about a second of decoding for a shard on the tiny checkpoint (512 positions)
 
 
-@pytest.fixture
-def queue(redis_url: str) -> Iterator[str]:
-    """A queue name no other run uses; its keys are removed from Redis afterwards."""
-    import redis
-
-    name = f"hybatch-faults-{secrets.token_hex(6)}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.delete(name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
-        # A killed worker's message stays in kombu's shared "unacked" hash (the solo pool acks after
-        # the task returns); left there, it would be put back on this queue in an hour.
-        for tag, raw in client.hgetall("unacked").items():
-            if json.loads(raw)[2] == name:  # [message, exchange, routing key]
-                client.hdel("unacked", tag)
-                client.zrem("unacked_index", tag)
-    finally:
-        client.close()
-
-
 # -- the fleet --------------------------------------------------------------------------------
 
 
@@ -87,16 +64,6 @@ class Fleet:
 
     def live_processes(self) -> list[ServiceProcess]:
         return [p for p in (self.api, *self.workers) if p.is_running()]
-
-
-def _api_key(database_url: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            account = accounts.create_account(session, "faults")
-            return accounts.create_api_key(session, account.id).secret
-    finally:
-        engine.dispose()
 
 
 def _resume_then_stop(process: ServiceProcess) -> None:
@@ -120,10 +87,12 @@ def _start_fleet(
     queue: str,
     checkpoint: Path,
     request: pytest.FixtureRequest,
+    **settings: str,
 ) -> Fleet:
-    """The API and two workers on one database, broker queue and files directory, all ready."""
+    """The API and two workers on one database, broker queue and files directory, all ready
+    (``settings``: more HYBATCH_* settings for all of them)."""
     upgrade_to_head(database_url)
-    key = _api_key(database_url)
+    key = new_api_key(database_url, "faults")
     port = free_port()
     data_dir = tmp_path / "shared"  # the files directory API and workers share
     env = service_env(
@@ -135,6 +104,7 @@ def _start_fleet(
         broker_url=redis_url,
         lease_s=str(LEASE_S),
         shard_requests=str(SHARD_REQUESTS),
+        **settings,
     )
     workers = [ServiceProcess(["worker", "--loglevel=info"], env) for _ in range(2)]
     for worker in workers:
@@ -593,6 +563,40 @@ BOUNDARY = "hybatch-fault-boundary"
 UPLOAD_LINES = 150_000  # 40 MB: storing and checking it takes seconds, long enough to be caught at it
 
 
+def test_a_worker_that_cannot_load_its_engine_hands_its_shard_over_and_exits(
+    tmp_path: Path,
+    empty_postgres_url: str,
+    redis_url: str,
+    queue: str,
+    service_checkpoint: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    # Both workers on one disk cache directory (a misconfiguration: it is one worker's): whichever
+    # loads its engine second cannot, and must neither fail the batch nor take more shards.
+    fleet = _start_fleet(
+        tmp_path, empty_postgres_url, redis_url, queue, service_checkpoint, request, disk_cache_gb="0.05"
+    )
+    requests = _shard_lines(num_shards=3)
+    batch_id = _submit(fleet.client, requests).id
+    wait_until(  # one worker is expected to exit: watch only the API
+        lambda: fleet.client.batches.retrieve(batch_id).status in TERMINAL_STATUSES,
+        timeout_s=BATCH_TIMEOUT_S,
+        processes=[fleet.api],
+        what=f"batch {batch_id} to end",
+    )
+    batch = fleet.client.batches.retrieve(batch_id)
+
+    lines = _file_lines(fleet.client, batch.output_file_id)
+    _no_error_lines(fleet, batch)
+    assert_batch_accounted(empty_postgres_url, batch, requests, lines)
+    stopped = [worker for worker in fleet.workers if not worker.is_running()]
+    assert len(stopped) == 1, [worker.output for worker in fleet.workers]
+    [worker] = stopped
+    assert worker.process.returncode == 70, worker.output  # EX_SOFTWARE: for a supervisor to see
+    assert "this worker cannot load its engine (CacheDirectoryInUse" in worker.output
+    assert "is back on the queue for the other workers" in worker.output
+
+
 def _multipart_upload(port: int, key: str, content: bytes) -> tuple[bytes, bytes]:
     """The HTTP request head and multipart body of ``POST /v1/files`` with ``content`` as the file."""
     body = b"".join(
@@ -623,7 +627,7 @@ def test_an_api_killed_mid_upload_leaves_no_file_and_its_restart_sweeps_the_part
     request: pytest.FixtureRequest,
 ) -> None:
     upgrade_to_head(empty_postgres_url)
-    key = _api_key(empty_postgres_url)
+    key = new_api_key(empty_postgres_url, "faults")
     data_dir = tmp_path / "data"
     settings = {
         "database_url": empty_postgres_url,

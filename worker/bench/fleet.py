@@ -104,7 +104,11 @@ def fleet(args: argparse.Namespace, num_workers: int, data_dir: Path, **settings
         }
         env |= {f"HYBATCH_{name.upper()}": str(value) for name, value in settings.items()}
         api = ServiceProcess(["api"], env)
-        workers = [ServiceProcess(["worker"], env) for _ in range(num_workers)]
+        # Each worker its own disk cache tier, as on separate machines (a directory is one worker's).
+        workers = [
+            ServiceProcess(["worker"], env | {"HYBATCH_DISK_CACHE_DIR": str(data_dir / f"kv_cache_{i}")})
+            for i in range(num_workers)
+        ]
         try:
             base_url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from celery.exceptions import Ignore
 
-from hybatch.models import BatchStatus
+from hybatch.models import BatchShard, BatchStatus, ShardStatus
 from hybatch.settings import Settings
 from hybatch.tasks import RUN_BATCH_TASK, RUN_SHARD_TASK, SWEEP_TASK
 from tests.worker.jobs.batches import chat_lines, read_outcome, submit
@@ -27,7 +27,9 @@ def test_app_runs_one_task_at_a_time(tasks, tmp_path: Path) -> None:
     assert (tmp_path / "var").is_dir()
 
 
-def test_batch_and_shard_tasks_are_acknowledged_when_taken_leases_decide_recovery(tasks, tmp_path: Path) -> None:
+def test_batch_and_shard_tasks_are_acknowledged_when_taken_leases_decide_recovery(
+    tasks, tmp_path: Path
+) -> None:
     # Not the broker's visibility timeout (a day on Redis): a dead worker's shard must run again
     # within two leases, which only the sweepers can do.
     assert tasks.run_batch.acks_late is False and tasks.run_shard.acks_late is False
@@ -109,3 +111,30 @@ def test_when_retries_run_out_the_batch_fails(tasks, context, monkeypatch: pytes
     assert outcome.batch.status is BatchStatus.FAILED
     assert "no GPU" in outcome.batch.errors[0]["message"]
     assert {line["error"]["code"] for line in outcome.error_lines} == {"batch_failed"}
+
+
+def test_a_worker_that_cannot_load_its_engine_hands_the_shard_over_and_stops(
+    tasks, context: jobs.JobContext, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from celery.worker import state as worker_state
+
+    batch_id = submit(context, chat_lines(2))
+    assert tasks.run_batch(batch_id) == "in_progress"
+    context.send.tasks.clear()
+
+    def no_engine():
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(worker_state, "should_stop", None)
+    monkeypatch.setattr(tasks, "worker_context", lambda: dataclasses.replace(context, load_llm=no_engine))
+    with pytest.raises(Ignore):  # not retried: three retries here would fail a batch others can run
+        tasks.run_shard(batch_id, 0)
+
+    assert list(context.send.tasks) == [("shard", batch_id, 0)]  # back on the queue for the others
+    assert worker_state.should_stop == tasks.EXIT_NO_ENGINE  # this worker exits after the task
+    assert "cannot load its engine (RuntimeError: CUDA out of memory)" in caplog.text
+    outcome = read_outcome(context, batch_id)
+    assert outcome.batch.status is BatchStatus.IN_PROGRESS and outcome.results == []
+    with context.session_factory() as session:
+        shard = session.get(BatchShard, (batch_id, 0))
+        assert (shard.status, shard.lease_owner, shard.attempts) == (ShardStatus.PENDING, None, 0)
