@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from openai import OpenAI
 
-from hybatch import accounts
-from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.migrate import upgrade_to_head
 from tests.e2e.checks import assert_batch_accounted
-from tests.e2e.conftest import service_env
+from tests.e2e.conftest import new_api_key, service_env
 from tests.e2e.service import (
     ServiceProcess,
     api_is_healthy,
@@ -33,30 +29,6 @@ STARTUP_TIMEOUT_S = 60
 BATCH_TIMEOUT_S = 60
 
 
-@pytest.fixture
-def queue(redis_url: str) -> Iterator[str]:
-    """A queue name no other run uses; its keys are removed from Redis afterwards."""
-    import redis
-
-    name = f"hybatch-e2e-{secrets.token_hex(6)}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.delete(name, f"_kombu.binding.{name}")
-    finally:
-        client.close()
-
-
-def _api_key(database_url: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            account = accounts.create_account(session, "e2e")
-            return accounts.create_api_key(session, account.id).secret
-    finally:
-        engine.dispose()
-
-
 def test_api_and_worker_processes_on_postgres_and_redis(
     tmp_path: Path,
     empty_postgres_url: str,
@@ -66,7 +38,7 @@ def test_api_and_worker_processes_on_postgres_and_redis(
     request: pytest.FixtureRequest,
 ) -> None:
     upgrade_to_head(empty_postgres_url)
-    key = _api_key(empty_postgres_url)
+    key = new_api_key(empty_postgres_url)
     port = free_port()
     env = service_env(
         data_dir=tmp_path / "shared",  # the files directory API and worker share
@@ -101,7 +73,7 @@ def test_a_worker_stopped_with_ctrl_c_puts_its_batch_back_for_the_next_worker(
     request: pytest.FixtureRequest,
 ) -> None:
     upgrade_to_head(empty_postgres_url)
-    key = _api_key(empty_postgres_url)
+    key = new_api_key(empty_postgres_url)
     port = free_port()
     env = service_env(
         data_dir=tmp_path / "shared",
