@@ -18,7 +18,6 @@ from billing.beat import beat_schedule
 from hybatch.settings import Settings, get_settings
 from hybatch.tasks import SWEEP_TASK
 
-
 REDELIVERY_AFTER_S = 3600
 
 

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 from billing.request_cost import batch_cost_so_far
 from hybatch.models import BatchStatus, UsageRecord
-from tests.worker.jobs.task_queue import drive
 from tests.worker.jobs.batches import chat_lines, read_outcome, submit
+from tests.worker.jobs.task_queue import drive
 from worker import jobs
 
 # The default schedule's first tier for any model, USD per 1M tokens (billing/schedules/default.yaml).

@@ -9,8 +9,8 @@ import pytest
 
 from hybatch.models import BatchStatus
 from hybatch.storage import LocalFileStorage
-from tests.worker.jobs.task_queue import drive
 from tests.worker.jobs.batches import InterceptedLLM, assert_usage_consistent, chat_line, read_outcome, submit
+from tests.worker.jobs.task_queue import drive
 from worker import jobs
 
 NUM_REQUESTS = 6
@@ -101,9 +101,7 @@ def test_giving_up_keeps_finished_lines_and_fails_the_rest(context: jobs.JobCont
             raise Crash("engine fault")
 
     with pytest.raises(Crash):
-        drive(
-            batch_id, dataclasses.replace(context, load_llm=lambda: InterceptedLLM(llm, crash_after_two))
-        )
+        drive(batch_id, dataclasses.replace(context, load_llm=lambda: InterceptedLLM(llm, crash_after_two)))
 
     assert jobs.fail_batch(batch_id, context, message="engine fault") is BatchStatus.FAILED
 

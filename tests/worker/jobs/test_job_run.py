@@ -6,7 +6,6 @@ import pytest
 
 from hybatch.models import BatchStatus
 from hybatch.prompt_tokenizer import PromptTokenizer
-from tests.worker.jobs.task_queue import drive
 from tests.worker.jobs.batches import (
     COMPLETIONS,
     assert_usage_consistent,
@@ -16,6 +15,7 @@ from tests.worker.jobs.batches import (
     read_outcome,
     submit,
 )
+from tests.worker.jobs.task_queue import drive
 from worker import jobs
 
 
