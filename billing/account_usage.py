@@ -1,6 +1,6 @@
 """Every account's usage in a range, in one pass: the operators' overview.
 
-One query over the range's usage records (joined to their output lines' ``x_billing`` cost, like
+One query over the range's usage records (with the cost each was recorded at, like
 ``GET /v1/usage``), summed per account. What the cache saved is left out here — it re-rates each
 account's months — and shown on each account's own usage page.
 """
@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.usage import account_currency, joined_to_result_line, line_cost_columns
+from billing.usage import account_currency, cost_columns
 from billing.usage_tally import UsageTally, UsageTotals
 from hybatch.models import Account, UsageRecord
 
@@ -38,16 +37,12 @@ def usage_by_account(session: Session, start: datetime, end: datetime) -> list[A
         UsageRecord.cache_hit_input_tokens,
         UsageRecord.cache_miss_input_tokens,
         UsageRecord.output_tokens,
-        *line_cost_columns(),
+        *cost_columns(),
     )
-    rows = session.execute(
-        joined_to_result_line(query).where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
-    )
+    rows = session.execute(query.where(UsageRecord.created_at >= start, UsageRecord.created_at < end))
     tallies: dict[str, UsageTally] = defaultdict(UsageTally)
     for account_id, hit, miss, output, amount, currency in rows:
-        tallies[account_id].add_request(
-            hit, miss, output, None if amount is None else Decimal(amount), currency, None
-        )
+        tallies[account_id].add_request(hit, miss, output, amount, currency, None)
     accounts = session.execute(sa.select(Account.id, Account.name)).all()
     result = []
     for account_id, name in accounts:

@@ -20,8 +20,8 @@ from billing.money import ZERO, add, amount_for_tokens, decimal_string
 from billing.periods import Period
 from billing.schedule import ContextTier, ScheduleVersion, TokenClass
 from billing.schedules import price_book
-from hybatch.models import BatchRequestResult, UsageRecord, utc_now
-from hybatch.result_lines import TokenUsage
+from hybatch.models import UsageRecord, utc_now
+from hybatch.result_lines import LinePrice, TokenUsage
 
 X_BILLING = "x_billing"  # the key of the cost object on an output line
 
@@ -38,6 +38,10 @@ class RequestCost:
     amount: Decimal  # unrounded, major units
     currency: str
     price_version: str
+
+    def line_price(self) -> LinePrice:
+        """What the usage record keeps of it (the ledger's amount, currency and version)."""
+        return LinePrice(self.amount, self.currency, self.price_version)
 
     def as_x_billing(self) -> dict[str, Any]:
         """The line's ``x_billing`` object: token classes, amount as a decimal string, currency, version."""
@@ -132,23 +136,21 @@ def batch_cost_so_far(session: Session, batch_id: str) -> BatchCost:
 
 
 def batch_costs_so_far(session: Session, batch_ids: list[str]) -> dict[str, BatchCost]:
-    """``batch_cost_so_far`` of each of ``batch_ids``, in one query (reads only)."""
-    amount_path = BatchRequestResult.line[(X_BILLING, "amount")].as_string()
-    currency_path = BatchRequestResult.line[(X_BILLING, "currency")].as_string()
+    """``batch_cost_so_far`` of each of ``batch_ids``, in one query over the ledger (reads only)."""
     amounts: dict[str, list[Decimal]] = {batch_id: [] for batch_id in batch_ids}
     currencies: dict[str, str | None] = dict.fromkeys(batch_ids)
     unpriced = dict.fromkeys(batch_ids, 0)
     if batch_ids:
         rows = session.execute(
-            sa.select(BatchRequestResult.batch_id, amount_path, currency_path).where(
-                BatchRequestResult.batch_id.in_(batch_ids), BatchRequestResult.is_error.is_(False)
+            sa.select(UsageRecord.batch_id, UsageRecord.amount, UsageRecord.currency).where(
+                UsageRecord.batch_id.in_(batch_ids)
             )
         )
         for batch_id, amount, line_currency in rows:
             if amount is None:
                 unpriced[batch_id] += 1
                 continue
-            amounts[batch_id].append(Decimal(amount))
+            amounts[batch_id].append(amount)
             currencies[batch_id] = currencies[batch_id] or line_currency
     return {
         batch_id: BatchCost(

@@ -146,6 +146,9 @@ def write_sample_ledger(
                     "cache_miss_input_tokens": usage.cache_miss_input_tokens,
                     "output_tokens": usage.output_tokens,
                     "prompt_tokens": usage.prompt_tokens,
+                    "amount": cost.amount,
+                    "currency": cost.currency,
+                    "price_version": cost.price_version,
                     "created_at": created_at,
                 }
             )

@@ -3,8 +3,8 @@
 Buckets of ``bucket_width`` (``1h`` or ``1d``) start at ``start_time`` and cover
 ``[start_time, end_time)``; each holds one result per group (``api_key``, ``model``, ``batch``
 in any combination) with the token classes, the request count and the cost. The cost of a
-bucket is the sum of its requests' marginal ``x_billing`` amounts (what their output lines
-say); the month's invoice is authoritative. Pages hold ``limit`` buckets; ``next_page`` is the
+bucket is the sum of its requests' marginal costs as the ledger recorded them (what their output
+lines' ``x_billing`` say); the month's invoice is authoritative. Pages hold ``limit`` buckets; ``next_page`` is the
 cursor of the next one.
 """
 
@@ -20,11 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.money import decimal_string
-from billing.request_cost import X_BILLING
 from billing.schedules import price_book
 from billing.usage_tally import UsageTally
 from hybatch.errors import HybatchError, InvalidRequestError
-from hybatch.models import BatchRequestResult, UsageRecord, utc_now
+from hybatch.models import UsageRecord, utc_now
 
 BUCKET_WIDTHS = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
 DEFAULT_LIMITS = {"1h": 24, "1d": 7}
@@ -98,7 +97,7 @@ def build_query(
 
 
 class RequestUsage(NamedTuple):
-    """One usage record with the ``x_billing`` cost its output line states (None: unpriced).
+    """One usage record with the cost it was recorded at (None: unpriced).
 
     A named tuple: a month's summary reads thousands, and a tuple is built four times faster.
     """
@@ -115,24 +114,9 @@ class RequestUsage(NamedTuple):
     currency: str | None
 
 
-def line_cost_columns() -> tuple[sa.ColumnElement[str], sa.ColumnElement[str]]:
-    """The ``x_billing`` amount and currency of a usage record's output line (select them after
-    ``joined_to_result_line``); both NULL for a line written without a price."""
-    return (
-        BatchRequestResult.line[(X_BILLING, "amount")].as_string(),
-        BatchRequestResult.line[(X_BILLING, "currency")].as_string(),
-    )
-
-
-def joined_to_result_line(query: sa.Select) -> sa.Select:
-    """``query`` over usage records, outer-joined to each record's output line."""
-    return query.outerjoin(
-        BatchRequestResult,
-        sa.and_(
-            BatchRequestResult.batch_id == UsageRecord.batch_id,
-            BatchRequestResult.custom_id == UsageRecord.custom_id,
-        ),
-    )
+def cost_columns() -> tuple[sa.ColumnElement[Decimal], sa.ColumnElement[str]]:
+    """A usage record's cost as recorded (its line's ``x_billing``) and currency; NULL if unpriced."""
+    return UsageRecord.amount, UsageRecord.currency
 
 
 def usage_rows(session: Session, account_id: str, start: datetime, end: datetime) -> list[RequestUsage]:
@@ -149,17 +133,17 @@ def usage_rows(session: Session, account_id: str, start: datetime, end: datetime
         UsageRecord.cache_hit_input_tokens,
         UsageRecord.cache_miss_input_tokens,
         UsageRecord.output_tokens,
-        *line_cost_columns(),
+        *cost_columns(),
     )
     rows = session.execute(
-        joined_to_result_line(query).where(
+        query.where(
             UsageRecord.account_id == account_id,
             UsageRecord.created_at >= start,
             UsageRecord.created_at < end,
         )
     )
     # the columns are selected in RequestUsage's field order
-    return [RequestUsage(*row[:8], None if row[8] is None else Decimal(row[8]), row[9]) for row in rows]
+    return [RequestUsage(*row) for row in rows]
 
 
 def bucket_starts(

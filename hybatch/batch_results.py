@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from hybatch.ids import new_file_id
 from hybatch.models import Batch, BatchRequestResult, File, FilePurpose, UsageRecord, utc_now
-from hybatch.result_lines import TokenUsage
+from hybatch.result_lines import LinePrice, TokenUsage
 from hybatch.storage import FileStorage
 
 _ROWS_PER_FETCH = 1000
@@ -60,8 +60,10 @@ def record_success(
     line_number: int,
     line: dict[str, Any],
     usage: TokenUsage,
+    price: LinePrice | None = None,
 ) -> bool:
-    """Record an output line and its usage record; bump completed count and batch usage.
+    """Record an output line and its usage record (with ``price``, None when unpriced); bump the
+    completed count and the batch's usage.
 
     Does not commit. Returns False (and changes nothing) if the request was already recorded.
     """
@@ -80,6 +82,9 @@ def record_success(
             "cache_miss_input_tokens": usage.cache_miss_input_tokens,
             "output_tokens": usage.output_tokens,
             "prompt_tokens": usage.prompt_tokens,
+            "amount": None if price is None else price.amount,
+            "currency": None if price is None else price.currency,
+            "price_version": None if price is None else price.price_version,
             "created_at": utc_now(),
         },
     )

@@ -218,6 +218,10 @@ class BatchShard(Base):
     batch_id: Mapped[str] = mapped_column(sa.ForeignKey("batches.id"), primary_key=True)
     shard_index: Mapped[int] = mapped_column(primary_key=True)
     num_requests: Mapped[int]
+    # True where this shard and the previous one are one subtree of the prompt tree cut in two (they
+    # share at least a KV block of prompt): a worker that ran the previous one holds that prefix in
+    # its cache and should run this one next (worker.shard_job).
+    continues_previous: Mapped[bool] = mapped_column(default=False)
     input_key: Mapped[str] = mapped_column(sa.String(ID_LENGTH * 2))
     status: Mapped[ShardStatus] = mapped_column(_enum_column(ShardStatus), default=ShardStatus.PENDING)
     lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
@@ -243,8 +247,26 @@ class BatchRequestResult(Base):
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
+class DecimalText(TypeDecorator[Decimal]):
+    """An exact decimal stored as text, so SQLite never turns money into a binary float."""
+
+    impl = sa.String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: sa.Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise TypeError(f"a money column takes a finite Decimal, not {value!r}")
+        return format(value, "f")
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
 class UsageRecord(Base):
-    """The usage ledger: one row per finished request, written with its result row."""
+    """The usage ledger: one row per finished request, written with its result row, with its tokens
+    and what it cost then. Readers of usage and cost read this table, never the result lines."""
 
     __tablename__ = "usage_records"
     __table_args__ = (
@@ -269,29 +291,18 @@ class UsageRecord(Base):
     cache_miss_input_tokens: Mapped[int] = mapped_column(sa.BigInteger)
     output_tokens: Mapped[int] = mapped_column(sa.BigInteger)
     prompt_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    # What the request cost when it was recorded (its line's ``x_billing`` is rendered from the same
+    # values): the marginal price at the month-to-date tier, unrounded major units. All three are
+    # None for a request no price schedule could price. The month's invoice re-rates the tokens.
+    amount: Mapped[Decimal | None] = mapped_column(DecimalText())
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    price_version: Mapped[str | None] = mapped_column(sa.String(130))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
 # -- billing -------------------------------------------------------------------------------------
 # Written and read by the ``billing`` package; the core only declares the tables. Money columns:
 # ``*_minor`` are integer minor units (cents); decimal amounts and prices are exact decimal strings.
-
-
-class DecimalText(TypeDecorator[Decimal]):
-    """An exact decimal stored as text, so SQLite never turns money into a binary float."""
-
-    impl = sa.String(64)
-    cache_ok = True
-
-    def process_bind_param(self, value: Decimal | None, dialect: sa.Dialect) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, Decimal) or not value.is_finite():
-            raise TypeError(f"a money column takes a finite Decimal, not {value!r}")
-        return format(value, "f")
-
-    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Decimal | None:
-        return None if value is None else Decimal(value)
 
 
 class InvoiceStatus(StrEnum):

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from hybatch.ids import new_id
 from hybatch.models import BatchEndpoint
+
+
+@dataclass(frozen=True)
+class LinePrice:
+    """What a finished request cost when it was recorded: the usage record keeps it, and the line's
+    ``x_billing`` shows it. ``amount`` is unrounded, in major units of ``currency``."""
+
+    amount: Decimal
+    currency: str
+    price_version: str
 
 
 @dataclass(frozen=True)

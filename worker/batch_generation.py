@@ -148,9 +148,9 @@ class BatchGeneration:
         line = engine_requests.output_line(
             request, output, endpoint=self.batch.endpoint, model=self.batch.model, usage=usage
         )
-        x_billing = self.costing.price(request, usage)  # before recording: not yet month-to-date
-        if x_billing is not None:
-            line[X_BILLING] = x_billing
+        cost = self.costing.price(request, usage)  # before recording: not yet month-to-date
+        if cost is not None:
+            line[X_BILLING] = cost.as_x_billing()
         record_success(
             self.session,
             self.batch,
@@ -158,6 +158,7 @@ class BatchGeneration:
             line_number=request.line_number,
             line=line,
             usage=usage,
+            price=None if cost is None else cost.line_price(),
         )
         self._commit()
 

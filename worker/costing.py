@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from billing.budget import SKIPPED_BUDGET, parse_max_cost, should_skip, worst_case_cost
-from billing.request_cost import X_BILLING, batch_cost_so_far, price_request
+from billing.request_cost import X_BILLING, RequestCost, batch_cost_so_far, price_request
 from billing.schedules import price_book
 from hybatch.batch_input import BatchRequest
 from hybatch.errors import HybatchError
@@ -64,8 +64,8 @@ class BatchCosting:
             admitted.append(request)
         return admitted, []
 
-    def price(self, request: BatchRequest, usage: TokenUsage) -> dict | None:
-        """The ``x_billing`` object of a finished request (None when no schedule prices the model)."""
+    def price(self, request: BatchRequest, usage: TokenUsage) -> RequestCost | None:
+        """The cost of a finished request (None when no schedule prices the model)."""
         self.in_flight.pop(request.custom_id, None)
         try:
             cost = price_request(
@@ -75,7 +75,7 @@ class BatchCosting:
             log.warning("batch %s: request %s is not priced: %s", self.batch.id, request.custom_id, error)
             return None
         self.spent += cost.amount
-        return cost.as_x_billing()
+        return cost
 
     def settle(self, request: BatchRequest) -> None:
         """A request that ended without output (an error line) costs nothing."""

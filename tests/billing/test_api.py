@@ -17,7 +17,7 @@ from hybatch.batch_input import validate_batch_input
 from hybatch.batch_results import record_success
 from hybatch.models import Batch, BatchEndpoint, Invoice, InvoiceStatus
 from hybatch.prompt_tokenizer import PromptTokenizer
-from hybatch.result_lines import TokenUsage
+from hybatch.result_lines import LinePrice, TokenUsage
 from tests.billing.ledger import add_usage, at
 from tests.billing.test_stripe import event_payload, signed
 
@@ -106,7 +106,8 @@ def test_batch_cost_so_far(api, caller, session: Session) -> None:
         "price_version": "default@2025-01",
     }
     usage = TokenUsage(cache_hit_input_tokens=1, cache_miss_input_tokens=1, output_tokens=1)
-    record_success(session, batch, custom_id="c", line_number=1, line=line, usage=usage)
+    price = LinePrice(Decimal("0.000315"), "usd", "default@2025-01")
+    record_success(session, batch, custom_id="c", line_number=1, line=line, usage=usage, price=price)
     session.commit()
     response = api.get(f"/v1/billing/batches/{batch.id}/cost", headers=alice)
     assert response.json() == {

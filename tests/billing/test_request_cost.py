@@ -11,7 +11,7 @@ from billing.schedule_file import parse_schedule
 from billing.schedules import assign_schedule, load_schedule
 from hybatch.batch_results import record_failure, record_success
 from hybatch.models import Batch
-from hybatch.result_lines import TokenUsage, error_line
+from hybatch.result_lines import LinePrice, TokenUsage, error_line
 from tests.billing.ledger import add_customer, add_usage, at
 from tests.billing.schedule_docs import flat, model_entry, schedule, table, version
 
@@ -84,7 +84,10 @@ def test_batch_cost_so_far_sums_the_recorded_lines(session: Session) -> None:
         line = {"id": f"r{index}", "custom_id": f"c{index}", "response": {}, "error": None}
         line[X_BILLING] = {"token_classes": {}, "amount": amount, "currency": "usd", "price_version": "v"}
         usage = TokenUsage(cache_hit_input_tokens=1, cache_miss_input_tokens=1, output_tokens=1)
-        record_success(session, batch, custom_id=f"c{index}", line_number=index + 1, line=line, usage=usage)
+        price = LinePrice(Decimal(amount), "usd", "v")
+        record_success(
+            session, batch, custom_id=f"c{index}", line_number=index + 1, line=line, usage=usage, price=price
+        )
     unpriced = {"id": "r9", "custom_id": "c9", "response": {}, "error": None}
     usage = TokenUsage(cache_hit_input_tokens=1, cache_miss_input_tokens=1, output_tokens=1)
     record_success(session, batch, custom_id="c9", line_number=9, line=unpriced, usage=usage)

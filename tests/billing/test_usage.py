@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy.orm import Session
 
 from hybatch.batch_results import record_success
 from hybatch.models import Batch, UsageRecord
-from hybatch.result_lines import TokenUsage
+from hybatch.result_lines import LinePrice, TokenUsage
 from tests.billing.ledger import add_usage, at
 
 DAY = 86_400
@@ -21,7 +23,8 @@ def _priced(
     line = {"id": custom_id, "custom_id": custom_id, "response": {}, "error": None}
     line["x_billing"] = {"token_classes": {}, "amount": amount, "currency": "usd", "price_version": "v"}
     usage = TokenUsage(cache_hit_input_tokens=hit, cache_miss_input_tokens=miss, output_tokens=out)
-    record_success(session, batch, custom_id=custom_id, line_number=1, line=line, usage=usage)
+    price = LinePrice(Decimal(amount), "usd", "v")
+    record_success(session, batch, custom_id=custom_id, line_number=1, line=line, usage=usage, price=price)
     session.flush()
     record = session.query(UsageRecord).filter_by(batch_id=batch.id, custom_id=custom_id).one()
     record.created_at = at(when)

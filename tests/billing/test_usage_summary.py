@@ -24,9 +24,10 @@ NOW = at("2026-04-01 00:00")
 
 
 def _request(session: Session, customer: Customer, when: str, *, amount: str | None = None, **tokens):
-    """A recorded request; with ``amount``, its output line carries that x_billing cost."""
+    """A recorded request; with ``amount``, it was recorded at that cost (and its line says so)."""
     record = add_usage(session, customer, at(when), **tokens)
     if amount is not None:
+        record.amount, record.currency, record.price_version = Decimal(amount), "usd", "v"
         x_billing = {"token_classes": {}, "amount": amount, "currency": "usd", "price_version": "v"}
         line = {"id": record.custom_id, "custom_id": record.custom_id, "response": {}, X_BILLING: x_billing}
         session.add(

@@ -93,10 +93,17 @@ def _succeed(session: Session, batch: Batch, index: int, usage: TokenUsage, at: 
         created_at=at,
     )
     version = price_book(session, batch.account_id).at(at)  # priced as the worker would, at no volume
-    line[X_BILLING] = price_at_volume(
-        version, batch.model, usage, dict.fromkeys(TokenClass, 0)
-    ).as_x_billing()
-    record_success(session, batch, custom_id=custom_id, line_number=index + 1, line=line, usage=usage)
+    cost = price_at_volume(version, batch.model, usage, dict.fromkeys(TokenClass, 0))
+    line[X_BILLING] = cost.as_x_billing()
+    record_success(
+        session,
+        batch,
+        custom_id=custom_id,
+        line_number=index + 1,
+        line=line,
+        usage=usage,
+        price=cost.line_price(),
+    )
 
 
 def _fail(session: Session, batch: Batch, index: int, code: str, message: str) -> None:

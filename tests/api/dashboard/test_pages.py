@@ -439,21 +439,28 @@ def test_usage_page_says_when_requests_have_no_price(
     import sqlalchemy as sa
 
     from hybatch.db import make_engine
-    from hybatch.models import BatchRequestResult
+    from hybatch.models import BatchRequestResult, UsageRecord
 
     client = sign_in(world.alice_secret)
     assert 'id="unpriced-note"' not in client.get("/dashboard?range=7d").text
     engine = make_engine(settings.database_url)
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # three requests recorded without a price, as the worker does
         rows = connection.execute(
-            sa.select(BatchRequestResult.id, BatchRequestResult.line).where(
+            sa.select(BatchRequestResult.id, BatchRequestResult.custom_id, BatchRequestResult.line).where(
                 BatchRequestResult.batch_id == world.alice_finished_batch_id
             )
         ).all()
-        for row_id, line in rows[:3]:
+        for row_id, custom_id, line in rows[:3]:
             unpriced = {key: value for key, value in line.items() if key != "x_billing"}
             connection.execute(
                 sa.update(BatchRequestResult).where(BatchRequestResult.id == row_id).values(line=unpriced)
+            )
+            connection.execute(
+                sa.update(UsageRecord)
+                .where(
+                    UsageRecord.batch_id == world.alice_finished_batch_id, UsageRecord.custom_id == custom_id
+                )
+                .values(amount=None, currency=None, price_version=None)
             )
     engine.dispose()
     page = client.get("/dashboard?range=7d").text

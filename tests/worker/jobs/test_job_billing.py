@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from billing.request_cost import batch_cost_so_far
-from hybatch.models import BatchStatus, UsageRecord
+from billing.usage import usage_rows
+from hybatch.models import BatchStatus, UsageRecord, utc_now
 from tests.worker.jobs.batches import chat_lines, read_outcome, submit
 from tests.worker.jobs.task_queue import drive
 from worker import jobs
+
+
+@pytest.fixture
+def sharded_context(context: jobs.JobContext) -> jobs.JobContext:
+    """Shards of two requests: every shard after the first opens the batch's costing again."""
+    return dataclasses.replace(context, settings=context.settings.model_copy(update={"shard_requests": 2}))
+
 
 # The default schedule's first tier for any model, USD per 1M tokens (billing/schedules/default.yaml).
 HIT, MISS, OUTPUT = Decimal("0.07"), Decimal("0.70"), Decimal("2.10")
@@ -67,3 +78,48 @@ def test_a_bad_max_cost_fails_the_batch_without_running_it(context: jobs.JobCont
     outcome = read_outcome(context, batch_id)
     assert outcome.output_lines == []
     assert outcome.batch.errors[0]["param"] == "metadata.max_cost"
+
+
+class WritesANul:
+    """The real engine, but every answer holds a NUL character (a model may write one)."""
+
+    def __init__(self, llm) -> None:
+        self.llm = llm
+
+    def generate_stream(self, prompts, sampling_params, request_ids, should_stop=None):
+        for output in self.llm.generate_stream(prompts, sampling_params, request_ids, should_stop):
+            output.outputs[0].text = "before\x00after"
+            yield output
+
+
+def test_an_answer_with_a_nul_is_billed_and_read_back_like_any_other(
+    sharded_context: jobs.JobContext, llm
+) -> None:
+    # On Postgres no json operator can read a line holding \u0000; the cost must not come from there.
+    context = dataclasses.replace(sharded_context, load_llm=lambda: WritesANul(llm))
+    batch_id = submit(context, chat_lines(4))
+    assert drive(batch_id, context) is BatchStatus.COMPLETED  # two shards: the second opens the costing
+    outcome = read_outcome(context, batch_id)
+    assert [
+        line["response"]["body"]["choices"][0]["message"]["content"] for line in outcome.output_lines
+    ] == ["before\x00after"] * 4
+    total = sum(Decimal(line["x_billing"]["amount"]) for line in outcome.output_lines)
+    with context.session_factory() as session:
+        assert batch_cost_so_far(session, batch_id).amount == total
+        start, end = utc_now() - timedelta(hours=1), utc_now() + timedelta(hours=1)
+        rows = usage_rows(session, outcome.batch.account_id, start, end)
+    assert sum(row.amount for row in rows) == total and {row.currency for row in rows} == {"usd"}
+
+
+def test_the_ledger_holds_what_each_line_says_it_cost(context: jobs.JobContext) -> None:
+    batch_id = submit(context, chat_lines(3))
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
+    outcome = read_outcome(context, batch_id)
+    by_custom_id = {record.custom_id: record for record in outcome.usage}
+    for line in outcome.output_lines:
+        record, x_billing = by_custom_id[line["custom_id"]], line["x_billing"]
+        assert (record.amount, record.currency, record.price_version) == (
+            Decimal(x_billing["amount"]),
+            x_billing["currency"],
+            x_billing["price_version"],
+        )
