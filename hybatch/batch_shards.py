@@ -21,6 +21,7 @@ class PlannedShard:
     shard_index: int
     num_requests: int
     input_key: str
+    continues_previous: bool = False  # one subtree with the shard before it
 
 
 def add_shards(session: Session, batch_id: str, shards: Sequence[PlannedShard]) -> None:
@@ -34,6 +35,7 @@ def add_shards(session: Session, batch_id: str, shards: Sequence[PlannedShard]) 
                 "batch_id": batch_id,
                 "shard_index": shard.shard_index,
                 "num_requests": shard.num_requests,
+                "continues_previous": shard.continues_previous,
                 "input_key": shard.input_key,
                 "status": ShardStatus.PENDING,
                 "attempts": 0,
@@ -68,6 +70,19 @@ def input_keys(session: Session, batch_id: str) -> list[str]:
 
 def get_shard(session: Session, batch_id: str, shard_index: int) -> BatchShard | None:
     return session.get(BatchShard, (batch_id, shard_index))
+
+
+def pending_continuation(session: Session, batch_id: str, shard_index: int) -> int | None:
+    """The shard after ``shard_index`` if it is pending and continues its subtree, else None."""
+    following = session.scalar(  # a query, not session.get: the status must be read fresh
+        sa.select(BatchShard.shard_index).where(
+            BatchShard.batch_id == batch_id,
+            BatchShard.shard_index == shard_index + 1,
+            BatchShard.status == ShardStatus.PENDING,
+            BatchShard.continues_previous.is_(True),
+        )
+    )
+    return following
 
 
 def num_unfinished_shards(session: Session, batch_id: str) -> int:

@@ -42,7 +42,7 @@ from hybatch.storage import FileStorage, iter_chunks
 from worker.batch_endings import close_batch, delete_shard_inputs, record_unfinished
 from worker.batch_generation import TextGenerator
 from worker.shard_inputs import read_shard_input, shard_input_key, write_shard_input
-from worker.sharding import cut_shards
+from worker.sharding import continues_previous, cut_shards, send_order
 
 __all__ = ["JobContext", "JobInterrupted", "TaskSender", "TextGenerator", "fail_batch", "run_batch"]
 
@@ -262,17 +262,18 @@ class _BatchJob:
         A batch with a budget cap (``metadata.max_cost``) is one shard: its admission decisions
         need every running request's worst case in one place.
         """
+        prompts = [request.generation.prompt_token_ids for request in requests]
         if _has_budget_cap(self.batch):
             groups = [list(range(len(requests)))]
         else:
-            prompts = [request.generation.prompt_token_ids for request in requests]
             groups = cut_shards(prompts, target=self.context.settings.shard_requests)
+        continues = continues_previous(prompts, groups)
         shards = []
         for shard_index, group in enumerate(groups):
             key = shard_input_key(self.batch.id, shard_index)
             # In input order inside the shard: the engine plans its own order, as for a whole batch.
             count = write_shard_input(self.context.storage, key, (requests[i] for i in sorted(group)))
-            shards.append(PlannedShard(shard_index, count, key))
+            shards.append(PlannedShard(shard_index, count, key, continues[shard_index]))
         batch_shards.add_shards(self.session, self.batch.id, shards)
         if from_status is BatchStatus.VALIDATING:
             moved = move_batch(
@@ -288,8 +289,8 @@ class _BatchJob:
                 return _status(self.session, self.batch.id)
         self.session.commit()
         self._input = None  # the shards hold the requests now; let the parsed input go
-        for shard in shards:
-            self.context.send.run_shard(self.batch.id, shard.shard_index)
+        for shard_index in send_order(continues):
+            self.context.send.run_shard(self.batch.id, shard_index)
         return BatchStatus.IN_PROGRESS
 
     # -- in_progress --------------------------------------------------------------------------

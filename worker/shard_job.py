@@ -9,7 +9,8 @@
       lease lost              -> stop, record nothing more (another worker has the shard)
       cancel / expiry         -> stop, give the lease back, end the batch (``jobs.run_batch``)
       worker shutting down    -> stop, give the lease back, raise ``JobInterrupted`` (put back)
-    all recorded              -> shard done; the last shard of the batch finalizes it
+    all recorded              -> shard done; the last shard of the batch finalizes it; otherwise
+                                 the next shard of the same subtree, if still pending, runs here
 
 The engine is loaded before the lease is taken, since loading a checkpoint can outlast a lease;
 a worker that cannot load it raises ``EngineUnavailable`` without touching the shard.
@@ -61,27 +62,44 @@ def run_shard(batch_id: str, shard_index: int, context: jobs.JobContext) -> Batc
             llm = context.load_llm()
         except Exception as error:
             raise EngineUnavailable(f"{type(error).__name__}: {error}") from error
-        if not take_shard(session, batch_id, shard_index, context.lease):
-            return status
-        run = _ShardRun(session, context, batch_id, shard_index, shard.input_key)
-        try:
-            outcome = run.run(llm)
-        except LeaseLost:
-            return current_status(session, batch_id)
-        except BaseException:
-            session.rollback()
-            release_shard(session, batch_id, shard_index, context.lease)
-            raise
-        if outcome is _Outcome.DONE:
+        while True:
+            if not take_shard(session, batch_id, shard_index, context.lease):
+                return status
+            outcome = _run_under_lease(session, context, batch_id, shard_index, shard.input_key, llm)
+            if outcome is None:  # the lease was lost
+                return current_status(session, batch_id)
+            if outcome is not _Outcome.DONE:
+                release_shard(session, batch_id, shard_index, context.lease)
+                if outcome is _Outcome.SHUTDOWN:
+                    raise jobs.interruption(session, batch_id, shard_index)
+                return jobs.run_batch(batch_id, context)  # cancelled or expired: end the batch
             if batch_shards.num_unfinished_shards(session, batch_id) == 0:
                 session.commit()
                 return jobs.run_batch(batch_id, context)  # the last shard: finalize
+            # This worker holds the subtree's prefix in its cache now: run the next shard of the same
+            # subtree here, if nobody has started it (its queued task will find it done).
+            following = batch_shards.pending_continuation(session, batch_id, shard_index)
             session.commit()
-            return BatchStatus.IN_PROGRESS
+            if following is None or context.shutdown_requested():
+                return BatchStatus.IN_PROGRESS
+            shard_index = following
+            shard = batch_shards.get_shard(session, batch_id, shard_index)
+            session.commit()
+
+
+def _run_under_lease(
+    session: Session, context: jobs.JobContext, batch_id: str, shard_index: int, input_key: str, llm
+) -> str | None:
+    """Runs the shard whose lease this worker holds; its ``_Outcome``, or None if the lease was lost."""
+    run = _ShardRun(session, context, batch_id, shard_index, input_key)
+    try:
+        return run.run(llm)
+    except LeaseLost:
+        return None
+    except BaseException:
+        session.rollback()
         release_shard(session, batch_id, shard_index, context.lease)
-        if outcome is _Outcome.SHUTDOWN:
-            raise jobs.interruption(session, batch_id, shard_index)
-        return jobs.run_batch(batch_id, context)  # cancelled or expired: end the batch
+        raise
 
 
 class _Outcome:

@@ -8,6 +8,11 @@ that fits in a shard is never split, and a larger one (one system prompt over 40
 spread over many shards so that many workers share it; each of those shards computes the shared
 prefix once (or hits it in its worker's cache), which `hybatch bench fleet` measures.
 
+Shards of one subtree are run by one worker in a row where they can be (``send_order`` sends the
+first shard of each subtree before the others, and a worker that finishes a shard takes the next
+one of its subtree if it is still pending: ``worker.shard_job``), so on a fleet each shared prefix
+is computed about once per worker that takes part in its subtree, not once per shard.
+
 Inside a shard the engine plans again (``worker.kv_cache.planner``): depth-first order, waits on
 shared prefixes, retained windows at branch points.
 """
@@ -48,3 +53,26 @@ def cut_shards(prompts: Sequence[Sequence[int]], *, target: int) -> list[list[in
         shards.append(order[start:end])
         start = end
     return shards
+
+
+# Less than one KV block of shared prompt is never a cache hit (the engine's block size, 16 tokens
+# by default; a larger block only makes this a looser test).
+MIN_SHARED_TOKENS = 16
+
+
+def continues_previous(prompts: Sequence[Sequence[int]], shards: Sequence[Sequence[int]]) -> list[bool]:
+    """For each shard of ``cut_shards``: is it one subtree with the shard before it (its first request
+    shares at least a block of prompt with the previous shard's last)? False for the first."""
+    continues = [False]
+    for previous, shard in zip(shards, shards[1:], strict=False):
+        continues.append(common_prefix_len(prompts[previous[-1]], prompts[shard[0]]) >= MIN_SHARED_TOKENS)
+    return continues
+
+
+def send_order(continues: Sequence[bool]) -> list[int]:
+    """Shard indices in the order to send their tasks: first the shards that start a subtree, then
+    the rest, each group in index order. Free workers then start on different subtrees, and the
+    continuations are usually taken directly by the worker that ran the shard before them."""
+    heads = [index for index, continuing in enumerate(continues) if not continuing]
+    rest = [index for index, continuing in enumerate(continues) if continuing]
+    return heads + rest

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("batch_id", sa.String(length=64), nullable=False),
         sa.Column("shard_index", sa.Integer(), nullable=False),
         sa.Column("num_requests", sa.Integer(), nullable=False),
+        sa.Column("continues_previous", sa.Boolean(), nullable=False),
         sa.Column("input_key", sa.String(length=128), nullable=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.sharding import common_prefix_len, cut_shards
+from worker.sharding import common_prefix_len, continues_previous, cut_shards, send_order
 
 prompts_strategy = st.lists(st.lists(st.integers(0, 3), min_size=0, max_size=12), min_size=0, max_size=80)
 
@@ -65,3 +65,17 @@ def test_a_target_below_one_is_refused() -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         cut_shards([[1]], target=0)
+
+
+def test_shards_that_continue_a_subtree_say_so_and_are_sent_last() -> None:
+    a = [[1] * 40 + [i] for i in range(8)]  # one subtree of 8: two shards
+    b = [[2] * 40 + [i] for i in range(4)]  # one of 4: one shard
+    prompts = a + b
+    shards = cut_shards(prompts, target=4)
+    assert [sorted(shard) for shard in shards] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    continues = continues_previous(prompts, shards)
+    assert continues == [False, True, False]
+    assert send_order(continues) == [0, 2, 1]  # both subtrees start before the continuation
+    # Less than a block in common is a new subtree: nothing of it could be a cache hit.
+    c = [[3] * 15 + [9, i] for i in range(4)]
+    assert continues_previous(b + c, cut_shards(b + c, target=4)) == [False, False]

@@ -106,9 +106,8 @@ def test_a_worker_that_lost_its_lease_records_nothing_more(sharded, llm) -> None
     first = read_outcome(sharded, batch_id)
     assert first.batch.completed_requests == 1  # the one recorded before the takeover
 
-    assert shard_job.run_shard(batch_id, 0, other) is BatchStatus.IN_PROGRESS
-    for index in (1, 2):
-        run_task(("shard", batch_id, index), other)
+    shard_job.run_shard(batch_id, 0, other)  # it may go on with the shards of the same subtree
+    drain(other)  # and whatever is left
     outcome = read_outcome(sharded, batch_id)
     assert outcome.batch.status is BatchStatus.COMPLETED
     assert sorted(outcome.custom_ids) == sorted(f"req-{i}" for i in range(NUM_REQUESTS))
@@ -144,3 +143,40 @@ def test_a_budget_capped_batch_is_one_shard(sharded) -> None:
     batch_id = submit(sharded, lines(), metadata={"max_cost": "100"})
     assert drive(batch_id, sharded) is BatchStatus.COMPLETED
     assert [row.num_requests for row in shards_of(sharded, batch_id)] == [NUM_REQUESTS]
+
+
+def test_the_worker_that_ran_a_shard_runs_the_rest_of_its_subtree(sharded) -> None:
+    # Two system prompts with eight questions each: two shards per prompt.
+    lines = [
+        chat_line(
+            f"req-{i}",
+            f"Question {i}.",
+            system=("alpha " if i % 2 == 0 else "omega ") * 30,
+            max_tokens=2,
+        )
+        for i in range(16)
+    ]
+    batch_id = submit(sharded, lines)
+    jobs.run_batch(batch_id, sharded)
+    rows = shards_of(sharded, batch_id)
+    assert [row.continues_previous for row in rows] == [False, True, False, True]
+    assert list(sharded.send.tasks) == [("shard", batch_id, i) for i in (0, 2, 1, 3)]  # subtrees first
+
+    assert run_task(sharded.send.tasks.popleft(), sharded) is BatchStatus.IN_PROGRESS
+    # Shard 0 went on with shard 1 (its subtree, still pending); shard 2 was left to another worker.
+    assert [row.status for row in shards_of(sharded, batch_id)] == [
+        ShardStatus.DONE,
+        ShardStatus.DONE,
+        ShardStatus.PENDING,
+        ShardStatus.PENDING,
+    ]
+    drain(sharded)
+    outcome = read_outcome(sharded, batch_id)
+    assert outcome.batch.status is BatchStatus.COMPLETED
+    assert_usage_consistent(outcome)
+    # Each system prompt was computed once: the requests after the first of each hit it.
+    prefix_hits = [
+        line["response"]["body"]["usage"]["prompt_tokens_details"]["cached_tokens"]
+        for line in outcome.output_lines
+    ]
+    assert sum(1 for cached in prefix_hits if cached == 0) == 2
