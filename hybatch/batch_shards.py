@@ -72,6 +72,23 @@ def get_shard(session: Session, batch_id: str, shard_index: int) -> BatchShard |
     return session.get(BatchShard, (batch_id, shard_index))
 
 
+def orphaned_shard(session: Session, batch_id: str) -> int | None:
+    """A pending shard of the batch that ran before and lost its worker (its lease expired or was
+    given back), lowest index first; None when there is none."""
+    return session.scalar(
+        sa.select(BatchShard.shard_index)
+        .where(
+            BatchShard.batch_id == batch_id,
+            sa.or_(
+                sa.and_(BatchShard.status == ShardStatus.PENDING, BatchShard.attempts > 0),
+                sa.and_(BatchShard.status == ShardStatus.RUNNING, BatchShard.lease_expires_at < utc_now()),
+            ),
+        )
+        .order_by(BatchShard.shard_index)
+        .limit(1)
+    )
+
+
 def pending_continuation(session: Session, batch_id: str, shard_index: int) -> int | None:
     """The shard after ``shard_index`` if it is pending and continues its subtree, else None."""
     following = session.scalar(  # a query, not session.get: the status must be read fresh

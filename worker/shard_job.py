@@ -9,8 +9,9 @@
       lease lost              -> stop, record nothing more (another worker has the shard)
       cancel / expiry         -> stop, give the lease back, end the batch (``jobs.run_batch``)
       worker shutting down    -> stop, give the lease back, raise ``JobInterrupted`` (put back)
-    all recorded              -> shard done; the last shard of the batch finalizes it; otherwise
-                                 the next shard of the same subtree, if still pending, runs here
+    all recorded              -> shard done; the last shard of the batch finalizes it; otherwise a
+                                 shard of the batch whose worker died, or else the next shard of the
+                                 same subtree if still pending, runs here
 
 The engine is loaded before the lease is taken, since loading a checkpoint can outlast a lease;
 a worker that cannot load it raises ``EngineUnavailable`` without touching the shard.
@@ -76,9 +77,12 @@ def run_shard(batch_id: str, shard_index: int, context: jobs.JobContext) -> Batc
             if batch_shards.num_unfinished_shards(session, batch_id) == 0:
                 session.commit()
                 return jobs.run_batch(batch_id, context)  # the last shard: finalize
-            # This worker holds the subtree's prefix in its cache now: run the next shard of the same
-            # subtree here, if nobody has started it (its queued task will find it done).
-            following = batch_shards.pending_continuation(session, batch_id, shard_index)
+            # Next here, before going back to the queue: a shard of this batch whose worker died (its
+            # task waits behind the whole queue), else the next shard of the same subtree, whose
+            # prefix this worker holds in its cache now (the queued tasks will find them taken).
+            following = batch_shards.orphaned_shard(session, batch_id)
+            if following is None:
+                following = batch_shards.pending_continuation(session, batch_id, shard_index)
             session.commit()
             if following is None or context.shutdown_requested():
                 return BatchStatus.IN_PROGRESS

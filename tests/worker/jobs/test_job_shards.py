@@ -180,3 +180,28 @@ def test_the_worker_that_ran_a_shard_runs_the_rest_of_its_subtree(sharded) -> No
         for line in outcome.output_lines
     ]
     assert sum(1 for cached in prefix_hits if cached == 0) == 2
+
+
+def test_a_worker_done_with_its_shard_takes_a_dead_workers_shard_first(sharded) -> None:
+    batch_id = submit(sharded, lines())
+    jobs.run_batch(batch_id, sharded)
+    dead = Lease(owner=new_lease_owner(), duration=timedelta(seconds=30))
+    with sharded.session_factory() as session:
+        assert take_shard(session, batch_id, 2, dead)  # a worker took shard 2, then died
+        session.execute(
+            sa.update(BatchShard)
+            .where(BatchShard.batch_id == batch_id, BatchShard.shard_index == 2)
+            .values(lease_expires_at=utc_now() - timedelta(seconds=1))
+        )
+        session.commit()
+
+    shard_job.run_shard(batch_id, 0, sharded)
+
+    # Shard 0 done, then the dead worker's shard 2 (before shard 1, the next of its own subtree).
+    rows = shards_of(sharded, batch_id)
+    assert rows[2].status is ShardStatus.DONE and rows[2].attempts == 2
+    assert rows[1].status is ShardStatus.PENDING  # shard 2 has no next shard: back to the queue
+    drain(sharded)
+    outcome = read_outcome(sharded, batch_id)
+    assert outcome.batch.status is BatchStatus.COMPLETED
+    assert_usage_consistent(outcome)
