@@ -187,6 +187,7 @@ class _BatchJob:
         if batch is None:
             raise LookupError(f"batch {batch_id} vanished")
         self.batch: Batch = batch
+        session.commit()  # end the read: validating a big input must not sit in a transaction
         self._input: BatchInput | None = None
         self._last_renewal_s = time.monotonic()
 
