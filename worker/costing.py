@@ -3,8 +3,9 @@
 Prices come from ``billing`` (the marginal cost at the account's month-to-date tier, recorded on
 the line as ``x_billing``; the month's invoice is authoritative). A batch may carry
 ``metadata.max_cost``: a request is admitted only while the recorded cost plus the worst case of
-every request in flight stays within it; once one does not fit, the requests after it are skipped
-(``skipped_budget`` error lines, no usage, not billed).
+every request in flight stays within it. Every request that fits is admitted, in the batch's order;
+one that does not waits for the running ones to settle and is tried again; those that still do not
+fit once nothing runs are skipped (``skipped_budget`` error lines, no usage, not billed).
 """
 
 from __future__ import annotations
@@ -46,23 +47,29 @@ class BatchCosting:
     def admit(self, requests: list[BatchRequest]) -> tuple[list[BatchRequest], list[BatchRequest]]:
         """Splits ``requests`` (in order) into those that may start now and those that must wait.
 
-        Without a cap everything starts. With one, requests start while the cap holds; the rest
-        wait for the running ones to settle (their real cost is usually below the worst case).
+        Without a cap everything starts. With one, every request whose worst case still fits beside
+        the running ones starts, in order, skipping over those that do not (a long prompt early in
+        the batch must not hold back the short ones after it); those wait for the running ones to
+        settle (their real cost is usually below the worst case) and are offered again.
         """
         if self.max_cost is None:
             return list(requests), []
         version = price_book(self.session, self.batch.account_id).at(utc_now())
         admitted: list[BatchRequest] = []
-        for i, request in enumerate(requests):
+        waiting: list[BatchRequest] = []
+        in_flight = sum(self.in_flight.values(), Decimal(0))
+        for request in requests:
             generation = request.generation
             worst = worst_case_cost(
                 version, self.batch.model, len(generation.prompt_token_ids), generation.max_tokens
             )
-            if should_skip(self.spent, sum(self.in_flight.values(), Decimal(0)) + worst, self.max_cost):
-                return admitted, list(requests[i:])
+            if should_skip(self.spent, in_flight + worst, self.max_cost):
+                waiting.append(request)
+                continue
             self.in_flight[request.custom_id] = worst
+            in_flight += worst
             admitted.append(request)
-        return admitted, []
+        return admitted, waiting
 
     def price(self, request: BatchRequest, usage: TokenUsage) -> RequestCost | None:
         """The cost of a finished request (None when no schedule prices the model)."""

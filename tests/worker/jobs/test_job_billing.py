@@ -9,10 +9,14 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from billing.budget import worst_case_cost
 from billing.request_cost import batch_cost_so_far
+from billing.schedules import price_book
 from billing.usage import usage_rows
-from hybatch.models import BatchStatus, UsageRecord, utc_now
-from tests.worker.jobs.batches import chat_lines, read_outcome, submit
+from hybatch.models import BatchEndpoint, BatchStatus, UsageRecord, utc_now
+from hybatch.prompt_tokenizer import PromptTokenizer
+from hybatch.request_body import check_body
+from tests.worker.jobs.batches import chat_line, chat_lines, read_outcome, submit
 from tests.worker.jobs.task_queue import drive
 from worker import jobs
 
@@ -123,3 +127,34 @@ def test_the_ledger_holds_what_each_line_says_it_cost(context: jobs.JobContext) 
             x_billing["currency"],
             x_billing["price_version"],
         )
+
+
+def test_a_long_request_that_does_not_fit_does_not_hold_back_the_short_ones(context: jobs.JobContext) -> None:
+    long_first = chat_line("long", "Tell me everything. " * 10, max_tokens=300)  # never fits the cap
+    lines = [long_first, *chat_lines(8)]
+    cap = Decimal("0.00008")
+    batch_id = submit(context, lines, metadata={"max_cost": str(cap)})
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
+
+    outcome = read_outcome(context, batch_id)
+    ran = {line["custom_id"] for line in outcome.output_lines}
+    skipped = {line["custom_id"] for line in outcome.error_lines if line["error"]["code"] == "skipped_budget"}
+    assert "long" in skipped and ran  # the old rule stopped at the first that did not fit: 0 ran
+    assert ran | skipped == {line["custom_id"] for line in lines} and not ran & skipped
+    spent = sum(Decimal(line["x_billing"]["amount"]) for line in outcome.output_lines)
+    assert spent <= cap
+    # Every request that was skipped could not have fit in what the cap had left at the end.
+    with context.session_factory() as session:
+        version = price_book(session, outcome.batch.account_id).at(utc_now())
+        tokenizer = PromptTokenizer.from_checkpoint(context.settings.model)
+        for line in lines:
+            if line["custom_id"] not in skipped:
+                continue
+            generation, problems = check_body(
+                line["body"], BatchEndpoint.CHAT_COMPLETIONS, "tiny-test", tokenizer
+            )
+            assert not problems
+            worst = worst_case_cost(
+                version, "tiny-test", len(generation.prompt_token_ids), generation.max_tokens
+            )
+            assert spent + worst > cap, line["custom_id"]
