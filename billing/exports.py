@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from billing.invoice_draft import rate_invoice_usage
 from billing.invoices import invoice_lines, list_invoices
-from billing.money import add, decimal_string, minor_to_decimal
+from billing.money import add, decimal_string, minor_to_decimal, round_to_minor
 from billing.periods import Period
 from billing.rating import LineKey, line_key
 from billing.schedules import price_book
@@ -105,9 +105,25 @@ def export_rows(
         list_invoices(session, account_id, period), key=lambda i: (names.get(i.account_id, ""), i.id)
     ):
         lines = invoice_lines(session, invoice.id)
+        _check_totals(invoice, lines)
         summary += [_line_row(invoice, line, names) for line in lines]
         detail += _request_rows(session, invoice, lines, names)
     return summary, detail
+
+
+def _check_totals(invoice: Invoice, lines: list[InvoiceLine]) -> None:
+    """Each line's billed amount is its exact amount rounded once, and the lines add up to the
+    invoice's totals; raises ExportIntegrityError otherwise (an edit the database let through)."""
+    for line in lines:
+        if line.amount_minor != round_to_minor(line.amount, line.currency):
+            raise ExportIntegrityError(
+                f"invoice {invoice.id} line {line.line_number}: billed {line.amount_minor} minor units "
+                f"for an amount of {decimal_string(line.amount)}"
+            )
+    if sum(line.amount_minor for line in lines) != invoice.total_minor:
+        raise ExportIntegrityError(f"invoice {invoice.id}: its lines do not add up to its total")
+    if add(*(line.amount for line in lines)) != invoice.total_amount:
+        raise ExportIntegrityError(f"invoice {invoice.id}: its lines do not add up to its exact total")
 
 
 def _line_row(invoice: Invoice, line: InvoiceLine, names: dict[str, str]) -> dict[str, Any]:

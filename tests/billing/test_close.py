@@ -197,6 +197,54 @@ def test_finalized_invoices_are_immutable(session: Session, acme) -> None:
     session.rollback()
 
 
+def test_the_database_refuses_edits_of_issued_invoices(session: Session, acme) -> None:
+    """Not only through the ORM: a raw statement, whoever runs it (migration 0006's triggers)."""
+    _usage(session, acme, "2026-03-02 09:00", out=600_000)
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    session.commit()
+    (invoice,) = list_invoices(session, acme.account_id)
+    for statement in (
+        "UPDATE invoice_lines SET amount_minor = amount_minor + 100",
+        "UPDATE invoice_lines SET tokens = tokens",  # even a no-op rewrite of a line
+        "DELETE FROM invoice_lines",
+        "UPDATE invoices SET total_minor = total_minor + 100",
+        "UPDATE invoices SET currency = 'eur'",
+        "DELETE FROM invoices",
+    ):
+        with pytest.raises(sa.exc.DatabaseError, match="issued invoices are immutable"):
+            session.execute(sa.text(statement))
+        session.rollback()
+    session.execute(
+        sa.update(Invoice)
+        .where(Invoice.id == invoice.id)
+        .values(status=InvoiceStatus.PAID, paid_at=at("2026-04-03 00:00"))
+    )
+    session.commit()  # the status and its timestamp may move
+    session.refresh(invoice)
+    assert invoice.status is InvoiceStatus.PAID and invoice.total_minor == sum(
+        line.amount_minor for line in invoice_lines(session, invoice.id)
+    )
+
+
+def test_an_export_refuses_lines_that_do_not_add_up(session: Session, acme) -> None:
+    from billing.exports import ExportIntegrityError, export_rows
+
+    _usage(session, acme, "2026-03-02 09:00", out=600_000)
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    session.commit()
+    assert export_rows(session, MARCH)[0]  # a sound invoice exports
+    # An edit the triggers could not stop (they were dropped, say, by hand), seen inside the same
+    # transaction and rolled back after (DDL is transactional on both), so later tests keep them:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("ALTER TABLE invoice_lines DISABLE TRIGGER invoice_lines_immutable"))
+    else:
+        session.execute(sa.text("DROP TRIGGER invoice_lines_immutable_update"))
+    session.execute(sa.text("UPDATE invoice_lines SET amount_minor = amount_minor + 100"))
+    with pytest.raises(ExportIntegrityError, match="billed"):
+        export_rows(session, MARCH)
+    session.rollback()
+
+
 def test_marginal_costs_add_up_to_the_graduated_invoice(session: Session, acme) -> None:
     marginal = []
     for day, out in [(2, 600_000), (3, 500_000), (4, 2_500_000), (5, 7)]:  # crosses 1M and 3M
