@@ -422,8 +422,9 @@ def _timeline(shards: dict[int, ShardHistory], fault: Fault) -> str:
 
 
 def _assert_taken_over_in_time(what: str, takeover: Takeover, fleet: Fleet) -> None:
-    """The lease ran out within a lease period, a sweep sent the shard again within half a period
-    more, and the survivor took it as soon as it was free (see TAKEOVER_SLACK_S)."""
+    """The lease ran out within a lease period; the survivor took the shard as soon as it was free
+    (see TAKEOVER_SLACK_S): straight after a shard of its own (a worker done with a shard takes a dead
+    worker's shard of the batch next), or from the task a sweep sent within half a period more."""
     print(f"\n{what}: {takeover}")
     tasks = "\n".join(
         f"--- pid {w.process.pid}:\n" + "".join(line for line in w.lines if "Task" in line or "shard" in line)
@@ -431,9 +432,10 @@ def _assert_taken_over_in_time(what: str, takeover: Takeover, fleet: Fleet) -> N
     )
     explained = f"{takeover}\n{takeover.timeline}\n{tasks}"
     assert 0 < takeover.lease_left_s <= LEASE_S, explained
-    sweep_due_s = takeover.lease_left_s + LEASE_S / 2 + SWEEP_SLACK_S
-    assert takeover.lease_left_s < takeover.resent_s <= sweep_due_s, explained
-    assert takeover.resent_s < takeover.after_s <= takeover.bound_s, explained
+    assert takeover.lease_left_s < takeover.after_s <= takeover.bound_s, explained
+    if takeover.resent_s > 0:  # a sweep sent it again (before the survivor took it, if at all)
+        sweep_due_s = takeover.lease_left_s + LEASE_S / 2 + SWEEP_SLACK_S
+        assert takeover.lease_left_s < takeover.resent_s <= sweep_due_s, explained
 
 
 # -- the tests --------------------------------------------------------------------------------
