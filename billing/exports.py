@@ -74,6 +74,7 @@ def _stored_key(line: InvoiceLine) -> tuple:
         line.token_class,
         line.context_tier,
         line.price_tier,
+        line.repriced_from_tier,
     )
 
 
@@ -85,6 +86,7 @@ def _piece_key(key: LineKey) -> tuple:
         key.token_class.value,
         key.context_tier,
         key.tier_number,
+        key.repriced_from_tier,
     )
 
 
@@ -162,13 +164,19 @@ def _request_rows(
         )
     )
     by_id = {record.id: record for record in records}
-    prefixes = dict(
-        session.execute(
-            sa.select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_({r.api_key_id for r in records}))
-        ).all()
-    )
     book = price_book(session, invoice.account_id)
     pieces = rate_invoice_usage(session, invoice.account_id, Period.parse(invoice.period), records, book)
+    # A repricing row names a record an earlier invoice billed (late usage moved its volume tier).
+    repriced = {piece.usage_record_id for piece in pieces} - by_id.keys()
+    if repriced:
+        by_id |= {
+            r.id: r for r in session.scalars(sa.select(UsageRecord).where(UsageRecord.id.in_(repriced)))
+        }
+    prefixes = dict(
+        session.execute(
+            sa.select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_({r.api_key_id for r in by_id.values()}))
+        ).all()
+    )
     stored = {_stored_key(line): line for line in lines}
     sums: dict[tuple, list[Decimal]] = defaultdict(list)
     rows = []

@@ -18,8 +18,16 @@ from sqlalchemy.orm import Session
 
 from billing.money import add
 from billing.periods import Period
-from billing.rating import LineDraft, RatedPiece, UsageRow, charge_volumes, line_drafts, rate_month
-from billing.schedule import ChargeKey, TokenClass
+from billing.rating import (
+    LineDraft,
+    RatedPiece,
+    UsageRow,
+    charge_volumes,
+    line_drafts,
+    rate_month,
+    reprice_billed_units,
+)
+from billing.schedule import TokenClass
 from billing.schedules import PriceBook
 from hybatch.errors import ConflictError
 from hybatch.models import BilledUsage, Invoice, UsageRecord
@@ -37,6 +45,7 @@ class InvoiceLineDraft:
     token_class: TokenClass
     context_tier: str
     price_tier: int  # 1-based row of the tier table
+    repriced_from_tier: int | None  # a repricing of units billed at that tier (volume tables)
     tokens: int
     unit_price: Decimal  # per 1M tokens
     amount: Decimal  # exact sum of the line's pieces, major units
@@ -70,10 +79,8 @@ def unbilled_records(session: Session, account_id: str, before: datetime) -> lis
     )
 
 
-def billed_volume(
-    session: Session, account_id: str, origin: Period, before: Period, book: PriceBook
-) -> dict[ChargeKey, int]:
-    """Volume per charge of ``origin``'s records billed by invoices of periods before ``before``."""
+def billed_rows(session: Session, account_id: str, origin: Period, before: Period) -> list[UsageRow]:
+    """``origin``'s records billed by invoices of periods before ``before``, in ledger order."""
     records = session.scalars(
         sa.select(UsageRecord)
         .join(BilledUsage, BilledUsage.usage_record_id == UsageRecord.id)
@@ -84,8 +91,9 @@ def billed_volume(
             UsageRecord.created_at < origin.end,
             Invoice.period < str(before),
         )
+        .order_by(UsageRecord.created_at, UsageRecord.id)
     )
-    return charge_volumes((UsageRow.from_record(r) for r in records), book)
+    return [UsageRow.from_record(record) for record in records]
 
 
 def rate_invoice_usage(
@@ -98,8 +106,21 @@ def rate_invoice_usage(
     pieces = []
     for origin in sorted(by_origin):
         rows = sorted(by_origin[origin], key=lambda row: (row.created_at, row.usage_record_id))
-        volume_before = {} if origin == period else billed_volume(session, account_id, origin, period, book)
+        if origin == period:
+            pieces += rate_month(rows, book, origin_period=str(origin))
+            continue
+        # Late usage of a billed month: after the billed volume, and the billed units repriced where
+        # a volume table's tier moved.
+        billed = billed_rows(session, account_id, origin, period)
+        volume_before = charge_volumes(billed, book)
         pieces += rate_month(rows, book, origin_period=str(origin), volume_before=volume_before)
+        late_volume = charge_volumes(rows, book)
+        volume_after = {
+            c: volume_before.get(c, 0) + late_volume.get(c, 0) for c in volume_before | late_volume
+        }
+        pieces += reprice_billed_units(
+            billed, book, origin_period=str(origin), volume_before=volume_before, volume_after=volume_after
+        )
     return pieces
 
 
@@ -148,6 +169,7 @@ def _line(number: int, draft: LineDraft, period: Period) -> InvoiceLineDraft:
         token_class=draft.key.token_class,
         context_tier=draft.key.context_tier,
         price_tier=draft.key.tier_number,
+        repriced_from_tier=draft.key.repriced_from_tier,
         tokens=draft.tokens,
         unit_price=draft.unit_price,
         amount=draft.amount,

@@ -120,6 +120,7 @@ def bill_account(session: Session, account_id: str, period: Period, now: datetim
             token_class=line.token_class.value,
             context_tier=line.context_tier,
             price_tier=line.price_tier,
+            repriced_from_tier=line.repriced_from_tier,
             tokens=line.tokens,
             unit_price=line.unit_price,
             amount=line.amount,

@@ -4,7 +4,11 @@ Records are rated in ledger order (``created_at``, then id). For each ``ChargeKe
 records fill the units ``(0, V]`` of that charge's monthly volume ``V`` one after another, each
 priced by the tier table of the schedule version in effect when it was created (so a schedule
 change mid-month keeps the month's tier progress). Late records of an already billed month
-continue after that month's billed volume (``volume_before``).
+continue after that month's billed volume (``volume_before``). On a volume-mode table, where every
+unit of a month costs the price of the tier the month's whole volume reaches, late records that
+move the volume to another tier also reprice the units already billed, by the difference
+(``reprice_billed_units``; negative, a credit, when the new tier is cheaper): the month then costs
+in all exactly what the schedule says its whole volume costs.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from billing.money import add, amount_for_tokens, round_to_minor
-from billing.schedule import ChargeKey, ScheduleVersion, TierTable, TokenClass
+from billing.schedule import ChargeKey, ScheduleVersion, TierMode, TierTable, TokenClass
 from billing.schedules import PriceBook
 from hybatch.models import UsageRecord
 
@@ -63,8 +67,9 @@ class RatedPiece(NamedTuple):
     charge: ChargeKey
     tier_number: int
     tokens: int
-    unit_price: Decimal  # per 1M tokens
+    unit_price: Decimal  # per 1M tokens (for a repricing: the new tier's price minus the old's)
     amount: Decimal
+    repriced_from_tier: int | None = None  # set on a repricing of units billed at that tier
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class LineKey:
     token_class: TokenClass
     context_tier: str
     tier_number: int
+    repriced_from_tier: int | None = None  # a repricing line: units billed at that tier before
 
     def sort_key(self) -> tuple:
         return (
@@ -84,6 +90,7 @@ class LineKey:
             self.context_tier,
             TOKEN_CLASS_ORDER[self.token_class],
             self.tier_number,
+            0 if self.repriced_from_tier is None else self.repriced_from_tier,
         )
 
 
@@ -173,6 +180,48 @@ def rate_month(
     return pieces
 
 
+def reprice_billed_units(
+    rows: list[UsageRow],
+    book: PriceBook,
+    *,
+    origin_period: str,
+    volume_before: Mapping[ChargeKey, int],
+    volume_after: Mapping[ChargeKey, int],
+) -> list[RatedPiece]:
+    """Repricing pieces for ``rows`` (a month's records already billed, at ``volume_before``) now that
+    the month's volume per charge is ``volume_after``: on volume-mode tables whose tier changed, each
+    record's units at (new tier price - old tier price). Graduated tables need none: their late
+    units simply continue after the billed ones."""
+    cache: _ChargeCache = {}
+    pieces: list[RatedPiece] = []
+    for row in rows:
+        version = book.at(row.created_at)
+        for charge, table, tokens in _charges(row, version, cache):
+            if table.mode is not TierMode.VOLUME:
+                continue
+            old = table.tier_number_for(volume_before.get(charge, 0))
+            new = table.tier_number_for(volume_after.get(charge, 0))
+            change = table.tiers[new - 1].unit_price - table.tiers[old - 1].unit_price
+            if new == old or change == 0:
+                continue
+            pieces.append(
+                RatedPiece(
+                    usage_record_id=row.usage_record_id,
+                    created_at=row.created_at,
+                    origin_period=origin_period,
+                    price_version=version.price_version,
+                    currency=version.currency,
+                    charge=charge,
+                    tier_number=new,
+                    tokens=tokens,
+                    unit_price=change,
+                    amount=amount_for_tokens(tokens, change),
+                    repriced_from_tier=old,
+                )
+            )
+    return pieces
+
+
 class _ChargeMonth:
     """One charge's month while rating: units filled so far, and the month's whole volume."""
 
@@ -191,6 +240,7 @@ def line_key(piece: RatedPiece) -> LineKey:
         token_class=piece.charge.token_class,
         context_tier=piece.charge.context_tier,
         tier_number=piece.tier_number,
+        repriced_from_tier=piece.repriced_from_tier,
     )
 
 

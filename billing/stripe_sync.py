@@ -175,8 +175,9 @@ def push_invoice(session: Session, client: stripe.StripeClient, invoice_id: str)
 
 def _line_description(line: Any) -> str:
     late = f" (late usage from {line.origin_period})" if line.is_adjustment else ""
+    repriced = f" repriced from tier {line.repriced_from_tier}" if line.repriced_from_tier else ""
     return (
-        f"{line.model} {line.token_class} {line.context_tier} tier {line.price_tier}: "
+        f"{line.model} {line.token_class} {line.context_tier} tier {line.price_tier}{repriced}: "
         f"{line.tokens} tokens at {line.unit_price}/1M ({line.price_version}){late}"
     )
 

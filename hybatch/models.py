@@ -391,6 +391,9 @@ class InvoiceLine(Base):
     token_class: Mapped[str] = mapped_column(sa.String(32))
     context_tier: Mapped[str] = mapped_column(sa.String(64))
     price_tier: Mapped[int]  # 1-based row of the tier table
+    # Set on a repricing line: these units were billed at that tier, and the month's volume (late
+    # usage) moved a volume-mode table to ``price_tier``; ``unit_price`` is the difference.
+    repriced_from_tier: Mapped[int | None]
     tokens: Mapped[int] = mapped_column(sa.BigInteger)
     unit_price: Mapped[Decimal] = mapped_column(DecimalText())  # per 1M tokens
     amount: Mapped[Decimal] = mapped_column(DecimalText())  # tokens * unit_price / 1M, exact

@@ -99,6 +99,7 @@ class InvoiceLineLike(Protocol):
     token_class: str
     context_tier: str
     price_tier: int
+    repriced_from_tier: int | None
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,16 @@ def line_labels(
                 raise KeyError(line.price_version)
             tiers = tier_rows(version, line.model, line.context_tier, TokenClass(line.token_class))
             tier = tiers[line.price_tier - 1]
+            monthly = monthly_tokens_label(tier.first_token, tier.up_to)
+            if line.repriced_from_tier is not None:
+                was = tiers[line.repriced_from_tier - 1]
+                monthly = f"{monthly}, repriced from {monthly_tokens_label(was.first_token, was.up_to)}"
             labels[line.line_number] = LineLabels(
-                prompt_length_label(*prompt_bounds(version, line.context_tier)),
-                monthly_tokens_label(tier.first_token, tier.up_to),
+                prompt_length_label(*prompt_bounds(version, line.context_tier)), monthly
             )
         except (KeyError, IndexError, ValueError, UnpricedModelError):
-            labels[line.line_number] = LineLabels(line.context_tier, f"tier {line.price_tier}")
+            repriced = (
+                "" if line.repriced_from_tier is None else f", repriced from tier {line.repriced_from_tier}"
+            )
+            labels[line.line_number] = LineLabels(line.context_tier, f"tier {line.price_tier}{repriced}")
     return labels

@@ -174,6 +174,49 @@ def test_late_usage_lands_on_the_next_invoice_as_an_adjustment(session: Session,
     assert _lines(session, march.id) == march_lines  # the closed invoice did not move
 
 
+def test_late_usage_on_a_volume_table_reprices_the_units_already_billed(session: Session, acme) -> None:
+    # "pro" output is a volume table: up to 1M tokens at 10 per 1M, beyond at 8 per 1M, every unit of
+    # the month at the price of the tier the month's whole volume reaches.
+    _usage(session, acme, "2026-03-02 09:00", out=900_000, model="pro")  # billed in March at 10: 9.00
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    session.commit()
+    (march,) = list_invoices(session, acme.account_id)
+    assert march.total_minor == 900
+    _usage(session, acme, "2026-03-31 23:00", out=200_000, model="pro")  # late: March now has 1.1M
+    close_period(session, APRIL, now=at("2026-05-01 01:00"))
+    session.commit()
+
+    april = next(i for i in list_invoices(session, acme.account_id) if i.period == "2026-04")
+    assert _lines(session, april.id) == [
+        # the 900,000 billed at tier 1 (10) repriced to tier 2 (8): 900,000 x -2 / 1M
+        ("2026-03", True, "test@v1", "pro", "short", "output", 2, 900_000, D("-2"), D("-1.8"), -180),
+        # the 200,000 late ones at tier 2 (the late record falls under test@v2, same prices for pro)
+        ("2026-03", True, "test@v2", "pro", "short", "output", 2, 200_000, D("8"), D("1.6"), 160),
+    ]
+    assert [line.repriced_from_tier for line in invoice_lines(session, april.id)] == [1, None]
+    assert april.total_minor == -20  # a credit: the month got cheaper
+    # In all, March costs what the schedule says its whole volume costs: 1.1M x 8 / 1M = 8.80.
+    assert march.total_minor + april.total_minor == 880
+    # The export re-rates the ledger to the same lines, the repricing row naming its record.
+    from billing.exports import export_rows
+
+    summary, detail = export_rows(session, APRIL)
+    assert sorted((row["line_number"], row["amount"]) for row in detail) == [(1, "-1.8"), (2, "1.6")]
+
+
+def test_late_usage_that_keeps_a_volume_tier_reprices_nothing(session: Session, acme) -> None:
+    _usage(session, acme, "2026-03-02 09:00", out=100_000, model="pro")
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    session.commit()
+    _usage(session, acme, "2026-03-31 23:00", out=100_000, model="pro")  # 200,000: still tier 1
+    close_period(session, APRIL, now=at("2026-05-01 01:00"))
+    session.commit()
+    april = next(i for i in list_invoices(session, acme.account_id) if i.period == "2026-04")
+    assert _lines(session, april.id) == [
+        ("2026-03", True, "test@v2", "pro", "short", "output", 1, 100_000, D("10"), D("1"), 100),
+    ]
+
+
 def test_finalized_invoices_are_immutable(session: Session, acme) -> None:
     _usage(session, acme, "2026-03-02 09:00", out=600_000)
     close_period(session, MARCH, now=at("2026-04-01 01:00"))
