@@ -54,6 +54,7 @@ class FileObject(BaseModel):
             id=file.id,
             bytes=file.size_bytes,
             created_at=unix_seconds(file.created_at),
+            expires_at=None if file.expires_at is None else unix_seconds(file.expires_at),
             filename=file.filename,
             purpose=file.purpose.value,
             status=file.status.value,
@@ -66,6 +67,15 @@ class FileDeleted(BaseModel):
     deleted: bool
 
 
+class ExpiresAfter(BaseModel):
+    """OpenAI's expiration policy: ``seconds`` (an hour to 30 days) after ``anchor`` (created_at)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: str
+    seconds: int
+
+
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +83,7 @@ class BatchCreate(BaseModel):
     endpoint: str
     completion_window: str
     metadata: dict[str, str] | None = None
+    output_expires_after: ExpiresAfter | None = None
 
 
 class RequestCounts(BaseModel):

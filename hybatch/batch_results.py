@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -240,6 +241,10 @@ def _write_lines(session: Session, storage: FileStorage, batch: Batch, *, is_err
         storage.delete(file_id)
         return None
     kind = "error" if is_error else "output"
+    created_at = utc_now()
+    expires_at = None
+    if batch.output_expires_after_s is not None:  # the batch's output_expires_after, from now
+        expires_at = created_at + timedelta(seconds=batch.output_expires_after_s)
     session.add(
         File(
             id=file_id,
@@ -247,6 +252,8 @@ def _write_lines(session: Session, storage: FileStorage, batch: Batch, *, is_err
             filename=f"{batch.id}_{kind}.jsonl",
             purpose=FilePurpose.BATCH_OUTPUT,
             size_bytes=size_bytes,
+            created_at=created_at,
+            expires_at=expires_at,
         )
     )
     session.flush()

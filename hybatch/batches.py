@@ -36,6 +36,7 @@ class NewBatchRequest:
     endpoint: str
     completion_window: str
     metadata: Mapping[str, str] | None
+    output_expires_after_s: int | None = None  # checked by hybatch.files.check_expires_after
 
 
 def create_batch(
@@ -74,6 +75,7 @@ def create_batch(
         expires_at=created_at + completion_window_duration(request.completion_window),
         published_at=created_at,  # its task is sent right after the commit (sweepers need to know)
         metadata_=dict(request.metadata) if request.metadata is not None else None,
+        output_expires_after_s=request.output_expires_after_s,
     )
     session.add(batch)
     session.commit()

@@ -137,7 +137,10 @@ class File(Base):
     """An uploaded input file or a batch's output/error file; the bytes live in FileStorage."""
 
     __tablename__ = "files"
-    __table_args__ = (sa.Index("ix_files_account_created", "account_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_files_account_created", "account_id", "created_at"),
+        sa.Index("ix_files_expires_at", "expires_at"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True, default=ids.new_file_id)
     account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
@@ -147,6 +150,8 @@ class File(Base):
     size_bytes: Mapped[int] = mapped_column("bytes", sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     deleted_at: Mapped[datetime | None]
+    # After this the file answers 404 like a deleted one, and a sweep deletes it (hybatch.files).
+    expires_at: Mapped[datetime | None]
 
 
 class Batch(Base):
@@ -192,6 +197,9 @@ class Batch(Base):
     failed_requests: Mapped[int] = mapped_column(default=0)
 
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", sa.JSON())
+    # ``output_expires_after.seconds``: the output and error files expire this long after they are
+    # written; None keeps them until deleted.
+    output_expires_after_s: Mapped[int | None]
     # errors: list of {code, line, message, param}; None when there are none.
     errors: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON())
 

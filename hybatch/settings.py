@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # at start-up). Keep the age well above the longest upload: a live write that is swept fails.
     partial_max_age_s: float = Field(default=3600.0, gt=0)
     partial_sweep_interval_s: float = Field(default=600.0, ge=0)
+    # How often the API deletes expired files (bytes and rows; they answer 404 as soon as they
+    # expire, the sweep frees the storage); 0 = never.
+    expired_files_sweep_interval_s: float = Field(default=300.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import CurrentCaller, EnqueueDep, SessionsDep, SettingsDep
 from api.openapi import error_responses
 from api.schemas import BatchCreate, BatchObject, ListPage
-from hybatch import batches
+from hybatch import batches, files
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -25,11 +25,15 @@ def create_batch(
     settings: SettingsDep,
     enqueue: EnqueueDep,
 ) -> BatchObject:
+    expiry = body.output_expires_after
     request = batches.NewBatchRequest(
         input_file_id=body.input_file_id,
         endpoint=body.endpoint,
         completion_window=body.completion_window,
         metadata=body.metadata,
+        output_expires_after_s=None
+        if expiry is None
+        else files.check_expires_after(expiry.anchor, expiry.seconds, param="output_expires_after"),
     )
     with sessions() as session:
         batch = batches.create_batch(

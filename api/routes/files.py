@@ -27,7 +27,13 @@ def create_file(
     settings: SettingsDep,
     file: UploadFile,
     purpose: Annotated[str, Form()],
+    # OpenAI's multipart spelling of expires_after = {anchor, seconds}
+    expires_after_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
+    expires_after_seconds: Annotated[int | None, Form(alias="expires_after[seconds]")] = None,
 ) -> FileObject:
+    expires_after_s = files.check_expires_after(
+        expires_after_anchor, expires_after_seconds, param="expires_after"
+    )
     # The session checks out a connection only for the row, once the bytes are stored and checked:
     # none is held while they stream into storage.
     with sessions() as session:
@@ -39,6 +45,7 @@ def create_file(
             purpose=purpose,
             chunks=iter_chunks(file.file),
             max_file_bytes=settings.max_file_bytes,
+            expires_after_s=expires_after_s,
         )
         return FileObject.from_row(stored)
 

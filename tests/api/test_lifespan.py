@@ -72,3 +72,36 @@ def test_the_thread_pool_has_the_configured_size(sweep_settings: Settings) -> No
 
 async def _thread_tokens() -> float:
     return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+
+def test_a_running_api_deletes_files_once_they_expire(sweep_settings: Settings) -> None:
+    import sqlalchemy as sa
+
+    from hybatch import accounts
+    from hybatch.db import make_engine, make_session_factory
+    from hybatch.models import File, utc_now
+
+    often = sweep_settings.model_copy(update={"expired_files_sweep_interval_s": 0.01})
+    app = create_app(often, enqueue=lambda batch_id: None)
+    sessions = make_session_factory(make_engine(often.database_url))
+    with sessions() as session:
+        account = accounts.create_account(session, "acme")
+        secret = accounts.create_api_key(session, account.id).secret
+        session.commit()
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {secret}"}
+        body = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+        file_id = client.post(
+            "/v1/files", headers=headers, files={"file": ("in.jsonl", body)}, data={"purpose": "batch"}
+        ).json()["id"]
+        stored = often.files_dir / file_id
+        assert stored.exists()
+        with sessions() as session:
+            session.execute(sa.update(File).where(File.id == file_id).values(expires_at=utc_now()))
+            session.commit()
+        deadline = time.monotonic() + 30
+        while stored.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not stored.exists()
+        with sessions() as session:
+            assert session.get(File, file_id).deleted_at is not None
