@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from hybatch.models import Batch, File
+from hybatch.quotas import QuotaState
 
 Item = TypeVar("Item")
 
@@ -189,3 +190,27 @@ class ModelObject(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+
+
+class QuotaObject(BaseModel):
+    """One model's enqueued-token quota: ``limit`` None means none; ``remaining`` = limit - enqueued."""
+
+    object: Literal["quota"] = "quota"
+    model: str
+    enqueued_prompt_tokens: int
+    limit: int | None
+    remaining: int | None
+
+    @classmethod
+    def from_state(cls, state: QuotaState) -> QuotaObject:
+        return cls(
+            model=state.model,
+            enqueued_prompt_tokens=state.enqueued,
+            limit=state.limit,
+            remaining=state.remaining,
+        )
+
+
+class QuotaList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[QuotaObject]

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from hybatch import quotas
 from hybatch.accounts import Caller
 from hybatch.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 from hybatch.files import get_file
-from hybatch.models import Batch, BatchEndpoint, BatchStatus, FilePurpose, utc_now
+from hybatch.models import Account, Batch, BatchEndpoint, BatchStatus, FilePurpose, utc_now
 from hybatch.pagination import Page, paginate
 from hybatch.settings import completion_window_duration
 
@@ -37,6 +38,8 @@ class NewBatchRequest:
     completion_window: str
     metadata: Mapping[str, str] | None
     output_expires_after_s: int | None = None  # checked by hybatch.files.check_expires_after
+    # The input's prompt tokens when an enqueued-token quota applies (hybatch.quotas), else None.
+    quota_prompt_tokens: int | None = None
 
 
 def create_batch(
@@ -47,9 +50,14 @@ def create_batch(
     *,
     served_model: str,
     completion_windows: tuple[str, ...],
+    token_limit: int | None = None,
 ) -> Batch:
     """Validate, commit a ``validating`` batch, then enqueue it.
 
+    With a ``token_limit`` (and ``request.quota_prompt_tokens`` counted), the batch is refused
+    with ``token_limit_exceeded`` when the account's unfinished batches for the model and this one
+    would hold more prompt tokens than that; the check and the insert are one transaction under a
+    lock on the account's row, so two creations at once cannot both slip under the limit.
     If the enqueue fails the batch is committed as ``failed`` (code ``enqueue_failed``) and
     ServiceUnavailableError is raised, so no batch waits for a task that was never sent.
     """
@@ -63,6 +71,17 @@ def create_batch(
             param="input_file_id",
             code="invalid_value",
         )
+    if token_limit is not None and request.quota_prompt_tokens is not None:
+        # The account's row lock (Postgres) or the write lock (SQLite) until the commit below.
+        session.execute(sa.update(Account).where(Account.id == caller.account_id).values(name=Account.name))
+        state = quotas.QuotaState(
+            served_model, token_limit, quotas.enqueued_tokens(session, caller.account_id, served_model)
+        )
+        try:
+            quotas.check_room(state, request.quota_prompt_tokens)
+        except InvalidRequestError:
+            session.rollback()
+            raise
     created_at = utc_now()
     batch = Batch(
         account_id=caller.account_id,
@@ -76,6 +95,7 @@ def create_batch(
         published_at=created_at,  # its task is sent right after the commit (sweepers need to know)
         metadata_=dict(request.metadata) if request.metadata is not None else None,
         output_expires_after_s=request.output_expires_after_s,
+        quota_prompt_tokens=request.quota_prompt_tokens,
     )
     session.add(batch)
     session.commit()

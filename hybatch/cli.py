@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from hybatch import accounts
+from hybatch import accounts, quotas
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import HybatchError
 from hybatch.migrate import upgrade_to_head
@@ -30,6 +30,7 @@ from hybatch.settings import Settings
 app = typer.Typer(no_args_is_help=True, help="hybatch: OpenAI-compatible batch inference with billing.")
 accounts_app = typer.Typer(no_args_is_help=True, help="Manage accounts.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
+quotas_app = typer.Typer(no_args_is_help=True, help="Enqueued-token quotas per account and model.")
 billing_app = typer.Typer(
     no_args_is_help=True, help="Billing: monthly close, exports, price schedules, Stripe."
 )
@@ -40,6 +41,7 @@ bench_app = typer.Typer(
 )
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(quotas_app, name="quotas")
 app.add_typer(billing_app, name="billing")
 billing_app.add_typer(schedules_app, name="schedules")
 app.add_typer(bench_app, name="bench")
@@ -122,6 +124,45 @@ def keys_create(account: Annotated[str, typer.Option(help="account name")]) -> N
     except HybatchError as error:
         raise _fail(error.message) from error
     typer.echo(new_key.secret)
+
+
+@quotas_app.command("set")
+def quotas_set(
+    account: Annotated[str, typer.Option(help="account name")],
+    tokens: Annotated[
+        int | None, typer.Option(help="prompt tokens it may have enqueued; omit for the default")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="model (default: the served model)")] = None,
+) -> None:
+    """Give an account its own enqueued-token limit for a model (without --tokens: back to the default)."""
+    settings = Settings()
+    try:
+        with unit_of_work(_session_factory(settings)) as session:
+            account_id = accounts.get_account(session, account).id
+            quotas.set_token_limit(session, account_id, model or settings.model_name, tokens)
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    limit = "the default" if tokens is None else f"{tokens:,} prompt tokens"
+    typer.echo(f"{account}: enqueued-token limit for {model or settings.model_name} is {limit}")
+
+
+@quotas_app.command("show")
+def quotas_show(
+    account: Annotated[str, typer.Option(help="account name")],
+    model: Annotated[str | None, typer.Option(help="model (default: the served model)")] = None,
+) -> None:
+    """An account's enqueued-token limit for a model and what its unfinished batches hold."""
+    settings = Settings()
+    try:
+        with unit_of_work(_session_factory(settings)) as session:
+            account_id = accounts.get_account(session, account).id
+            state = quotas.quota_state(
+                session, account_id, model or settings.model_name, settings.enqueued_token_limit
+            )
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    limit = "no limit" if state.limit is None else f"limit {state.limit:,}"
+    typer.echo(f"{state.model}: {state.enqueued:,} prompt tokens enqueued, {limit}")
 
 
 @keys_app.command("list")

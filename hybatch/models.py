@@ -120,6 +120,17 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
+class TokenQuota(Base):
+    """An account's own limit on enqueued prompt tokens for one model (else the settings' default)."""
+
+    __tablename__ = "token_quotas"
+
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"), primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    enqueued_prompt_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
 class ApiKey(Base):
     """A bearer key. Only its SHA-256 is stored; ``prefix`` is the visible start of the key."""
 
@@ -200,6 +211,9 @@ class Batch(Base):
     # ``output_expires_after.seconds``: the output and error files expire this long after they are
     # written; None keeps them until deleted.
     output_expires_after_s: Mapped[int | None]
+    # Prompt tokens of the input, counted at creation where a token quota applies (None: none did);
+    # what an unfinished batch holds of its account's enqueued-token quota (hybatch.quotas).
+    quota_prompt_tokens: Mapped[int | None] = mapped_column(sa.BigInteger)
     # errors: list of {code, line, message, param}; None when there are none.
     errors: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON())
 

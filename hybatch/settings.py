@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     disk_cache_gb: float = Field(default=20.0, ge=0)
 
     max_batch_lines: int = Field(default=50_000, ge=1)
+    # Prompt tokens one account may have enqueued (in unfinished batches) per model; unset: no limit.
+    # `hybatch quotas set` gives an account its own.
+    enqueued_token_limit: int | None = Field(default=None, ge=0)
     max_file_bytes: int = Field(default=200_000_000, ge=1)
     completion_windows: tuple[str, ...] = ("24h",)
     default_account: str = "default"

@@ -6,10 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentCaller, EnqueueDep, SessionsDep, SettingsDep
+from api.deps import CurrentCaller, EnqueueDep, SessionsDep, SettingsDep, StorageDep
 from api.openapi import error_responses
 from api.schemas import BatchCreate, BatchObject, ListPage
-from hybatch import batches, files
+from hybatch import batches, files, quotas
+from hybatch.models import BatchEndpoint
+from hybatch.prompt_tokenizer import PromptTokenizer
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -23,8 +25,24 @@ def create_batch(
     caller: CurrentCaller,
     sessions: SessionsDep,
     settings: SettingsDep,
+    storage: StorageDep,
     enqueue: EnqueueDep,
 ) -> BatchObject:
+    with sessions() as session:
+        limit = quotas.token_limit(
+            session, caller.account_id, settings.model_name, settings.enqueued_token_limit
+        )
+        input_file = None if limit is None else files.get_file(session, caller.account_id, body.input_file_id)
+    prompt_tokens = None
+    if input_file is not None and body.endpoint in {e.value for e in BatchEndpoint}:
+        # Counted with no session open (a big input takes a while), exactly as validation will.
+        prompt_tokens = quotas.count_prompt_tokens(
+            files.open_file_content(storage, input_file),
+            endpoint=BatchEndpoint(body.endpoint),
+            model=settings.model_name,
+            tokenizer=PromptTokenizer.from_checkpoint(settings.model),
+            max_requests=settings.max_batch_lines,
+        )
     expiry = body.output_expires_after
     request = batches.NewBatchRequest(
         input_file_id=body.input_file_id,
@@ -34,6 +52,7 @@ def create_batch(
         output_expires_after_s=None
         if expiry is None
         else files.check_expires_after(expiry.anchor, expiry.seconds, param="output_expires_after"),
+        quota_prompt_tokens=prompt_tokens,
     )
     with sessions() as session:
         batch = batches.create_batch(
@@ -43,6 +62,7 @@ def create_batch(
             request,
             served_model=settings.model_name,
             completion_windows=settings.completion_windows,
+            token_limit=limit,
         )
         return BatchObject.from_row(batch)
 

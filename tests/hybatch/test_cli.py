@@ -213,3 +213,25 @@ def test_beat_without_celery_app_explains(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(cli, "CELERY_APP_MODULE", "worker.no_such_module")
     result = runner.invoke(cli.app, ["beat"])
     assert result.exit_code == 1 and "no Celery worker" in result.output
+
+
+def test_quotas_set_and_show(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hybatch import quotas
+
+    monkeypatch.setenv("HYBATCH_MODEL_NAME", "tiny-test")
+    monkeypatch.setenv("HYBATCH_ENQUEUED_TOKEN_LIMIT", "500")
+    assert runner.invoke(cli.app, ["accounts", "create", "acme"]).exit_code == 0
+    shown = runner.invoke(cli.app, ["quotas", "show", "--account", "acme"])
+    assert shown.exit_code == 0 and "tiny-test: 0 prompt tokens enqueued, limit 500" in shown.output
+    set_ = runner.invoke(cli.app, ["quotas", "set", "--account", "acme", "--tokens", "2000000"])
+    assert set_.exit_code == 0 and "2,000,000 prompt tokens" in set_.output, set_.output
+    with _session(database_url) as session:
+        account_id = accounts.get_account(session, "acme").id
+        assert quotas.token_limit(session, account_id, "tiny-test", 500) == 2_000_000
+    assert "limit 2,000,000" in runner.invoke(cli.app, ["quotas", "show", "--account", "acme"]).output
+    assert (
+        runner.invoke(cli.app, ["quotas", "set", "--account", "acme"]).exit_code == 0
+    )  # back to the default
+    assert "limit 500" in runner.invoke(cli.app, ["quotas", "show", "--account", "acme"]).output
+    unknown = runner.invoke(cli.app, ["quotas", "show", "--account", "nobody"])
+    assert unknown.exit_code == 1 and "no account named 'nobody'" in unknown.output
