@@ -7,8 +7,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from hybatch.models import Batch, File
+from hybatch.models import Batch, File, WebhookEndpoint
 from hybatch.quotas import QuotaState
+from hybatch.webhooks import secret_hint
 
 Item = TypeVar("Item")
 
@@ -214,3 +215,46 @@ class QuotaObject(BaseModel):
 class QuotaList(BaseModel):
     object: Literal["list"] = "list"
     data: list[QuotaObject]
+
+
+class WebhookEndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    name: str | None = None
+    event_types: list[str] | None = None  # None: every batch event
+
+
+class WebhookEndpointObject(BaseModel):
+    """OpenAI's WebhookEndpoint; ``signing_secret`` only in the answer to its creation."""
+
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    created_at: int
+    event_types: list[str]
+    name: str
+    url: str
+    signing_secret: str | None = None
+    signing_secret_hint: str
+    updated_at: int
+
+    @classmethod
+    def from_row(
+        cls, endpoint: WebhookEndpoint, *, signing_secret: str | None = None
+    ) -> WebhookEndpointObject:
+        return cls(
+            id=endpoint.id,
+            created_at=unix_seconds(endpoint.created_at),
+            event_types=list(endpoint.event_types),
+            name=endpoint.name,
+            url=endpoint.url,
+            signing_secret=signing_secret,
+            signing_secret_hint=secret_hint(endpoint.secret),
+            updated_at=unix_seconds(endpoint.created_at),
+        )
+
+
+class DeletedWebhookEndpoint(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint.deleted"] = "webhook_endpoint.deleted"
+    deleted: bool = True

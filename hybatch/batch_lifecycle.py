@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hybatch.models import Batch, BatchStatus, utc_now
+from hybatch.webhooks import record_batch_event
 
 _TIMESTAMP_COLUMN = {
     BatchStatus.IN_PROGRESS: "in_progress_at",
@@ -44,8 +45,9 @@ def move_batch(
     """Move the batch to ``to_status`` if it is in one of ``from_statuses``; does not commit.
 
     Stamps the status's ``*_at`` column and sets any extra column ``values`` (e.g.
-    ``errors=[...]``, ``total_requests=n``) in the same UPDATE. False means another party
-    moved the batch first: re-read it and act on what it is now.
+    ``errors=[...]``, ``total_requests=n``) in the same UPDATE; a move to an ending also records
+    its webhook event (``hybatch.webhooks``). False means another party moved the batch first:
+    re-read it and act on what it is now.
     """
     if to_status is BatchStatus.VALIDATING:
         raise ValueError("no batch moves back to validating")
@@ -53,7 +55,11 @@ def move_batch(
     moved = session.execute(
         sa.update(Batch).where(Batch.id == batch_id, Batch.status.in_(from_statuses)).values(**columns)
     )
-    return moved.rowcount == 1
+    if moved.rowcount != 1:
+        return False
+    if to_status.is_terminal:  # in the same transaction: a move rolled back sends nothing
+        record_batch_event(session, batch_id, to_status)
+    return True
 
 
 def current_status(session: Session, batch_id: str) -> BatchStatus | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from hybatch import quotas
+from hybatch import quotas, webhooks
 from hybatch.accounts import Caller
 from hybatch.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 from hybatch.files import get_file
@@ -112,6 +112,7 @@ def create_batch(
                 "param": None,
             }
         ]
+        webhooks.record_batch_event(session, batch.id, BatchStatus.FAILED)
         session.commit()
         raise ServiceUnavailableError(
             f"Batch {batch.id} could not be queued; it was marked failed. Try again later.",
@@ -195,7 +196,9 @@ def cancel_batch(session: Session, account_id: str, batch_id: str) -> Batch:
         .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING, Batch.claimed_at.is_(None))
         .values(status=BatchStatus.CANCELLED, cancelling_at=now, cancelled_at=now)
     )
-    if not_started.rowcount == 0:
+    if not_started.rowcount == 1:
+        webhooks.record_batch_event(session, batch_id, BatchStatus.CANCELLED)
+    else:
         running = session.execute(
             sa.update(Batch)
             .where(Batch.id == batch_id, Batch.status.in_(CANCELLABLE))

@@ -19,18 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 
-from hybatch import accounts, quotas
+from hybatch import accounts, quotas, webhooks
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import HybatchError
 from hybatch.migrate import upgrade_to_head
+from hybatch.models import WebhookEndpoint
 from hybatch.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="hybatch: OpenAI-compatible batch inference with billing.")
 accounts_app = typer.Typer(no_args_is_help=True, help="Manage accounts.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 quotas_app = typer.Typer(no_args_is_help=True, help="Enqueued-token quotas per account and model.")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints for batch events.")
 billing_app = typer.Typer(
     no_args_is_help=True, help="Billing: monthly close, exports, price schedules, Stripe."
 )
@@ -42,6 +45,7 @@ bench_app = typer.Typer(
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(quotas_app, name="quotas")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(billing_app, name="billing")
 billing_app.add_typer(schedules_app, name="schedules")
 app.add_typer(bench_app, name="bench")
@@ -124,6 +128,73 @@ def keys_create(account: Annotated[str, typer.Option(help="account name")]) -> N
     except HybatchError as error:
         raise _fail(error.message) from error
     typer.echo(new_key.secret)
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    account: Annotated[str, typer.Option(help="account name")],
+    url: Annotated[str, typer.Option(help="http(s) URL that receives the events")],
+    events: Annotated[
+        str | None, typer.Option(help="comma-separated event types (default: all batch events)")
+    ] = None,
+) -> None:
+    """Register a webhook endpoint and print its whsec_ signing secret (shown this once only)."""
+    settings = Settings()
+    event_types = None if events is None else [event.strip() for event in events.split(",") if event.strip()]
+    try:
+        with unit_of_work(_session_factory(settings)) as session:
+            account_id = accounts.get_account(session, account).id
+            endpoint, secret = webhooks.create_endpoint(
+                session,
+                account_id,
+                url=url,
+                event_types=event_types,
+                name=None,
+                allow_private=settings.webhook_allow_private,
+            )
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    typer.echo(f"{endpoint.id}  {endpoint.url}  {','.join(endpoint.event_types)}")
+    typer.echo(secret)
+
+
+@webhooks_app.command("list")
+def webhooks_list(account: Annotated[str, typer.Option(help="account name")]) -> None:
+    """An account's webhook endpoints, with their latest delivery."""
+    try:
+        with unit_of_work(_session_factory(Settings())) as session:
+            account_id = accounts.get_account(session, account).id
+            page = webhooks.list_endpoints(session, account_id, after=None, limit=100)
+            for endpoint in page.items:
+                recent = webhooks.recent_deliveries(session, endpoint.id, limit=1)
+                last = "no deliveries yet"
+                if recent:
+                    delivery = recent[0]
+                    state = (
+                        "delivered"
+                        if delivery.delivered_at
+                        else "gave up"
+                        if delivery.gave_up_at
+                        else "pending"
+                    )
+                    last = f"last {delivery.event_type} {state} after {delivery.attempts} attempt(s)"
+                typer.echo(f"{endpoint.id}  {endpoint.url}  {','.join(endpoint.event_types)}  {last}")
+    except HybatchError as error:
+        raise _fail(error.message) from error
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(endpoint_id: str) -> None:
+    """Stop sending to the webhook endpoint ENDPOINT_ID."""
+    try:
+        with unit_of_work(_session_factory(Settings())) as session:
+            account_id = session.scalar(
+                sa.select(WebhookEndpoint.account_id).where(WebhookEndpoint.id == endpoint_id)
+            )
+            webhooks.delete_endpoint(session, account_id or "", endpoint_id)
+    except HybatchError as error:
+        raise _fail(error.message) from error
+    typer.echo(f"deleted {endpoint_id}")
 
 
 @quotas_app.command("set")

@@ -131,6 +131,42 @@ class TokenQuota(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
+class WebhookEndpoint(Base):
+    """Where an account's batch events are sent, signed with ``secret`` (hybatch.webhooks)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (sa.Index("ix_webhook_endpoints_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    event_types: Mapped[list[str]] = mapped_column(sa.JSON())
+    secret: Mapped[str] = mapped_column(sa.String(128))  # whsec_<base64>, shown once
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    deleted_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint, sent until it is answered 2xx or a day has passed."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (sa.Index("ix_webhook_deliveries_due", "delivered_at", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)  # the webhook-id header
+    endpoint_id: Mapped[str] = mapped_column(sa.ForeignKey("webhook_endpoints.id"), index=True)
+    event_type: Mapped[str] = mapped_column(sa.String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    delivered_at: Mapped[datetime | None]
+    gave_up_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
 class ApiKey(Base):
     """A bearer key. Only its SHA-256 is stored; ``prefix`` is the visible start of the key."""
 

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # A pending shard whose task was sent this long ago and never started is sent again (a lost
     # message); a queue that is merely long gets a duplicate, which is harmless.
     republish_after_s: float = Field(default=900.0, gt=0)
+    # Webhooks to loopback, link-local and private addresses are refused unless this is set (for
+    # tests, or endpoints on the operator's own network).
+    webhook_allow_private: bool = False
     # Port of the worker's Prometheus text endpoint (/metrics, prefix-cache counters); 0 = off.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 

@@ -21,9 +21,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -255,3 +257,28 @@ def storage(tmp_path: Path) -> LocalFileStorage:
     from hybatch.storage import LocalFileStorage
 
     return LocalFileStorage(tmp_path / "files")
+
+
+class _WebhookReceiver(BaseHTTPRequestHandler):
+    """Records each POST as (lower-cased headers, body); answers the statuses queued in
+    ``server.statuses``, then 200."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        status = self.server.statuses.pop(0) if self.server.statuses else 200
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[ThreadingHTTPServer]:
+    """An HTTP server on a loopback port that records the webhooks sent to it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _WebhookReceiver)
+    server.received, server.statuses = [], []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()

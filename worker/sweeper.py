@@ -4,6 +4,10 @@ Every worker process runs one in a daemon thread, every half lease; beat runs th
 the ``worker.sweep`` task, so a fleet whose workers are all busy or all restarting still recovers.
 Several sweepers at once are harmless: each piece of stale work is claimed by exactly one.
 
+The same thread sends the webhooks that are due, every second (``hybatch.webhooks``). It sends them
+itself rather than as Celery tasks: a solo worker runs one task at a time, so a delivery queued
+behind a batch's shards would wait for all of them.
+
 An embedded worker (the serverless broker of ``make run``) is the only worker on its data dir, so
 at start-up it also ends every lease left by an earlier process at once (``expire_leases_of_others``)
 instead of waiting out the lease: a killed ``hybatch up`` resumes as soon as it starts again.
@@ -13,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from hybatch import webhooks
 from hybatch.models import Batch, BatchShard, utc_now
 from hybatch.settings import Settings
 from hybatch.stale_work import StaleWork, claim_stale_work
@@ -67,8 +73,17 @@ def expire_leases_of_others(session_factory: sessionmaker[Session], owner: str) 
     return num_expired
 
 
+WEBHOOK_TICK_S = 1.0
+
+
+def deliver_webhooks(session_factory: sessionmaker[Session], settings: Settings) -> int:
+    """Attempt every webhook delivery that is due; returns how many."""
+    return webhooks.deliver_due(session_factory, allow_private=settings.webhook_allow_private)
+
+
 class SweeperThread(threading.Thread):
-    """Sweeps every ``interval_s`` until ``stop()``; a failed sweep is logged and tried again."""
+    """Sweeps every ``interval_s`` and sends due webhooks every second until ``stop()``; a failed
+    round is logged and tried again."""
 
     def __init__(
         self, session_factory: sessionmaker[Session], send: TaskSender, settings: Settings, interval_s: float
@@ -81,7 +96,15 @@ class SweeperThread(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        while not self._stopped.wait(self.interval_s):
+        next_sweep_s = time.monotonic() + self.interval_s
+        while not self._stopped.wait(min(WEBHOOK_TICK_S, self.interval_s)):
+            try:
+                deliver_webhooks(self.session_factory, self.settings)
+            except Exception:  # the database is down for a moment: next round
+                log.exception("sending webhooks failed; trying again")
+            if time.monotonic() < next_sweep_s:
+                continue
+            next_sweep_s = time.monotonic() + self.interval_s
             try:
                 sweep(self.session_factory, self.send, self.settings)
             except Exception:  # the database or the broker is down for a moment: next round

@@ -191,6 +191,7 @@ def sweep() -> int:
     """Beat's sweep for stale leases (every worker also runs one in a thread); returns tasks sent."""
     context = worker_context()
     work = sweeper.sweep(context.session_factory, context.send, context.settings)
+    sweeper.deliver_webhooks(context.session_factory, context.settings)
     return len(work.batch_ids) + len(work.shards)
 
 

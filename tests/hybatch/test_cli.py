@@ -235,3 +235,37 @@ def test_quotas_set_and_show(database_url: str, monkeypatch: pytest.MonkeyPatch)
     assert "limit 500" in runner.invoke(cli.app, ["quotas", "show", "--account", "acme"]).output
     unknown = runner.invoke(cli.app, ["quotas", "show", "--account", "nobody"])
     assert unknown.exit_code == 1 and "no account named 'nobody'" in unknown.output
+
+
+def test_webhooks_create_list_delete(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBATCH_WEBHOOK_ALLOW_PRIVATE", "true")
+    assert runner.invoke(cli.app, ["accounts", "create", "acme"]).exit_code == 0
+    created = runner.invoke(
+        cli.app,
+        [
+            "webhooks",
+            "create",
+            "--account",
+            "acme",
+            "--url",
+            "http://127.0.0.1:9/hook",
+            "--events",
+            "batch.failed",
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    summary, secret = created.output.strip().splitlines()
+    endpoint_id = summary.split()[0]
+    assert endpoint_id.startswith("we_") and "batch.failed" in summary and secret.startswith("whsec_")
+    listed = runner.invoke(cli.app, ["webhooks", "list", "--account", "acme"])
+    assert (
+        endpoint_id in listed.output and "no deliveries yet" in listed.output and secret not in listed.output
+    )
+    assert runner.invoke(cli.app, ["webhooks", "delete", endpoint_id]).exit_code == 0
+    assert endpoint_id not in runner.invoke(cli.app, ["webhooks", "list", "--account", "acme"]).output
+    assert runner.invoke(cli.app, ["webhooks", "delete", endpoint_id]).exit_code == 1  # gone
+    refused = runner.invoke(
+        cli.app,
+        ["webhooks", "create", "--account", "acme", "--url", "http://127.0.0.1:9/x", "--events", "nope"],
+    )
+    assert refused.exit_code == 1 and "Unsupported event types" in refused.output

@@ -1,0 +1,327 @@
+"""Webhooks as OpenAI sends them: endpoints per account, batch events, Standard Webhooks signatures.
+
+An account registers endpoints (a URL and the event types it wants; the ``whsec_`` secret is shown
+once). When a batch ends, ``record_batch_event`` adds, in the same transaction as the status move,
+one delivery per subscribed endpoint: the event ``{"id", "object": "event", "created_at", "type",
+"data": {"id"}}`` and a message id. ``deliver`` posts it with the Standard Webhooks headers
+(``webhook-id`` = the message id, the same on every retry; ``webhook-timestamp``;
+``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``), so the official openai SDK's
+``client.webhooks.unwrap`` verifies it unchanged. Delivery is at least once: a non-2xx answer, a
+timeout or a refused connection is tried again with exponential backoff for up to a day.
+
+Only http(s) URLs, and none that resolve to a loopback, link-local, private or otherwise reserved
+address (checked when the endpoint is created and again before every attempt, since DNS can change)
+unless ``HYBATCH_WEBHOOK_ALLOW_PRIVATE`` is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from hybatch.errors import InvalidRequestError, NotFoundError
+from hybatch.ids import new_id
+from hybatch.models import Batch, BatchStatus, WebhookDelivery, WebhookEndpoint, utc_now
+from hybatch.pagination import Page, paginate
+
+BATCH_EVENTS = {
+    BatchStatus.COMPLETED: "batch.completed",
+    BatchStatus.FAILED: "batch.failed",
+    BatchStatus.EXPIRED: "batch.expired",
+    BatchStatus.CANCELLED: "batch.cancelled",
+}
+EVENT_TYPES = tuple(BATCH_EVENTS.values())
+SECRET_PREFIX = "whsec_"
+ATTEMPT_TIMEOUT_S = 10.0
+FIRST_RETRY_S = 5.0  # then 10, 20, 40 s ... capped at an hour, for up to a day
+MAX_RETRY_S = 3600.0
+GIVE_UP_AFTER = timedelta(days=1)
+DUE_PER_SWEEP = 100
+
+
+# -- endpoints --------------------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def secret_hint(secret: str) -> str:
+    return f"{secret[: len(SECRET_PREFIX) + 4]}...{secret[-4:]}"
+
+
+def check_url(url: str, *, allow_private: bool, resolve: Callable[[str], Iterable[str]] | None = None) -> str:
+    """``url`` itself if webhooks may be sent there; raises InvalidRequestError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(
+            "A webhook URL must be an http(s) URL with a host.", param="url", code="invalid_url"
+        )
+    if allow_private:
+        return url
+    addresses = list((resolve or _resolve)(parts.hostname))
+    if not addresses:
+        raise InvalidRequestError(
+            f"The host {parts.hostname!r} does not resolve.", param="url", code="invalid_url"
+        )
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if not ip.is_global or ip.is_multicast:
+            raise InvalidRequestError(
+                f"The host {parts.hostname!r} resolves to {address}, a loopback, link-local or private "
+                "address: webhooks are sent to public addresses only (an operator may allow others "
+                "with HYBATCH_WEBHOOK_ALLOW_PRIVATE).",
+                param="url",
+                code="invalid_url",
+            )
+    return url
+
+
+def _resolve(host: str) -> list[str]:
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+    except socket.gaierror:
+        return []
+
+
+def create_endpoint(
+    session: Session,
+    account_id: str,
+    *,
+    url: str,
+    event_types: Iterable[str] | None,
+    name: str | None,
+    allow_private: bool,
+) -> tuple[WebhookEndpoint, str]:
+    """Register an endpoint (all batch events when ``event_types`` is None); commits. Returns the row
+    and its secret, which is not shown again."""
+    events = list(EVENT_TYPES if event_types is None else event_types)
+    unknown = sorted(set(events) - set(EVENT_TYPES))
+    if unknown or not events:
+        raise InvalidRequestError(
+            f"Unsupported event types {unknown or events}; supported: {', '.join(EVENT_TYPES)}.",
+            param="event_types",
+            code="invalid_value",
+        )
+    check_url(url, allow_private=allow_private)
+    secret = new_secret()
+    endpoint = WebhookEndpoint(
+        id=new_id("we_"),
+        account_id=account_id,
+        name=name or url,
+        url=url,
+        event_types=sorted(set(events), key=EVENT_TYPES.index),
+        secret=secret,
+        created_at=utc_now(),
+    )
+    session.add(endpoint)
+    session.commit()
+    return endpoint, secret
+
+
+def _live_endpoints(account_id: str) -> sa.Select[tuple[WebhookEndpoint]]:
+    return sa.select(WebhookEndpoint).where(
+        WebhookEndpoint.account_id == account_id, WebhookEndpoint.deleted_at.is_(None)
+    )
+
+
+def list_endpoints(
+    session: Session, account_id: str, *, after: str | None, limit: int
+) -> Page[WebhookEndpoint]:
+    return paginate(session, _live_endpoints(account_id), WebhookEndpoint, after=after, limit=limit)
+
+
+def get_endpoint(session: Session, account_id: str, endpoint_id: str) -> WebhookEndpoint:
+    endpoint = session.scalar(_live_endpoints(account_id).where(WebhookEndpoint.id == endpoint_id))
+    if endpoint is None:
+        raise NotFoundError(f"No such webhook endpoint: {endpoint_id}", param="id")
+    return endpoint
+
+
+def delete_endpoint(session: Session, account_id: str, endpoint_id: str) -> WebhookEndpoint:
+    """Stop sending to the endpoint (its pending deliveries are dropped); commits."""
+    endpoint = get_endpoint(session, account_id, endpoint_id)
+    endpoint.deleted_at = utc_now()
+    session.commit()
+    return endpoint
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def record_batch_event(session: Session, batch_id: str, status: BatchStatus) -> int:
+    """One delivery per live endpoint of the batch's account subscribed to the event of ``status``
+    (none for a status that is not an ending); does not commit. Returns how many."""
+    event_type = BATCH_EVENTS.get(status)
+    if event_type is None:
+        return 0
+    account_id = session.scalar(sa.select(Batch.account_id).where(Batch.id == batch_id))
+    endpoints = session.scalars(_live_endpoints(account_id)).all() if account_id else []
+    subscribed = [endpoint for endpoint in endpoints if event_type in endpoint.event_types]
+    if not subscribed:
+        return 0
+    now = utc_now()
+    event = {
+        "id": new_id("evt_"),
+        "object": "event",
+        "created_at": int(now.timestamp()),
+        "type": event_type,
+        "data": {"id": batch_id},
+    }
+    for endpoint in subscribed:
+        session.add(
+            WebhookDelivery(
+                id=new_id("msg_"),
+                endpoint_id=endpoint.id,
+                event_type=event_type,
+                payload=event,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    return len(subscribed)
+
+
+# -- delivery ---------------------------------------------------------------------------------
+
+
+def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value of one message."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one delivery attempt got: an HTTP status, or an error without one."""
+
+    status_code: int | None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Attempt:
+    """POST ``body`` to ``url``; never raises (an unreachable endpoint is an ``Attempt`` too)."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (http(s) only)
+            return Attempt(response.status)
+    except urllib.error.HTTPError as error:
+        return Attempt(error.code, f"HTTP {error.code}")
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        return Attempt(None, f"{type(error).__name__}: {error}")
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long after its ``attempts``-th failure a delivery is tried again (5 s, 10 s, 20 s, ...)."""
+    return timedelta(seconds=min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** (attempts - 1)))
+
+
+def claim_due(session: Session, now: datetime | None = None) -> list[str]:
+    """Deliveries due now, each claimed (its next attempt pushed past the attempt's timeout, so no
+    other sweeper takes it meanwhile); commits. The caller delivers them."""
+    now = now or utc_now()
+    due = session.scalars(
+        sa.select(WebhookDelivery.id)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(
+            WebhookDelivery.delivered_at.is_(None),
+            WebhookDelivery.gave_up_at.is_(None),
+            WebhookDelivery.next_attempt_at <= now,
+            WebhookEndpoint.deleted_at.is_(None),
+        )
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(DUE_PER_SWEEP)
+    ).all()
+    claimed = []
+    for delivery_id in due:
+        taken = session.execute(
+            sa.update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.next_attempt_at <= now)
+            .values(next_attempt_at=now + timedelta(seconds=2 * ATTEMPT_TIMEOUT_S))
+        )
+        if taken.rowcount == 1:
+            claimed.append(delivery_id)
+    session.commit()
+    return claimed
+
+
+def deliver(
+    session: Session,
+    delivery_id: str,
+    *,
+    allow_private: bool,
+    send: Callable[[str, bytes, dict[str, str], float], Attempt] = post,
+) -> Attempt:
+    """One attempt at a claimed delivery, and what follows from it (delivered, retried later, or
+    given up after a day); commits."""
+    delivery = session.get(WebhookDelivery, delivery_id)
+    endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
+    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+    timestamp = int(utc_now().timestamp())
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "hybatch-webhooks",
+        "webhook-id": delivery.id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(endpoint.secret, delivery.id, timestamp, body),
+    }
+    try:
+        check_url(endpoint.url, allow_private=allow_private)  # again: DNS may point elsewhere now
+        attempt = send(endpoint.url, body, headers, ATTEMPT_TIMEOUT_S)
+    except InvalidRequestError as refused:
+        attempt = Attempt(None, refused.message)
+    now = utc_now()
+    delivery.attempts += 1
+    delivery.last_attempt_at = now
+    delivery.last_status_code = attempt.status_code
+    delivery.last_error = None if attempt.succeeded else (attempt.error or "")[:500]
+    if attempt.succeeded:
+        delivery.delivered_at = now
+    elif now - delivery.created_at >= GIVE_UP_AFTER:
+        delivery.gave_up_at = now
+    else:
+        delivery.next_attempt_at = now + retry_delay(delivery.attempts)
+    session.commit()
+    return attempt
+
+
+def deliver_due(session_factory, *, allow_private: bool) -> int:
+    """Claim every delivery due now and attempt each once; returns how many were attempted."""
+    with session_factory() as session:
+        due = claim_due(session)
+    for delivery_id in due:
+        with session_factory() as session:
+            deliver(session, delivery_id, allow_private=allow_private)
+    return len(due)
+
+
+def recent_deliveries(session: Session, endpoint_id: str, limit: int = 10) -> list[WebhookDelivery]:
+    """The endpoint's latest deliveries, newest first (the dashboard shows them)."""
+    return list(
+        session.scalars(
+            sa.select(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id)
+            .order_by(WebhookDelivery.created_at.desc())
+            .limit(limit)
+        )
+    )
