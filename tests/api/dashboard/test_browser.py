@@ -239,3 +239,42 @@ def test_operator_view_in_the_browser(browser, server: str) -> None:
     assert ADMIN_KEY not in tab.content()
     screenshot(tab, "admin-1280")
     context.close()
+
+
+def test_webhooks_page_in_the_browser(page, server: str, world: World, settings: Settings) -> None:
+    import sqlalchemy as sa
+
+    from hybatch import webhooks
+    from hybatch.batch_lifecycle import UNFINISHED, move_batch
+    from hybatch.db import make_session_factory
+    from hybatch.models import BatchStatus, WebhookDelivery, utc_now
+
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session:
+        webhooks.create_endpoint(
+            session,
+            world.alice_account_id,
+            url="https://hooks.example.com/hybatch/batches/events",
+            event_types=None,
+            name="batch events",
+            allow_private=True,
+        )
+        move_batch(session, world.alice_running_batch_id, BatchStatus.CANCELLED, from_statuses=UNFINISHED)
+        session.commit()
+        session.execute(
+            sa.update(WebhookDelivery).values(
+                attempts=2, last_attempt_at=utc_now(), last_status_code=503, last_error="HTTP 503"
+            )
+        )
+        session.commit()
+    engine.dispose()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{server}/dashboard/webhooks")
+        assert page.get_by_role("heading", name="batch events").is_visible()
+        assert page.get_by_text("retrying").is_visible()
+        page.screenshot(path=str(ARTIFACTS / f"webhooks-{width}.png"), full_page=True)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{overflow} px wider than the {width} px window"
+    assert page.console_errors == []
