@@ -64,6 +64,24 @@ def test_hybatch_up_runs_a_batch_for_the_openai_sdk(
     assert batch.usage.input_tokens_details.cached_tokens > 0
 
 
+def test_a_finished_batch_is_announced_to_the_accounts_webhook(
+    tmp_path: Path, service_checkpoint: Path, request: pytest.FixtureRequest, webhook_receiver
+) -> None:
+    client, up = _start_up(tmp_path / "var", service_checkpoint, request, webhook_allow_private="true")
+    hook = f"http://127.0.0.1:{webhook_receiver.server_address[1]}/hybatch"
+    endpoint = client.webhooks.create(name="ci", url=hook, event_types=["batch.completed"])
+    [model] = [m.id for m in client.models.list().data]
+
+    batch, _lines = run_batch_with_sdk(
+        client, chat_requests(model, 2), processes=[up], timeout_s=BATCH_TIMEOUT_S
+    )
+
+    wait_until(lambda: webhook_receiver.received, timeout_s=30, processes=[up], what="the webhook")
+    [(headers, body)] = webhook_receiver.received
+    event = client.webhooks.unwrap(body, headers, secret=endpoint.signing_secret)  # the SDK verifies it
+    assert (event.type, event.data.id, event.object) == ("batch.completed", batch.id, "event")
+
+
 def _default_checkpoint_is_complete() -> bool:
     weights = ("model.safetensors", "model.safetensors.index.json")
     return (DEFAULT_MODEL_DIR / "config.json").is_file() and any(
