@@ -59,6 +59,15 @@ def _shard_key(batch_id: str, shard_index: int):
     return sa.and_(BatchShard.batch_id == batch_id, BatchShard.shard_index == shard_index)
 
 
+def _held_by(batch_id: str, shard_index: int, lease: Lease):
+    """The shard is running under ``lease``: what renewing, releasing and finishing require."""
+    return sa.and_(
+        _shard_key(batch_id, shard_index),
+        BatchShard.status == ShardStatus.RUNNING,
+        BatchShard.lease_owner == lease.owner,
+    )
+
+
 def take_shard(session: Session, batch_id: str, shard_index: int, lease: Lease) -> bool:
     """Take the shard's lease if it is not done and nobody else holds a live one; commits."""
     taken = session.execute(
@@ -86,11 +95,7 @@ def renew_shard(session: Session, batch_id: str, shard_index: int, lease: Lease)
     """Extend our lease on a running shard; False when it is no longer ours (stop, record nothing)."""
     renewed = session.execute(
         sa.update(BatchShard)
-        .where(
-            _shard_key(batch_id, shard_index),
-            BatchShard.status == ShardStatus.RUNNING,
-            BatchShard.lease_owner == lease.owner,
-        )
+        .where(_held_by(batch_id, shard_index, lease))
         .values(lease_expires_at=lease.expiry())
     )
     return renewed.rowcount == 1
@@ -100,11 +105,7 @@ def release_shard(session: Session, batch_id: str, shard_index: int, lease: Leas
     """Give our lease back, leaving the shard pending for the next task; commits."""
     released = session.execute(
         sa.update(BatchShard)
-        .where(
-            _shard_key(batch_id, shard_index),
-            BatchShard.status == ShardStatus.RUNNING,
-            BatchShard.lease_owner == lease.owner,
-        )
+        .where(_held_by(batch_id, shard_index, lease))
         .values(status=ShardStatus.PENDING, lease_owner=None, lease_expires_at=None)
     )
     session.commit()
@@ -115,11 +116,7 @@ def finish_shard(session: Session, batch_id: str, shard_index: int, lease: Lease
     """Mark our shard done (every request recorded); commits. False if the lease was lost."""
     finished = session.execute(
         sa.update(BatchShard)
-        .where(
-            _shard_key(batch_id, shard_index),
-            BatchShard.status == ShardStatus.RUNNING,
-            BatchShard.lease_owner == lease.owner,
-        )
+        .where(_held_by(batch_id, shard_index, lease))
         .values(status=ShardStatus.DONE, lease_owner=None, lease_expires_at=None, done_at=utc_now())
     )
     session.commit()
