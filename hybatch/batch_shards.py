@@ -22,6 +22,7 @@ class PlannedShard:
     num_requests: int
     input_key: str
     continues_previous: bool = False  # one subtree with the shard before it
+    routed_to: str | None = None  # the worker whose own queue its task goes to (None: the shared one)
 
 
 def add_shards(session: Session, batch_id: str, shards: Sequence[PlannedShard]) -> None:
@@ -40,6 +41,7 @@ def add_shards(session: Session, batch_id: str, shards: Sequence[PlannedShard]) 
                 "status": ShardStatus.PENDING,
                 "attempts": 0,
                 "published_at": now,
+                "routed_to": shard.routed_to,
                 "created_at": now,
             }
             for shard in shards

@@ -370,6 +370,8 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
 ) -> None:
     """Run one Celery worker process (one per GPU): solo pool, one task at a time."""
+    from hybatch.worker_registry import this_worker
+
     settings = Settings()
     celery_app = _load_celery_app()
     celery_app.worker_main(
@@ -382,7 +384,8 @@ def worker(
             # skip the start-up handshake and the chatter between workers.
             "--without-mingle",
             "--without-gossip",
-            f"--queues={settings.task_queue}",
+            # The shared queue, and this worker's own (cache affinity: hybatch.worker_registry).
+            f"--queues={settings.task_queue},{this_worker(settings).queue}",
             f"--loglevel={loglevel}",
         ]
     )

@@ -286,8 +286,28 @@ class BatchShard(Base):
     lease_expires_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)  # leases taken, the first run included
     published_at: Mapped[datetime | None]
+    # The worker whose own queue the last task went to (its cache likely holds the shard's prefix:
+    # worker.affinity); None when it went to the shared queue. A routed shard left untaken for
+    # AFFINITY_WAIT_S is sent to the shared queue (hybatch.stale_work).
+    routed_to: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     done_at: Mapped[datetime | None]
+
+
+class Worker(Base):
+    """A live worker process and the queue that reaches it alone (hybatch.worker_registry).
+
+    Registered when it starts consuming, seen again by its sweeper thread, removed when it stops;
+    one not seen for two leases counts as gone. ``lease_owner`` is the name on its leases.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    queue: Mapped[str] = mapped_column(sa.String(200))
+    lease_owner: Mapped[str] = mapped_column(sa.String(128))
+    started_at: Mapped[datetime] = mapped_column(default=utc_now)
+    seen_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
 class BatchRequestResult(Base):

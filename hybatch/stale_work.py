@@ -7,7 +7,9 @@ Work needs a task when:
 - a **shard** of an ``in_progress`` batch is ``running`` under an expired lease (its worker died or
   stalled) and no task was sent for it since the lease expired; or it is ``pending`` and its last
   task was sent more than ``republish_after`` ago (the message was lost: a long queue merely gets
-  a duplicate, which returns at once);
+  a duplicate, which returns at once); or it is ``pending``, its task went to one worker's own
+  queue (cache affinity: ``worker.affinity``) and that worker has not taken it within
+  ``affinity_wait`` (it is busy): the task goes to the shared queue as well;
 - a **batch** has no live lease and is ``validating`` (claimed by a worker that died), ``finalizing``
   or ``cancelling``, with no task sent since its lease expired or since the cancel; or it is
   ``in_progress`` with every shard done or past ``expires_at`` (its last worker died before ending
@@ -41,7 +43,7 @@ class StaleWork:
         return bool(self.batch_ids or self.shards)
 
 
-def _shard_needs_task(now, lease: timedelta, republish_after: timedelta):
+def _shard_needs_task(now, lease: timedelta, republish_after: timedelta, affinity_wait: timedelta):
     expired = sa.and_(
         BatchShard.status == ShardStatus.RUNNING,
         BatchShard.lease_expires_at < now,
@@ -55,8 +57,13 @@ def _shard_needs_task(now, lease: timedelta, republish_after: timedelta):
         BatchShard.status == ShardStatus.PENDING,
         sa.or_(BatchShard.published_at.is_(None), BatchShard.published_at < now - republish_after),
     )
+    waited = sa.and_(
+        BatchShard.status == ShardStatus.PENDING,
+        BatchShard.routed_to.is_not(None),
+        BatchShard.published_at < now - affinity_wait,
+    )
     in_progress = sa.exists().where(Batch.id == BatchShard.batch_id, Batch.status == BatchStatus.IN_PROGRESS)
-    return sa.and_(sa.or_(expired, lost), in_progress)
+    return sa.and_(sa.or_(expired, lost, waited), in_progress)
 
 
 def _batch_needs_task(now, lease: timedelta, republish_after: timedelta):
@@ -82,15 +89,17 @@ def _batch_needs_task(now, lease: timedelta, republish_after: timedelta):
     return sa.and_(lease_free, sa.or_(owned_work, left_behind))
 
 
-def claim_stale_work(session: Session, *, lease: timedelta, republish_after: timedelta) -> StaleWork:
+def claim_stale_work(
+    session: Session, *, lease: timedelta, republish_after: timedelta, affinity_wait: timedelta
+) -> StaleWork:
     """Finds work that needs a task and marks it published now, so no other sweeper sends it; commits.
 
-    The caller sends the tasks (``StaleWork``). If it dies before sending them, the work is found
-    again after ``republish_after``.
+    The caller sends the tasks (``StaleWork``), to the shared queue. If it dies before sending them,
+    the work is found again after ``republish_after``.
     """
     now = utc_now()
     found = StaleWork()
-    shard_rule = _shard_needs_task(now, lease, republish_after)
+    shard_rule = _shard_needs_task(now, lease, republish_after, affinity_wait)
     candidates = session.execute(
         sa.select(BatchShard.batch_id, BatchShard.shard_index)
         .where(BatchShard.status != ShardStatus.DONE, shard_rule)
@@ -100,7 +109,7 @@ def claim_stale_work(session: Session, *, lease: timedelta, republish_after: tim
         marked = session.execute(
             sa.update(BatchShard)
             .where(BatchShard.batch_id == batch_id, BatchShard.shard_index == shard_index, shard_rule)
-            .values(published_at=now)
+            .values(published_at=now, routed_to=None)
         )
         if marked.rowcount == 1:
             found.shards.append((batch_id, shard_index))
@@ -122,11 +131,12 @@ def claim_stale_work(session: Session, *, lease: timedelta, republish_after: tim
 
 
 def mark_shard_published(session: Session, batch_id: str, shard_index: int) -> None:
-    """Record that a task for the shard was just sent (a put-back or a retry); does not commit."""
+    """Record that a task for the shard was just sent to the shared queue (a put-back or a retry);
+    does not commit."""
     session.execute(
         sa.update(BatchShard)
         .where(BatchShard.batch_id == batch_id, BatchShard.shard_index == shard_index)
-        .values(published_at=utc_now())
+        .values(published_at=utc_now(), routed_to=None)
     )
 
 

@@ -22,15 +22,16 @@ requests are error lines without usage, written in bulk (``worker.batch_endings`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.budget import parse_max_cost
-from hybatch import batch_shards
+from billing.pricing.budget_cap import parse_max_cost
+from hybatch import batch_shards, worker_registry
 from hybatch.batch_input import BatchInput, BatchRequest, validate_batch_input
 from hybatch.batch_lifecycle import UNFINISHED, current_status, move_batch
 from hybatch.batch_shards import PlannedShard
@@ -39,6 +40,7 @@ from hybatch.models import Batch, BatchStatus, utc_now
 from hybatch.prompt_tokenizer import PromptTokenizer
 from hybatch.settings import Settings
 from hybatch.storage import FileStorage, iter_chunks
+from worker.affinity import SHARED, Route, affinity_key, route_head_shard
 from worker.batch_endings import close_batch, delete_shard_inputs, record_unfinished
 from worker.batch_generation import TextGenerator
 from worker.shard_inputs import read_shard_input, shard_input_key, write_shard_input
@@ -54,7 +56,8 @@ class TaskSender(Protocol):
 
     def run_batch(self, batch_id: str) -> None: ...
 
-    def run_shard(self, batch_id: str, shard_index: int) -> None: ...
+    def run_shard(self, batch_id: str, shard_index: int, queue: str | None = None) -> None:
+        """Send ``worker.run_shard``: to the shared queue, or to ``queue`` (one worker's own)."""
 
 
 @dataclass(frozen=True)
@@ -269,12 +272,22 @@ class _BatchJob:
         else:
             groups = cut_shards(prompts, target=self.context.settings.shard_requests)
         continues = continues_previous(prompts, groups)
+        routes = self._routes(prompts, groups, continues)
         shards = []
         for shard_index, group in enumerate(groups):
             key = shard_input_key(self.batch.id, shard_index)
             # In input order inside the shard: the engine plans its own order, as for a whole batch.
             count = write_shard_input(self.context.storage, key, (requests[i] for i in sorted(group)))
-            shards.append(PlannedShard(shard_index, count, key, continues[shard_index]))
+            routed_to = routes[shard_index].worker
+            shards.append(
+                PlannedShard(
+                    shard_index,
+                    count,
+                    key,
+                    continues[shard_index],
+                    None if routed_to is None else routed_to.name,
+                )
+            )
         batch_shards.add_shards(self.session, self.batch.id, shards)
         if from_status is BatchStatus.VALIDATING:
             moved = move_batch(
@@ -291,8 +304,24 @@ class _BatchJob:
         self.session.commit()
         self._input = None  # the shards hold the requests now; let the parsed input go
         for shard_index in send_order(continues):
-            self.context.send.run_shard(self.batch.id, shard_index)
+            self.context.send.run_shard(self.batch.id, shard_index, routes[shard_index].queue)
         return BatchStatus.IN_PROGRESS
+
+    def _routes(
+        self, prompts: list[Sequence[int]], groups: list[list[int]], continues: list[bool]
+    ) -> list[Route]:
+        """Each shard's route: a subtree's first shard to the worker its prefix picks (``worker.affinity``)."""
+        if not self.context.settings.shard_affinity:
+            return [SHARED] * len(groups)
+        gone_after = timedelta(seconds=2 * self.context.settings.lease_s)
+        workers = worker_registry.live_workers(self.session, gone_after=gone_after)
+        busy = worker_registry.busy_lease_owners(self.session) if workers else set()
+        return [
+            SHARED
+            if continuing
+            else route_head_shard(affinity_key(self.batch.account_id, prompts[group[0]]), workers, busy)
+            for group, continuing in zip(groups, continues, strict=True)
+        ]
 
     # -- in_progress --------------------------------------------------------------------------
 

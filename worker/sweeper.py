@@ -23,10 +23,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from hybatch import webhooks
+from hybatch import webhooks, worker_registry
 from hybatch.models import Batch, BatchShard, utc_now
 from hybatch.settings import Settings
 from hybatch.stale_work import StaleWork, claim_stale_work
+from hybatch.worker_registry import WorkerIdentity
 from worker.jobs import TaskSender
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def sweep(session_factory: sessionmaker[Session], send: TaskSender, settings: Se
             session,
             lease=timedelta(seconds=settings.lease_s),
             republish_after=timedelta(seconds=settings.republish_after_s),
+            affinity_wait=timedelta(seconds=settings.affinity_wait_s),
         )
     for batch_id, shard_index in work.shards:
         log.warning("shard %d of batch %s has no live worker; sending it again", shard_index, batch_id)
@@ -81,18 +83,38 @@ def deliver_webhooks(session_factory: sessionmaker[Session], settings: Settings)
     return webhooks.deliver_due(session_factory, allow_private=settings.webhook_allow_private)
 
 
+def sweep_interval_s(settings: Settings) -> float:
+    """How often a worker sweeps: every half lease, or sooner to end an affinity wait in time."""
+    return min(settings.lease_s / 2, settings.affinity_wait_s)
+
+
+def keep_registered(
+    session_factory: sessionmaker[Session], worker: WorkerIdentity, settings: Settings
+) -> None:
+    """Mark this worker seen, and drop workers that were not seen for two leases (killed)."""
+    with session_factory() as session:
+        worker_registry.mark_seen(session, worker)
+        worker_registry.forget_gone(session, gone_after=timedelta(seconds=2 * settings.lease_s))
+
+
 class SweeperThread(threading.Thread):
     """Sweeps every ``interval_s`` and sends due webhooks every second until ``stop()``; a failed
-    round is logged and tried again."""
+    round is logged and tried again. With ``worker`` it also keeps that worker registered."""
 
     def __init__(
-        self, session_factory: sessionmaker[Session], send: TaskSender, settings: Settings, interval_s: float
+        self,
+        session_factory: sessionmaker[Session],
+        send: TaskSender,
+        settings: Settings,
+        interval_s: float,
+        worker: WorkerIdentity | None = None,
     ) -> None:
         super().__init__(name="hybatch-sweeper", daemon=True)
         self.session_factory = session_factory
         self.send = send
         self.settings = settings
         self.interval_s = interval_s
+        self.worker = worker
         self._stopped = threading.Event()
 
     def run(self) -> None:
@@ -106,6 +128,8 @@ class SweeperThread(threading.Thread):
                 continue
             next_sweep_s = time.monotonic() + self.interval_s
             try:
+                if self.worker is not None:
+                    keep_registered(self.session_factory, self.worker, self.settings)
                 sweep(self.session_factory, self.send, self.settings)
             except Exception:  # the database or the broker is down for a moment: next round
                 log.exception("lease sweep failed; trying again in %.0f s", self.interval_s)

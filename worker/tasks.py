@@ -24,14 +24,16 @@ from celery.signals import worker_ready, worker_shutting_down
 from celery.utils.log import get_task_logger
 from celery.worker import state as worker_state
 
-from billing.beat import CLOSE_TASK
-from billing.beat import close_previous_month as close_due_periods
+from billing.invoicing.close_schedule import CLOSE_TASK
+from billing.invoicing.close_schedule import close_previous_month as close_due_periods
+from hybatch import worker_registry
 from hybatch.db import make_engine, make_session_factory
-from hybatch.leases import Lease, new_lease_owner
+from hybatch.leases import Lease
 from hybatch.settings import Settings, get_settings
 from hybatch.stale_work import mark_batch_published, mark_shard_published
 from hybatch.storage import storage_from_settings
 from hybatch.tasks import RUN_BATCH_TASK, RUN_SHARD_TASK, SWEEP_TASK
+from hybatch.worker_registry import this_worker
 from worker import engine_pool, jobs, shard_job, sweeper
 from worker.celery_app import app
 from worker.metrics_server import render_engine_metrics, start_metrics_server
@@ -49,7 +51,7 @@ def _worker_is_stopping() -> bool:
 
 
 class CeleryTaskSender:
-    """A ``jobs.TaskSender`` publishing to this worker's queue."""
+    """A ``jobs.TaskSender`` publishing to the shared queue, or to one worker's own."""
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
@@ -57,8 +59,8 @@ class CeleryTaskSender:
     def run_batch(self, batch_id: str) -> None:
         run_batch.apply_async(args=[batch_id], queue=self.queue)
 
-    def run_shard(self, batch_id: str, shard_index: int) -> None:
-        run_shard.apply_async(args=[batch_id, shard_index], queue=self.queue)
+    def run_shard(self, batch_id: str, shard_index: int, queue: str | None = None) -> None:
+        run_shard.apply_async(args=[batch_id, shard_index], queue=queue or self.queue)
 
 
 @lru_cache(maxsize=1)
@@ -77,8 +79,8 @@ def worker_context() -> jobs.JobContext:
 
 
 def lease_for(settings: Settings) -> Lease:
-    """This process's lease name, with the settings' lease length."""
-    return Lease(owner=new_lease_owner(), duration=timedelta(seconds=settings.lease_s))
+    """This process's lease name (its ``worker_registry`` identity's), with the settings' lease length."""
+    return Lease(owner=this_worker(settings).lease_owner, duration=timedelta(seconds=settings.lease_s))
 
 
 class _TaskConsumer:
@@ -208,16 +210,31 @@ def start_sweeper(**_kwargs: object) -> None:
         if sweeper.expire_leases_of_others(context.session_factory, context.lease.owner):
             log.warning("taking back the work an earlier worker left unfinished")
         sweeper.sweep(context.session_factory, context.send, settings)
+    worker = this_worker(settings)
+    with context.session_factory() as session:
+        worker_registry.register(session, worker)
+    log.info("worker %s: consuming %s and its own queue %s", worker.name, settings.task_queue, worker.queue)
     _Sweeper.thread = sweeper.SweeperThread(
-        context.session_factory, context.send, settings, interval_s=settings.lease_s / 2
+        context.session_factory,
+        context.send,
+        settings,
+        interval_s=sweeper.sweep_interval_s(settings),
+        worker=worker,
     )
     _Sweeper.thread.start()
 
 
 @worker_shutting_down.connect
 def stop_sweeper(**_kwargs: object) -> None:
+    """Stop sweeping and route nothing more here (what waits in this worker's queue goes elsewhere)."""
     if _Sweeper.thread is not None:
         _Sweeper.thread.stop()
+        context = worker_context()
+        try:
+            with context.session_factory() as session:
+                worker_registry.deregister(session, this_worker(context.settings))
+        except Exception:  # the database is away: the row ages out after two leases
+            log.exception("could not deregister this worker")
 
 
 @worker_ready.connect

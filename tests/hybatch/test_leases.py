@@ -28,6 +28,7 @@ from tests.hybatch.batch_rows import add_batch
 
 LEASE = timedelta(seconds=30)
 REPUBLISH = timedelta(minutes=15)
+AFFINITY_WAIT = timedelta(seconds=10)
 
 
 def _lease() -> Lease:
@@ -125,7 +126,7 @@ def test_batch_leases_stamp_the_claim_once_and_end_with_the_batch(
 
 
 def _sweep(session: Session):
-    return claim_stale_work(session, lease=LEASE, republish_after=REPUBLISH)
+    return claim_stale_work(session, lease=LEASE, republish_after=REPUBLISH, affinity_wait=AFFINITY_WAIT)
 
 
 def test_a_dead_workers_shard_is_sent_again_once_by_one_of_many_sweepers(

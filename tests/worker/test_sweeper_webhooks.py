@@ -20,7 +20,7 @@ class NoTasks:
     def run_batch(self, batch_id: str) -> None:
         raise AssertionError("nothing is stale here")
 
-    def run_shard(self, batch_id: str, shard_index: int) -> None:
+    def run_shard(self, batch_id: str, shard_index: int, queue: str | None = None) -> None:
         raise AssertionError("nothing is stale here")
 
 

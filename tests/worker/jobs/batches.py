@@ -49,10 +49,11 @@ def submit(
     account: str = "acme",
     metadata: dict | None = None,
 ) -> str:
-    """Upload ``lines`` and create a batch for a new account; returns the batch id (not yet run)."""
+    """Upload ``lines`` and create a batch for the account (created if new); returns the batch id
+    (not yet run)."""
     content = "".join(json.dumps(line) + "\n" for line in lines).encode()
     with context.session_factory() as session:
-        account_row = accounts.create_account(session, account)
+        account_row = accounts.find_account(session, account) or accounts.create_account(session, account)
         key = accounts.create_api_key(session, account_row.id).key
         session.commit()
         upload = upload_file(

@@ -21,12 +21,14 @@ class QueuedTasks:
 
     def __init__(self) -> None:
         self.tasks: deque[tuple] = deque()
+        self.queues: list[str | None] = []  # each shard task's queue: None for the shared one
 
     def run_batch(self, batch_id: str) -> None:
         self.tasks.append(("batch", batch_id))
 
-    def run_shard(self, batch_id: str, shard_index: int) -> None:
+    def run_shard(self, batch_id: str, shard_index: int, queue: str | None = None) -> None:
         self.tasks.append(("shard", batch_id, shard_index))
+        self.queues.append(queue)
 
 
 def run_task(task: tuple, context: jobs.JobContext) -> BatchStatus | None:
@@ -42,7 +44,9 @@ def drain(context: jobs.JobContext, *, sweep: bool = True, max_tasks: int = 10_0
     while num_run < max_tasks:
         if not queue.tasks and sweep:
             with context.session_factory() as session:
-                work = claim_stale_work(session, lease=timedelta(0), republish_after=timedelta(0))
+                work = claim_stale_work(
+                    session, lease=timedelta(0), republish_after=timedelta(0), affinity_wait=timedelta(0)
+                )
             queue.tasks.extend(("shard", b, i) for b, i in work.shards)
             queue.tasks.extend(("batch", b) for b in work.batch_ids)
         if not queue.tasks:

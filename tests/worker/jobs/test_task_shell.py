@@ -81,7 +81,8 @@ def test_a_shutdown_stops_consuming_then_puts_the_batch_back(
         raise jobs.JobInterrupted(batch_id, finished_requests=37, total_requests=100, shard_index=shard_index)
 
     class Sender:
-        def run_shard(self, batch_id, shard_index):
+        def run_shard(self, batch_id, shard_index, queue=None):
+            assert queue is None, "a put-back goes to the shared queue"
             assert task_consumer.cancelled, "published while still consuming: this worker would take it back"
             published.append((batch_id, shard_index))
 

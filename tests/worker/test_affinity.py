@@ -1,0 +1,55 @@
+"""Cache affinity's choices: the key, rendezvous hashing, and when a busy worker is passed over."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hybatch.worker_registry import WorkerIdentity, own_queue
+from worker.affinity import AFFINITY_TOKENS, SHARED, affinity_key, pick_worker, route_head_shard
+
+
+def worker(name: str) -> WorkerIdentity:
+    return WorkerIdentity(name=name, queue=own_queue("hybatch", name), lease_owner=f"host:{name}:tag")
+
+
+def test_the_key_is_the_salt_and_the_first_tokens_only() -> None:
+    prefix = list(range(1000, 1000 + AFFINITY_TOKENS))
+    assert affinity_key("acct_a", prefix + [1, 2, 3]) == affinity_key("acct_a", prefix + [9])
+    assert affinity_key("acct_a", prefix) != affinity_key("acct_b", prefix)  # never across accounts
+    changed = prefix.copy()
+    changed[AFFINITY_TOKENS - 1] += 1
+    assert affinity_key("acct_a", prefix) != affinity_key("acct_a", changed)
+    # A short prompt is its own key; the separator keeps "ab"+"" apart from "a"+"b".
+    assert affinity_key("acct_1", [2]) != affinity_key("acct_12", [])
+
+
+def test_rendezvous_spreads_keys_and_moves_only_a_departed_workers_keys() -> None:
+    fleet = [worker(name) for name in ("w-a", "w-b", "w-c")]
+    keys = [affinity_key("acct", [i, i + 1]) for i in range(3000)]
+    before = {key: pick_worker(key, fleet).name for key in keys}
+    counts = Counter(before.values())
+    assert set(counts) == {"w-a", "w-b", "w-c"} and min(counts.values()) > 800  # about 1000 each
+    after = {key: pick_worker(key, fleet[:2]).name for key in keys}  # w-c is gone
+    moved = [key for key in keys if before[key] != after[key]]
+    assert moved and all(before[key] == "w-c" for key in moved)
+    assert all(after[key] == before[key] for key in keys if before[key] != "w-c")
+    # Order of the registry's rows does not matter.
+    assert all(pick_worker(key, fleet[::-1]).name == before[key] for key in keys[:200])
+
+
+def test_a_busy_pick_is_passed_over_only_while_another_worker_is_idle() -> None:
+    fleet = [worker("w-a"), worker("w-b")]
+    key = affinity_key("acct", [5, 6, 7])
+    picked = pick_worker(key, fleet)
+    other = next(w for w in fleet if w != picked)
+    assert route_head_shard(key, [], set()) == SHARED  # no registered worker: the shared queue
+    assert route_head_shard(key, fleet, set()).worker == picked
+    assert route_head_shard(key, fleet, {other.lease_owner}).worker == picked
+    assert route_head_shard(key, fleet, {picked.lease_owner}) == SHARED
+    # Everyone busy: wait in the picked worker's queue (the sweepers end the wait).
+    assert route_head_shard(key, fleet, {picked.lease_owner, other.lease_owner}).queue == picked.queue
+
+
+def test_own_queue_names_are_safe_for_the_broker() -> None:
+    assert own_queue("hybatch", "gpu-7") == "hybatch.worker.gpu-7"
+    assert own_queue("hybatch", "node 1/é") == "hybatch.worker.node_1__"

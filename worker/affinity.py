@@ -1,0 +1,70 @@
+"""Cache affinity: which worker's own queue the first shard of a prompt subtree goes to.
+
+A worker's prefix cache keeps what its shards computed, salted with the account; a later batch of
+the same account with the same prefix hits it only on that worker. So the first shard of each
+subtree (``sharding.continues_previous`` is False) goes to the worker that rendezvous hashing picks
+from a key of the account id and the first ``AFFINITY_TOKENS`` prompt tokens of the shard's first
+request (in prompt order): the same prefix picks the same worker for as long as it is alive, and
+when workers come or go only the keys of those workers move.
+
+Continuation shards go to the shared queue: they spread a large subtree over the fleet (and the
+worker that ran the shard before one takes it directly when it can: ``worker.shard_job``). When the
+picked worker is running a shard and another live worker is idle, the shard goes to the shared
+queue at once; when every worker is busy it waits in the picked worker's queue, for at most
+``Settings.affinity_wait_s``, after which the sweepers send it to the shared queue as well
+(``hybatch.stale_work``): affinity never leaves a worker idle for long while work waits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hybatch.worker_registry import WorkerIdentity
+from worker.sharding import MIN_SHARED_TOKENS
+
+# Two KV blocks of the default size: enough to tell apart system prompts and documents, short
+# enough that requests sharing only a short preamble still count as one prefix.
+AFFINITY_TOKENS = 2 * MIN_SHARED_TOKENS
+
+
+def affinity_key(salt: str, prompt_token_ids: Sequence[int]) -> bytes:
+    """A digest of the cache salt (the account id) and the prompt's first ``AFFINITY_TOKENS`` tokens."""
+    head = prompt_token_ids[:AFFINITY_TOKENS]
+    material = salt.encode() + b"\x00" + b",".join(str(token).encode() for token in head)
+    return hashlib.blake2b(material, digest_size=16).digest()
+
+
+def pick_worker(key: bytes, workers: Sequence[WorkerIdentity]) -> WorkerIdentity | None:
+    """Rendezvous (highest random weight) hashing: the worker whose hash with ``key`` is largest."""
+    if not workers:
+        return None
+    return max(
+        workers, key=lambda worker: hashlib.blake2b(key + worker.name.encode(), digest_size=8).digest()
+    )
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a shard's task goes: ``worker`` None means the shared queue."""
+
+    worker: WorkerIdentity | None
+
+    @property
+    def queue(self) -> str | None:
+        return None if self.worker is None else self.worker.queue
+
+
+SHARED = Route(worker=None)
+
+
+def route_head_shard(key: bytes, workers: Sequence[WorkerIdentity], busy_lease_owners: set[str]) -> Route:
+    """The route of a subtree's first shard: the picked worker, unless it is busy while another is idle."""
+    picked = pick_worker(key, workers)
+    if picked is None:
+        return SHARED
+    someone_idle = any(worker.lease_owner not in busy_lease_owners for worker in workers)
+    if picked.lease_owner in busy_lease_owners and someone_idle:
+        return SHARED
+    return Route(worker=picked)
