@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from worker.engine.embed import embed_prompts
 from worker.engine.kv_layout import GIB, plan_layout
 from worker.engine.llm_engine import EngineStats, LLMEngine
 from worker.engine.model_runner import ModelRunner
@@ -196,6 +197,23 @@ class LLM:
                 yield from self.engine.step()
         finally:
             self.engine.abort_all()
+
+    def embed(self, prompts: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Unit-length float32 ``[hidden_size]`` embeddings of token-id prompts; see ``embed.py``.
+
+        Runs on scratch KV (the prefix cache is neither read nor written); raises ValueError for an
+        empty prompt or one longer than ``max_model_len``.
+        """
+        if any(len(prompt) > self.max_model_len for prompt in prompts):
+            raise ValueError(f"an embedding prompt is longer than the model's {self.max_model_len} tokens")
+        runner = self.engine.runner
+        return embed_prompts(
+            runner.model,
+            runner.backend,
+            prompts,
+            block_size=runner.layout.block_size,
+            max_tokens_per_pass=self.engine.scheduler.config.max_num_batched_tokens,
+        )
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
