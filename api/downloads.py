@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from billing import exports
+from billing.invoicing import exports
 from billing.periods import Period
 from hybatch import files
 from hybatch.models import File

@@ -1,4 +1,5 @@
-"""Billing: price schedules, rating, per-request cost, monthly invoices, Stripe sync, exports, usage.
+"""Billing: ``pricing`` (schedules, rating, a request's cost), ``usage`` (the ledger read back),
+``invoicing`` (drafts, the monthly close, exports) and ``payments`` (Stripe).
 
 The usage ledger (``hybatch.models.UsageRecord``) is the source of truth. Money is ``Decimal``
 for rates and unrounded amounts and integer minor units for billed amounts, rounded once per

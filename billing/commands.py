@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from billing import exports, schedules
-from billing.beat import close_previous_month
-from billing.invoices import close_period, list_invoices
+from billing.invoicing import exports
+from billing.invoicing.close_schedule import close_previous_month
+from billing.invoicing.invoices import close_period, list_invoices
 from billing.money import minor_to_decimal
 from billing.periods import Period
+from billing.pricing import schedule_store
+from billing.pricing.schedule_parser import read_schedule_file
 from billing.sample_ledger import write_sample_ledger
-from billing.schedule_file import read_schedule_file
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import InvalidRequestError
@@ -66,7 +67,7 @@ def export(settings: Settings, period_text: str, account_name: str | None, fmt: 
 def load_schedules(settings: Settings, path: Path) -> list[str]:
     schedule_file = read_schedule_file(path)
     with unit_of_work(_session_factory(settings)) as session:
-        result = schedules.load_schedule(session, schedule_file)
+        result = schedule_store.load_schedule(session, schedule_file)
     return [f"loaded {version}" for version in result.added] + [
         f"unchanged {version}" for version in result.unchanged
     ]
@@ -76,13 +77,13 @@ def assign(settings: Settings, account_name: str, schedule: str, effective_from:
     moment = _moment(effective_from) if effective_from else datetime.now(UTC)
     with unit_of_work(_session_factory(settings)) as session:
         account = accounts.get_account(session, account_name)
-        schedules.assign_schedule(session, account.id, schedule, moment)
+        schedule_store.assign_schedule(session, account.id, schedule, moment)
     return f"{account_name} is priced by {schedule!r} from {moment.isoformat()}"
 
 
 def list_schedules(settings: Settings) -> list[str]:
     with unit_of_work(_session_factory(settings)) as session:
-        rows = schedules.list_versions(session)
+        rows = schedule_store.list_versions(session)
         return [
             f"{row.schedule}@{row.version}  {row.currency}  from {row.effective_from.isoformat()}"
             for row in rows
@@ -91,8 +92,8 @@ def list_schedules(settings: Settings) -> list[str]:
 
 def stripe_push(settings: Settings, period_text: str | None) -> list[str]:
     """Push the invoices not yet in Stripe (of one period when given)."""
+    from billing.payments.stripe_sync import push_open_invoices, stripe_client
     from billing.settings import get_billing_settings
-    from billing.stripe_sync import push_open_invoices, stripe_client
 
     client = stripe_client(get_billing_settings())
     period = Period.parse(period_text) if period_text else None

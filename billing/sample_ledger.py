@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.periods import Period
-from billing.request_cost import X_BILLING, price_at_volume
-from billing.schedule import TokenClass
-from billing.schedules import price_book
+from billing.pricing.request_cost import X_BILLING, price_at_volume
+from billing.pricing.schedule_store import price_book
+from billing.pricing.schedule_version import TokenClass
 from hybatch import accounts
 from hybatch.models import (
     Batch,

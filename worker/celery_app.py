@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from celery import Celery
 
-from billing.beat import beat_schedule
+from billing.invoicing.close_schedule import beat_schedule
 from hybatch.settings import Settings, get_settings
 from hybatch.tasks import SWEEP_TASK
 

@@ -16,9 +16,9 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from billing.budget import SKIPPED_BUDGET, parse_max_cost, should_skip, worst_case_cost
-from billing.request_cost import X_BILLING, RequestCost, batch_cost_so_far, price_request
-from billing.schedules import price_book
+from billing.pricing.budget_cap import SKIPPED_BUDGET, parse_max_cost, should_skip, worst_case_cost
+from billing.pricing.request_cost import X_BILLING, RequestCost, batch_cost_so_far, price_request
+from billing.pricing.schedule_store import price_book
 from hybatch.batch_input import BatchRequest
 from hybatch.errors import HybatchError
 from hybatch.models import Batch, utc_now

@@ -1,6 +1,6 @@
 """The developer dashboard: server-rendered pages under ``/dashboard`` on the API process.
 
-Pages are HTML rendered from the same core functions the JSON API uses (``billing.usage_summary``
+Pages are HTML rendered from the same core functions the JSON API uses (``billing.usage.dashboard_summary``
 shares its query with ``/v1/usage``); charts are SVG drawn on the server; one small script adds
 live batch progress and sortable tables. Everything the browser loads is served from
 ``/dashboard/static`` (no CDN), under a strict Content-Security-Policy.

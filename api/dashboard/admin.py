@@ -11,8 +11,8 @@ from api.dashboard.ranges import PRESETS, UsageRangeDep, recent_months
 from api.dashboard.usage import render_usage
 from api.deps import SessionsDep
 from api.downloads import ExportFormat, export_download
-from billing.account_usage import usage_by_account
-from billing.invoices import closed_periods
+from billing.invoicing.invoices import closed_periods
+from billing.usage.by_account import usage_by_account
 from hybatch.errors import NotFoundError
 from hybatch.models import Account
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.dashboard import formatting
 from api.dashboard.request_outcomes import RequestOutcomes, request_outcomes
-from billing.request_cost import batch_costs_so_far
+from billing.pricing.request_cost import batch_costs_so_far
 from hybatch.batches import CANCELLABLE
 from hybatch.models import Batch, BatchStatus
 

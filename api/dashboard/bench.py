@@ -25,7 +25,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from billing.cache_savings import month_savings_cache
+from billing.usage.cache_savings import month_savings_cache
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

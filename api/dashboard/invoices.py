@@ -12,12 +12,12 @@ from api.dashboard.pages import render
 from api.dashboard.price_view import line_labels, price_bands
 from api.deps import SessionsDep
 from api.downloads import ExportFormat, export_download
-from billing import invoices
+from billing.invoicing import invoices
+from billing.invoicing.upcoming import upcoming_invoices
 from billing.periods import Period
-from billing.price_sheet import price_sheet, schedule_versions
-from billing.schedule import TokenClass
-from billing.schedules import NoScheduleInEffectError
-from billing.upcoming_invoice import upcoming_invoices
+from billing.pricing.price_sheet import price_sheet, schedule_versions
+from billing.pricing.schedule_store import NoScheduleInEffectError
+from billing.pricing.schedule_version import TokenClass
 from hybatch.errors import HybatchError
 from hybatch.models import BillingPeriodClose, utc_now
 

@@ -16,8 +16,8 @@ from itertools import groupby
 from typing import Protocol
 
 from api.dashboard import formatting
-from billing.price_sheet import PriceRow, PriceSheet, prompt_bounds, tier_rows
-from billing.schedule import ScheduleVersion, TokenClass, UnpricedModelError
+from billing.pricing.price_sheet import PriceRow, PriceSheet, prompt_bounds, tier_rows
+from billing.pricing.schedule_version import ScheduleVersion, TokenClass, UnpricedModelError
 
 
 def prompt_length_label(above: int, up_to: int | None) -> str:

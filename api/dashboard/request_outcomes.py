@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.budget import SKIPPED_BUDGET
+from billing.pricing.budget_cap import SKIPPED_BUDGET
 from hybatch.models import Batch, BatchRequestResult
 
 # Error codes of requests that never ran, as worker.jobs and worker.batch_generation write them.

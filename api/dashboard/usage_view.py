@@ -1,6 +1,6 @@
 """The usage page's content for one account and range: cards, three charts, three breakdowns.
 
-Every number comes from ``billing.usage_summary``, which shares its query with ``GET /v1/usage``,
+Every number comes from ``billing.usage.dashboard_summary``, which shares its query with ``GET /v1/usage``,
 so the page and the API agree to the token and the cent.
 """
 
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from api.dashboard import formatting
 from api.dashboard.charts import Series, line_chart, stacked_bar_chart
 from api.dashboard.ranges import UsageRange
-from billing.usage_summary import UsageSummary, summarize_usage
+from billing.usage.dashboard_summary import UsageSummary, summarize_usage
 
 # A phone's chart is drawn in a viewBox about as wide as the screen shows it (a 390 px screen has
 # ~330 px for it), so its 11 px labels stay ~11 px instead of shrinking with a 720 px drawing.

@@ -12,9 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentCaller, SessionsDep, SettingsDep, StorageDep
 from api.downloads import export_download
 from api.openapi import error_responses
-from billing import file_estimate, invoices, stripe_sync
+from billing.invoicing import invoices
 from billing.money import decimal_string, minor_to_decimal
-from billing.request_cost import batch_cost_so_far
+from billing.payments import stripe_sync
+from billing.pricing import cost_estimate
+from billing.pricing.request_cost import batch_cost_so_far
 from billing.settings import BillingSettings, get_billing_settings
 from hybatch import batches
 from hybatch.db import unit_of_work
@@ -47,7 +49,7 @@ def estimate_cost(
     settings: SettingsDep,
 ) -> dict[str, Any]:
     with sessions() as session:
-        estimate = file_estimate.estimate_file(
+        estimate = cost_estimate.estimate_file(
             session,
             storage,
             settings,

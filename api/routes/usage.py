@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import CurrentCaller, SessionsDep
 from api.openapi import error_responses
-from billing.usage import build_query, usage_page
+from billing.usage.buckets import build_query, usage_page
 
 router = APIRouter(tags=["usage"])
 

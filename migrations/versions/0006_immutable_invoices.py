@@ -20,7 +20,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Everything of an invoice but status, paid_at, payment_failed_at, voided_at, stripe_invoice_id and
-# stripe_finalized_at (billing.invoices._MUTABLE_INVOICE_COLUMNS).
+# stripe_finalized_at (billing.invoicing.invoices._MUTABLE_INVOICE_COLUMNS).
 FIXED_INVOICE_COLUMNS = (
     "id",
     "account_id",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from billing.schedule_file import parse_schedule
-from billing.schedules import DEFAULT_SCHEDULE, PriceBook
+from billing.pricing.schedule_parser import parse_schedule
+from billing.pricing.schedule_store import DEFAULT_SCHEDULE, PriceBook
 from tests.billing.schedule_docs import model_entry, schedule, version
 
 ALL_CLASSES = ("cache_hit_input", "cache_miss_input", "output")

@@ -10,9 +10,9 @@ from decimal import Decimal
 import stripe
 from sqlalchemy.orm import Session
 
-from billing.invoices import close_period
+from billing.invoicing.invoices import close_period
 from billing.periods import Period
-from billing.preview import PreviewRequest, estimate_for_account
+from billing.pricing.cost_estimate import PreviewRequest, estimate_for_account
 from hybatch.batch_input import validate_batch_input
 from hybatch.batch_results import record_success
 from hybatch.models import Batch, BatchEndpoint, Invoice, InvoiceStatus

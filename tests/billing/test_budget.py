@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.budget import parse_max_cost, should_skip, worst_case_cost
+from billing.pricing.budget_cap import parse_max_cost, should_skip, worst_case_cost
 from tests.billing.books import book_of
 from tests.billing.ledger import at
 from tests.billing.schedule_docs import flat, model_entry, table, version

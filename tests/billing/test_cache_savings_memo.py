@@ -1,4 +1,4 @@
-"""The in-memory month cache of ``billing.cache_savings``: reused while the ledger and prices are
+"""The in-memory month cache of ``billing.usage.cache_savings``: reused while the ledger and prices are
 unchanged, recomputed when a record lands in the month or the account's prices change."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.orm import Session
 
-from billing import cache_savings
-from billing.cache_savings import MonthSavingsCache, savings_by_record
 from billing.periods import Period
-from billing.schedule_file import parse_schedule
-from billing.schedules import assign_schedule, load_schedule
+from billing.pricing.schedule_parser import parse_schedule
+from billing.pricing.schedule_store import assign_schedule, load_schedule
+from billing.usage import cache_savings
+from billing.usage.cache_savings import MonthSavingsCache, savings_by_record
 from tests.billing.ledger import add_customer, add_usage, at
 from tests.billing.schedule_docs import flat, model_entry, schedule, version
 

@@ -10,13 +10,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.beat import close_previous_month, periods_due
-from billing.invoices import ImmutableInvoiceError, close_period, invoice_lines, list_invoices
+from billing.invoicing.close_schedule import close_previous_month, periods_due
+from billing.invoicing.invoices import ImmutableInvoiceError, close_period, invoice_lines, list_invoices
 from billing.money import add
 from billing.periods import Period
-from billing.request_cost import price_request
-from billing.schedule_file import parse_schedule
-from billing.schedules import assign_schedule, load_schedule
+from billing.pricing.request_cost import price_request
+from billing.pricing.schedule_parser import parse_schedule
+from billing.pricing.schedule_store import assign_schedule, load_schedule
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import ConflictError
 from hybatch.models import BilledUsage, Invoice, InvoiceLine, InvoiceStatus
@@ -198,7 +198,7 @@ def test_late_usage_on_a_volume_table_reprices_the_units_already_billed(session:
     # In all, March costs what the schedule says its whole volume costs: 1.1M x 8 / 1M = 8.80.
     assert march.total_minor + april.total_minor == 880
     # The export re-rates the ledger to the same lines, the repricing row naming its record.
-    from billing.exports import export_rows
+    from billing.invoicing.exports import export_rows
 
     summary, detail = export_rows(session, APRIL)
     assert sorted((row["line_number"], row["amount"]) for row in detail) == [(1, "-1.8"), (2, "1.6")]
@@ -270,7 +270,7 @@ def test_the_database_refuses_edits_of_issued_invoices(session: Session, acme) -
 
 
 def test_an_export_refuses_lines_that_do_not_add_up(session: Session, acme) -> None:
-    from billing.exports import ExportIntegrityError, export_rows
+    from billing.invoicing.exports import ExportIntegrityError, export_rows
 
     _usage(session, acme, "2026-03-02 09:00", out=600_000)
     close_period(session, MARCH, now=at("2026-04-01 01:00"))

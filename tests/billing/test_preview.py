@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from billing.preview import PreviewRequest, estimate, estimate_for_account, predict_cache_hits
-from billing.schedule import TokenClass
+from billing.pricing.cost_estimate import PreviewRequest, estimate, estimate_for_account, predict_cache_hits
+from billing.pricing.schedule_version import TokenClass
 from tests.billing.books import book_of, one_version
 from tests.billing.ledger import add_customer, add_usage, at
 from tests.billing.schedule_docs import flat, model_entry, table, version

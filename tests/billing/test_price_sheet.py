@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.orm import Session
 
-from billing.price_sheet import PriceTierRow, price_sheet
-from billing.schedule import TierMode, TokenClass
-from billing.schedule_file import parse_schedule
-from billing.schedules import NoScheduleInEffectError, assign_schedule, load_schedule
+from billing.pricing.price_sheet import PriceTierRow, price_sheet
+from billing.pricing.schedule_parser import parse_schedule
+from billing.pricing.schedule_store import NoScheduleInEffectError, assign_schedule, load_schedule
+from billing.pricing.schedule_version import TierMode, TokenClass
 from tests.billing.ledger import add_customer, at
 from tests.billing.schedule_docs import CLASSES, flat, model_entry, schedule, table, version
 
@@ -20,7 +20,7 @@ UPTO, OVER = (0, 262_144), (262_144, None)
 HIT, MISS, OUT = TokenClass.CACHE_HIT_INPUT, TokenClass.CACHE_MISS_INPUT, TokenClass.OUTPUT
 VOLUME, GRADUATED = TierMode.VOLUME, TierMode.GRADUATED
 
-# billing/schedules/default.yaml, version 2025-01: (model, context tier, prompt range, class, mode,
+# billing/pricing/default_schedule.yaml, version 2025-01: (model, context tier, prompt range, class, mode,
 # price up to 1B tokens a month, price beyond), per 1M tokens
 DEFAULT_ROWS = [
     ("mimo-v2.5-pro", "upto_256k", UPTO, HIT, VOLUME, "0.20", "0.17"),

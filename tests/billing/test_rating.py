@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from billing.money import round_to_minor
-from billing.rating import UsageRow, line_drafts, rate_month
-from billing.schedule import ChargeKey, Tier, TierMode, TierSlice, TierTable, TokenClass
+from billing.pricing.rating import UsageRow, line_drafts, rate_month
+from billing.pricing.schedule_version import ChargeKey, Tier, TierMode, TierSlice, TierTable, TokenClass
 from tests.billing.books import book_of, one_version
 from tests.billing.ledger import at
 from tests.billing.schedule_docs import flat, model_entry, table, version

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from billing.request_cost import X_BILLING, batch_cost_so_far, price_request
-from billing.schedule_file import parse_schedule
-from billing.schedules import assign_schedule, load_schedule
+from billing.pricing.request_cost import X_BILLING, batch_cost_so_far, price_request
+from billing.pricing.schedule_parser import parse_schedule
+from billing.pricing.schedule_store import assign_schedule, load_schedule
 from hybatch.batch_results import record_failure, record_success
 from hybatch.models import Batch
 from hybatch.result_lines import LinePrice, TokenUsage, error_line

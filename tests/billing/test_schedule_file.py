@@ -8,15 +8,15 @@ from decimal import Decimal
 
 import pytest
 
-from billing.schedule import TierMode, TokenClass, UnpricedModelError
-from billing.schedule_document import version_document, version_from_document
-from billing.schedule_file import (
+from billing.pricing.schedule_parser import (
     ScheduleInvalidError,
     parse_schedule,
     parse_schedule_text,
     read_schedule_file,
 )
-from billing.schedules import DEFAULT_SCHEDULE_FILE
+from billing.pricing.schedule_store import DEFAULT_SCHEDULE_FILE
+from billing.pricing.schedule_version import TierMode, TokenClass, UnpricedModelError
+from billing.pricing.version_document import version_document, version_from_document
 from tests.billing.schedule_docs import flat, model_entry, schedule, table, version
 
 

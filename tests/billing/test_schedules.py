@@ -8,15 +8,15 @@ import pytest
 from sqlalchemy.orm import Session
 
 from billing.periods import Period
-from billing.schedule import TokenClass
-from billing.schedule_file import ScheduleInvalidError, parse_schedule
-from billing.schedules import (
+from billing.pricing.schedule_parser import ScheduleInvalidError, parse_schedule
+from billing.pricing.schedule_store import (
     NoScheduleInEffectError,
     assign_schedule,
     list_versions,
     load_schedule,
     price_book,
 )
+from billing.pricing.schedule_version import TokenClass
 from hybatch.errors import ConflictError, NotFoundError
 from hybatch.models import BillingPeriodClose
 from tests.billing.ledger import add_customer, at

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.orm import Session
 
-from billing.invoices import close_period, list_invoices
+from billing.invoicing.invoices import close_period, list_invoices
+from billing.payments.stripe_sync import handle_webhook, push_invoice, push_open_invoices, stripe_client
 from billing.periods import Period
 from billing.settings import BillingSettings
-from billing.stripe_sync import handle_webhook, push_invoice, push_open_invoices, stripe_client
 from hybatch.errors import InvalidRequestError, ServiceUnavailableError
 from hybatch.models import Invoice, InvoiceStatus, StripeCustomer, StripeEvent, StripeInvoiceItem
 from tests.billing.ledger import add_customer, add_usage, at

@@ -8,12 +8,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.invoices import close_period, invoice_lines, list_invoices
+from billing.invoicing.invoices import close_period, invoice_lines, list_invoices
+from billing.invoicing.upcoming import upcoming_invoice
 from billing.periods import Period
-from billing.schedule import UnpricedModelError
-from billing.schedule_file import parse_schedule
-from billing.schedules import assign_schedule, load_schedule
-from billing.upcoming_invoice import upcoming_invoice
+from billing.pricing.schedule_parser import parse_schedule
+from billing.pricing.schedule_store import assign_schedule, load_schedule
+from billing.pricing.schedule_version import UnpricedModelError
 from hybatch.models import BilledUsage
 from tests.billing.ledger import Customer, add_customer, add_usage, at
 from tests.billing.schedule_docs import flat, model_entry, schedule, table, version

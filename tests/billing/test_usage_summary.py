@@ -9,11 +9,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.orm import Session
 
-from billing.request_cost import X_BILLING
-from billing.schedule_file import parse_schedule
-from billing.schedules import assign_schedule, load_schedule
-from billing.usage import MAX_LIMITS, build_query, usage_page
-from billing.usage_summary import UsageSummary, UsageTotals, summarize_usage
+from billing.pricing.request_cost import X_BILLING
+from billing.pricing.schedule_parser import parse_schedule
+from billing.pricing.schedule_store import assign_schedule, load_schedule
+from billing.usage.buckets import MAX_LIMITS, build_query, usage_page
+from billing.usage.dashboard_summary import UsageSummary, UsageTotals, summarize_usage
 from hybatch.errors import InvalidRequestError
 from hybatch.models import BatchRequestResult
 from tests.billing.ledger import Customer, add_api_key, add_customer, add_usage, at
@@ -310,9 +310,9 @@ def test_an_empty_range_has_zero_totals(session: Session) -> None:
 def test_usage_by_account_equals_each_accounts_summary(session) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from billing.account_usage import usage_by_account
     from billing.sample_ledger import write_sample_ledger
-    from billing.usage_summary import summarize_usage
+    from billing.usage.by_account import usage_by_account
+    from billing.usage.dashboard_summary import summarize_usage
     from hybatch.models import Account
 
     start = datetime(2026, 3, 1, tzinfo=UTC)

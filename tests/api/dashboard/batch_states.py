@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.request_cost import X_BILLING, price_at_volume
-from billing.schedule import TokenClass
-from billing.schedules import price_book
+from billing.pricing.request_cost import X_BILLING, price_at_volume
+from billing.pricing.schedule_store import price_book
+from billing.pricing.schedule_version import TokenClass
 from hybatch.batch_results import record_failure, record_success, write_result_files
 from hybatch.models import (
     Batch,

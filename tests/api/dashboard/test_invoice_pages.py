@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.invoices import close_period, list_invoices
+from billing.invoicing.invoices import close_period, list_invoices
+from billing.invoicing.upcoming import upcoming_invoices
 from billing.periods import Period
 from billing.sample_ledger import write_sample_ledger
-from billing.upcoming_invoice import upcoming_invoices
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.models import Batch, UsageRecord, utc_now
 from hybatch.settings import Settings

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from api.dashboard.price_view import price_bands
-from billing.price_sheet import PriceRow, PriceSheet, PriceTierRow
-from billing.schedule import TierMode, TokenClass
+from billing.pricing.price_sheet import PriceRow, PriceSheet, PriceTierRow
+from billing.pricing.schedule_version import TierMode, TokenClass
 
 
 def _row(token_class: TokenClass, tiers: tuple[PriceTierRow, ...]) -> PriceRow:

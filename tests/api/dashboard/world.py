@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.invoices import close_period
+from billing.invoicing.invoices import close_period
 from billing.periods import Period
 from billing.sample_ledger import write_sample_ledger
 from hybatch.db import unit_of_work

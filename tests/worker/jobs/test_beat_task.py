@@ -1,4 +1,4 @@
-from billing.beat import CLOSE_TASK
+from billing.invoicing.close_schedule import CLOSE_TASK
 from worker import tasks
 from worker.celery_app import app
 

@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from billing.budget import worst_case_cost
-from billing.request_cost import batch_cost_so_far
-from billing.schedules import price_book
-from billing.usage import usage_rows
+from billing.pricing.budget_cap import worst_case_cost
+from billing.pricing.request_cost import batch_cost_so_far
+from billing.pricing.schedule_store import price_book
+from billing.usage.buckets import usage_rows
 from hybatch.models import BatchEndpoint, BatchStatus, UsageRecord, utc_now
 from hybatch.prompt_tokenizer import PromptTokenizer
 from hybatch.request_body import check_body
@@ -27,7 +27,7 @@ def sharded_context(context: jobs.JobContext) -> jobs.JobContext:
     return dataclasses.replace(context, settings=context.settings.model_copy(update={"shard_requests": 2}))
 
 
-# The default schedule's first tier for any model, USD per 1M tokens (billing/schedules/default.yaml).
+# The default schedule's first tier for any model, USD per 1M tokens (billing/pricing/default_schedule.yaml).
 HIT, MISS, OUTPUT = Decimal("0.07"), Decimal("0.70"), Decimal("2.10")
 
 

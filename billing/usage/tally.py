@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from billing.money import EXACT, ZERO
 
 if TYPE_CHECKING:
-    from billing.usage import RequestUsage
+    from billing.usage.buckets import RequestUsage
 
 _RATIO = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN)  # hit rates: not money
 

@@ -21,8 +21,8 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from billing.money import add, amount_for_tokens, round_to_minor
-from billing.schedule import ChargeKey, ScheduleVersion, TierMode, TierTable, TokenClass
-from billing.schedules import PriceBook
+from billing.pricing.schedule_store import PriceBook
+from billing.pricing.schedule_version import ChargeKey, ScheduleVersion, TierMode, TierTable, TokenClass
 from hybatch.models import UsageRecord
 
 TOKEN_CLASS_ORDER = {token_class: index for index, token_class in enumerate(TokenClass)}

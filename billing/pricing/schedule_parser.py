@@ -2,7 +2,7 @@
 
 Validation reports every problem at once, each with the path of the offending value. Numbers
 never pass through ``float``: YAML floats and JSON numbers are read as ``Decimal`` from their
-text. The file format (see ``billing/schedules/default.yaml`` and docs/billing.md)::
+text. The file format (see ``billing/pricing/default_schedule.yaml`` and docs/billing.md)::
 
     schedule: NAME            currency: usd
     versions:
@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from billing.money import MAX_PRICE_PLACES, MINOR_UNIT_EXPONENTS, places
-from billing.schedule import (
+from billing.pricing.schedule_version import (
     ContextTier,
     ModelPrices,
     ScheduleVersion,

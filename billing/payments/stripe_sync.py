@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.invoices import invoice_lines
+from billing.invoicing.invoices import invoice_lines
 from billing.periods import Period
 from billing.settings import BillingSettings
 from billing.sql import insert_ignoring_conflicts

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.money import decimal_string
-from billing.schedules import price_book
-from billing.usage_tally import UsageTally
+from billing.pricing.schedule_store import price_book
+from billing.usage.tally import UsageTally
 from hybatch.errors import HybatchError, InvalidRequestError
 from hybatch.models import UsageRecord, utc_now
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
 from billing.money import add, amount_for_tokens
-from billing.schedule import ScheduleVersion, TokenClass
+from billing.pricing.schedule_version import ScheduleVersion, TokenClass
 
 MAX_COST_KEY = "max_cost"
 SKIPPED_BUDGET = "skipped_budget"  # the error code of a request skipped by the cap

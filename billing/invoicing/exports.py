@@ -23,12 +23,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.invoice_draft import rate_invoice_usage
-from billing.invoices import invoice_lines, list_invoices
+from billing.invoicing.draft import rate_invoice_usage
+from billing.invoicing.invoices import invoice_lines, list_invoices
 from billing.money import add, decimal_string, minor_to_decimal, round_to_minor
 from billing.periods import Period
-from billing.rating import LineKey, line_key
-from billing.schedules import price_book
+from billing.pricing.rating import LineKey, line_key
+from billing.pricing.schedule_store import price_book
 from hybatch.errors import ConflictError
 from hybatch.models import Account, ApiKey, BilledUsage, BillingPeriodClose, Invoice, InvoiceLine, UsageRecord
 

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from billing.money import ZERO, add, amount_for_tokens, decimal_string
 from billing.periods import Period
-from billing.schedule import ContextTier, ScheduleVersion, TokenClass
-from billing.schedules import price_book
+from billing.pricing.schedule_store import price_book
+from billing.pricing.schedule_version import ContextTier, ScheduleVersion, TokenClass
 from hybatch.models import UsageRecord, utc_now
 from hybatch.result_lines import LinePrice, TokenUsage
 

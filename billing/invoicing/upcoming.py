@@ -2,7 +2,7 @@
 
 The open period's invoice is the account's unbilled usage created before ``now``, rated and
 numbered exactly as ``close_period`` will (both build it with
-``billing.invoice_draft.draft_invoice``): late usage of an earlier, already closed month shows as
+``billing.invoicing.draft.draft_invoice``): late usage of an earlier, already closed month shows as
 adjustment lines, like on the real invoice. Usage that arrives later can still change it; nothing
 is stored.
 
@@ -22,9 +22,9 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from billing.invoice_draft import InvoiceLineDraft, draft_invoice, unbilled_records
+from billing.invoicing.draft import InvoiceLineDraft, draft_invoice, unbilled_records
 from billing.periods import Period
-from billing.schedules import PriceBook, last_closed_period, price_book
+from billing.pricing.schedule_store import PriceBook, last_closed_period, price_book
 from hybatch.models import UsageRecord
 
 

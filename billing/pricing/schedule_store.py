@@ -19,15 +19,20 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.periods import Period
-from billing.schedule import ScheduleVersion
-from billing.schedule_document import version_document, version_from_document
-from billing.schedule_file import ScheduleFile, ScheduleInvalidError, ScheduleProblem, read_schedule_file
+from billing.pricing.schedule_parser import (
+    ScheduleFile,
+    ScheduleInvalidError,
+    ScheduleProblem,
+    read_schedule_file,
+)
+from billing.pricing.schedule_version import ScheduleVersion
+from billing.pricing.version_document import version_document, version_from_document
 from billing.sql import insert_ignoring_conflicts
 from hybatch.errors import ConflictError, InvalidRequestError, NotFoundError
 from hybatch.models import BillingPeriodClose, PriceScheduleAssignment, PriceScheduleVersion, utc_now
 
 DEFAULT_SCHEDULE = "default"
-DEFAULT_SCHEDULE_FILE = Path(__file__).resolve().parent / "schedules" / "default.yaml"
+DEFAULT_SCHEDULE_FILE = Path(__file__).resolve().parent / "default_schedule.yaml"
 
 # Parsed versions by (row id, content hash): rows never change, so entries never go stale.
 _parsed_versions: dict[tuple[int, str], ScheduleVersion] = {}

@@ -17,9 +17,15 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.schedule import ScheduleVersion, TierMode, TierTable, TokenClass, UnpricedModelError
-from billing.schedule_document import version_from_document
-from billing.schedules import price_book
+from billing.pricing.schedule_store import price_book
+from billing.pricing.schedule_version import (
+    ScheduleVersion,
+    TierMode,
+    TierTable,
+    TokenClass,
+    UnpricedModelError,
+)
+from billing.pricing.version_document import version_from_document
 from hybatch.models import PriceScheduleVersion
 
 

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.invoices import CloseResult, close_period
+from billing.invoicing.invoices import CloseResult, close_period
 from billing.periods import Period
-from billing.schedules import last_closed_period
+from billing.pricing.schedule_store import last_closed_period
 from hybatch.db import unit_of_work
 from hybatch.models import UsageRecord, utc_now
 

@@ -14,8 +14,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.usage import account_currency, cost_columns
-from billing.usage_tally import UsageTally, UsageTotals
+from billing.usage.buckets import account_currency, cost_columns
+from billing.usage.tally import UsageTally, UsageTotals
 from hybatch.models import Account, UsageRecord
 
 

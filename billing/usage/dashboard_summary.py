@@ -1,10 +1,10 @@
 """The dashboard's usage summary: buckets, totals and breakdowns of one account's usage.
 
-Counted from the same rows as ``GET /v1/usage`` (``billing.usage.usage_rows``) and bucketed the
+Counted from the same rows as ``GET /v1/usage`` (``billing.usage.buckets.usage_rows``) and bucketed the
 same way (``start + k * width``, the last bucket cut at ``end``), so its tokens, requests and
 costs equal that endpoint's for the same range. Costs are the requests' marginal ``x_billing``
 amounts; the month's invoice is authoritative. ``saved_by_cache`` is priced like the invoice
-(see ``billing.cache_savings``).
+(see ``billing.usage.cache_savings``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.cache_savings import savings_by_record
 from billing.periods import Period
-from billing.usage import (
+from billing.usage.buckets import (
     BUCKET_WIDTHS,
     account_currency,
     bucket_index,
     bucket_starts,
     usage_rows,
 )
-from billing.usage_tally import UsageTally, UsageTotals
+from billing.usage.cache_savings import savings_by_record
+from billing.usage.tally import UsageTally, UsageTotals
 from hybatch.errors import ConflictError, InvalidRequestError
 from hybatch.models import ApiKey, utc_now
 

@@ -1,4 +1,4 @@
-"""Price preview for an uploaded batch file, before it runs.
+"""Price preview for an uploaded batch file, before it runs (``estimate_file`` reads and validates it).
 
 Cache hits are predicted from the file's own prompt tree, as the worker will run it: prompts in
 depth-first order of a trie over 16-token blocks (all requests of a file share the account's
@@ -22,11 +22,16 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from billing.money import add, amount_for_tokens, decimal_string
-from billing.request_cost import month_to_date_volume
-from billing.schedule import ScheduleVersion, TokenClass
-from billing.schedules import price_book
-from hybatch.batch_input import BatchRequest
-from hybatch.models import utc_now
+from billing.pricing.request_cost import month_to_date_volume
+from billing.pricing.schedule_store import price_book
+from billing.pricing.schedule_version import ScheduleVersion, TokenClass
+from hybatch import files
+from hybatch.batch_input import BatchRequest, validate_batch_input
+from hybatch.errors import InvalidRequestError
+from hybatch.models import BatchEndpoint, utc_now
+from hybatch.prompt_tokenizer import PromptTokenizer
+from hybatch.settings import Settings
+from hybatch.storage import FileStorage
 
 BLOCK_TOKENS = 16
 ESTIMATES = ("min", "expected", "max")
@@ -166,3 +171,48 @@ def estimate_for_account(
             month_to_date[(context.name, token_class)] = count
         lower = context.up_to_prompt_tokens or 0
     return estimate(requests, version, model, month_to_date)
+
+
+MAX_REPORTED_ERRORS = 5
+
+
+def estimate_file(
+    session: Session,
+    storage: FileStorage,
+    settings: Settings,
+    *,
+    account_id: str,
+    input_file_id: str,
+    endpoint: str,
+) -> CostEstimate:
+    """Estimate the cost of a batch over ``input_file_id``; raises InvalidRequestError (400) or
+    NotFoundError (404, also for another account's file). Reads only."""
+    try:
+        batch_endpoint = BatchEndpoint(endpoint)
+    except ValueError as error:
+        supported = ", ".join(e.value for e in BatchEndpoint)
+        raise InvalidRequestError(
+            f"endpoint must be one of {supported}", code="invalid_value", param="endpoint"
+        ) from error
+    upload = files.get_file(session, account_id, input_file_id)
+    batch_input = validate_batch_input(
+        files.open_file_content(storage, upload),
+        endpoint=batch_endpoint,
+        served_model=settings.model_name,
+        tokenizer=PromptTokenizer.from_checkpoint(settings.model),
+        max_requests=settings.max_batch_lines,
+    )
+    if not batch_input.is_valid:
+        shown = "; ".join(
+            f"line {e.line}: {e.message}" if e.line else e.message
+            for e in batch_input.errors[:MAX_REPORTED_ERRORS]
+        )
+        more = len(batch_input.errors) - MAX_REPORTED_ERRORS
+        suffix = f" (and {more} more)" if more > 0 else ""
+        raise InvalidRequestError(
+            f"The input file would fail validation: {shown}{suffix}",
+            code="invalid_batch_input",
+            param="input_file_id",
+        )
+    requests = [PreviewRequest.from_batch_request(request) for request in batch_input.requests]
+    return estimate_for_account(session, account_id, settings.model_name, requests)

@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from billing.money import EXACT, ZERO
 from billing.periods import Period
-from billing.rating import UsageRow, rate_month
-from billing.schedule import TokenClass, UnpricedModelError
-from billing.schedules import NoScheduleInEffectError, PriceBook, price_book
+from billing.pricing.rating import UsageRow, rate_month
+from billing.pricing.schedule_store import NoScheduleInEffectError, PriceBook, price_book
+from billing.pricing.schedule_version import TokenClass, UnpricedModelError
 from hybatch.models import UsageRecord
 
 

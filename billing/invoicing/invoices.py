@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from billing.invoice_draft import draft_invoice, unbilled_records
+from billing.invoicing.draft import draft_invoice, unbilled_records
 from billing.periods import Period
-from billing.schedules import price_book
+from billing.pricing.schedule_store import price_book
 from billing.sql import insert_ignoring_conflicts
 from hybatch.errors import ConflictError, NotFoundError
 from hybatch.ids import new_id

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from billing.money import decimal_string
-from billing.schedule import ScheduleVersion, TierTable, TokenClass
-from billing.schedule_file import VERSION_KEYS, parse_schedule
+from billing.pricing.schedule_parser import VERSION_KEYS, parse_schedule
+from billing.pricing.schedule_version import ScheduleVersion, TierTable, TokenClass
 
 
 def version_from_document(document: dict[str, Any]) -> ScheduleVersion:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from billing.money import add
 from billing.periods import Period
-from billing.rating import (
+from billing.pricing.rating import (
     LineDraft,
     RatedPiece,
     UsageRow,
@@ -27,8 +27,8 @@ from billing.rating import (
     rate_month,
     reprice_billed_units,
 )
-from billing.schedule import TokenClass
-from billing.schedules import PriceBook
+from billing.pricing.schedule_store import PriceBook
+from billing.pricing.schedule_version import TokenClass
 from hybatch.errors import ConflictError
 from hybatch.models import BilledUsage, Invoice, UsageRecord
 

@@ -1,0 +1,1 @@
+"""Payments: collecting invoices through Stripe (the only subpackage that imports ``stripe``)."""
