@@ -12,7 +12,7 @@ immutable: their lines and money never change (enforced below for ORM writes); o
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -109,26 +109,8 @@ def bill_account(session: Session, account_id: str, period: Period, now: datetim
     )
     session.add(invoice)
     session.flush()
-    session.add_all(
-        InvoiceLine(
-            invoice_id=invoice.id,
-            line_number=line.line_number,
-            origin_period=line.origin_period,
-            is_adjustment=line.is_adjustment,
-            price_version=line.price_version,
-            model=line.model,
-            token_class=line.token_class.value,
-            context_tier=line.context_tier,
-            price_tier=line.price_tier,
-            repriced_from_tier=line.repriced_from_tier,
-            tokens=line.tokens,
-            unit_price=line.unit_price,
-            amount=line.amount,
-            amount_minor=line.amount_minor,
-            currency=line.currency,
-        )
-        for line in draft.lines
-    )
+    # A draft line has exactly the columns of InvoiceLine (the upcoming invoice renders drafts too).
+    session.add_all(InvoiceLine(invoice_id=invoice.id, **asdict(line)) for line in draft.lines)
     session.execute(
         sa.insert(BilledUsage), [{"usage_record_id": r.id, "invoice_id": invoice.id} for r in records]
     )
