@@ -13,10 +13,9 @@ from __future__ import annotations
 import random
 import time
 
-from worker.engine.block_manager import BlockManager
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.sequence import Sequence
-from worker.kv_cache.prefix_cache import PrefixCache
+from worker.kv_cache import BlockManager, KVCacheManager, PrefixCache
 from worker.kv_cache.radix import Tier
 
 BLOCK_SIZE = 16
@@ -33,19 +32,15 @@ def build_tree(num_leaves: int, window: int = 0) -> PrefixCache:
     num_swa_blocks = num_leaves + STEM_BLOCKS + 8 if window else 0
     blocks = BlockManager(BLOCK_SIZE, num_nodes + 8, num_swa_blocks, window=window)
     cache = PrefixCache(blocks)
+    kv = KVCacheManager(blocks, cache)
     leaves = [(stem, leaf) for stem in range(num_stems) for leaf in range(num_leaves // num_stems)]
     random.Random(0).shuffle(leaves)
     for arrival, (stem, leaf) in enumerate(leaves):
         prompt = [stem] * (STEM_BLOCKS * BLOCK_SIZE) + [leaf] * BLOCK_SIZE + [0]
         seq = Sequence(str(arrival), None, prompt, SamplingParams(max_tokens=1), arrival)
-        cache.resume(seq)
-        num_tokens = seq.num_uncomputed_tokens
-        blocks.allocate(seq, num_tokens)
-        seq.num_computed_tokens += num_tokens
-        blocks.record_block_hashes(seq)
-        cache.cache_computed(seq, seq.num_computed_tokens - num_tokens)
-        blocks.release_dead_swa_blocks(seq, seq.num_computed_tokens)
-        blocks.free(seq)
+        num_tokens = kv.admit(seq, kv.match(seq), max_tokens=len(prompt))
+        kv.advance(seq, num_tokens)
+        kv.release(seq, preempted=False)
     return cache
 
 

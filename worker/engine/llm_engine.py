@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from worker.engine.block_manager import BlockManager
 from worker.engine.model_runner import ModelRunner, ScheduledSeq
 from worker.engine.outputs import CompletionOutput, RequestError, RequestOutput
 from worker.engine.sampler import sample
@@ -16,8 +15,10 @@ from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler, SchedulerConfig
 from worker.engine.sequence import Sequence, SequenceStatus
 from worker.engine.stop_strings import StopStringMatcher
+from worker.kv_cache.block_manager import BlockManager
 from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.host_store import HostStore
+from worker.kv_cache.kv_cache_manager import KVCacheManager
 from worker.kv_cache.prefix_cache import PrefixCache
 from worker.model.config import ModelConfig
 from worker.model.tokenizer import Tokenizer
@@ -61,7 +62,8 @@ class LLMEngine:
             if enable_prefix_caching
             else None
         )
-        self.scheduler = Scheduler(scheduler_config, self.blocks, self.cache)
+        self.kv = KVCacheManager(self.blocks, self.cache)
+        self.scheduler = Scheduler(scheduler_config, self.kv)
         self._seqs: dict[str, Sequence] = {}
         self._arrivals = 0
         self._steps = 0
@@ -171,19 +173,13 @@ class LLMEngine:
             seq = item.seq
             if seq.num_computed_tokens < seq.prompt_len:
                 self._prompt_tokens_computed += min(item.num_tokens, seq.prompt_len - seq.num_computed_tokens)
-            previous = seq.num_computed_tokens
-            seq.num_computed_tokens += item.num_tokens
-            self.blocks.record_block_hashes(seq)
-            if self.cache is not None:
-                self.cache.cache_computed(seq, previous)
+            self.kv.advance(seq, item.num_tokens)
             if id(seq) in sampled:
                 self._append_token(seq, sampled[id(seq)])
             if seq.finish_reason is not None:
                 self.scheduler.finish(seq)
                 finished.append(self._output(seq))
                 del self._seqs[seq.request_id]
-            else:
-                self.blocks.release_dead_swa_blocks(seq, seq.num_computed_tokens)
         return finished
 
     def _collect_prompt_logprobs(self, batch: list[ScheduledSeq], rows: torch.Tensor) -> None:
@@ -251,7 +247,4 @@ class LLMEngine:
 
     def check_integrity(self) -> None:
         running = [s for s in self._seqs.values() if s.status is SequenceStatus.RUNNING]
-        cached = self.cache.held_blocks() if self.cache is not None else ({}, {})
-        self.blocks.check_integrity(running, cached)
-        if self.cache is not None:
-            self.cache.check_integrity()
+        self.kv.check_integrity(running)

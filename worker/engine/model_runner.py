@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from worker.engine.kv_layout import KVCacheLayout, allocate_kv_tensors
-from worker.engine.kv_transfer import KVTransfer
 from worker.engine.sequence import Sequence
+from worker.kv_cache.kv_transfer import KVTransfer
 from worker.model.attention_backend import AttentionBackend
 from worker.model.attention_metadata import AttentionMetadata, PagedKV
 from worker.model.mimo import MiMoV2Model

@@ -5,20 +5,19 @@ a sequence still in prefill takes its next chunk. Then waiting sequences are adm
 ``max_num_seqs`` and free blocks allow. When a running sequence cannot get a block, the newest running
 sequence is preempted: its blocks are freed and it re-enters the front of the queue, to recompute its
 prompt and the tokens it already generated (greedy outputs are unchanged by this).
+
+Policy only: every block move (attaching a cache hit, allocating, evicting, freeing) is the
+``KVCacheManager``'s.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from worker.engine.block_manager import BlockManager
 from worker.engine.model_runner import ScheduledSeq
 from worker.engine.sequence import Sequence, SequenceStatus
-
-if TYPE_CHECKING:
-    from worker.kv_cache.prefix_cache import PrefixCache
+from worker.kv_cache.kv_cache_manager import KVCacheManager
 
 
 @dataclass(frozen=True)
@@ -28,10 +27,9 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, blocks: BlockManager, cache: PrefixCache | None = None):
+    def __init__(self, config: SchedulerConfig, kv: KVCacheManager):
         self.config = config
-        self.blocks = blocks
-        self.cache = cache
+        self.kv = kv
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -53,7 +51,7 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
             num_tokens = min(seq.num_uncomputed_tokens, budget)
-            fits = self.blocks.can_allocate(seq, num_tokens)
+            fits = self.kv.grow(seq, num_tokens)
             while not fits:
                 victim = self._newest_unscheduled(scheduled)
                 if victim is None:
@@ -62,10 +60,9 @@ class Scheduler:
                 preempted = True
                 if victim is seq:
                     break
-                fits = self.blocks.can_allocate(seq, num_tokens)
+                fits = self.kv.grow(seq, num_tokens)
             if not fits:
                 continue
-            self.blocks.allocate(seq, num_tokens)
             batch.append(ScheduledSeq(seq, num_tokens))
             scheduled.add(id(seq))
             budget -= num_tokens
@@ -89,21 +86,7 @@ class Scheduler:
 
     def _admit(self, seq: Sequence, budget: int) -> int:
         """Resumes ``seq`` from the prefix cache and allocates its first chunk; 0 if it does not fit."""
-        match = None
-        if self.cache is not None and seq.num_computed_tokens == 0:
-            match = self.cache.resume(seq)
-        num_tokens = min(seq.num_uncomputed_tokens, budget)
-        if not self.blocks.can_allocate(seq, num_tokens):
-            self.blocks.free(seq)
-            seq.num_computed_tokens = 0
-            seq.block_hashes.clear()
-            return 0
-        if match is not None and seq.num_preemptions == 0:
-            # Billing counts the first admission's hit; recomputation after a preemption is ours.
-            seq.num_cached_tokens = min(match.num_cached_tokens, seq.prompt_len)
-            self.cache.record_lookup(seq, match)
-        self.blocks.allocate(seq, num_tokens)
-        return num_tokens
+        return self.kv.admit(seq, self.kv.match(seq), budget)
 
     @staticmethod
     def _is_deferred(seq: Sequence) -> bool:
@@ -119,9 +102,7 @@ class Scheduler:
         return None
 
     def _preempt(self, seq: Sequence) -> None:
-        self.blocks.free(seq)
-        seq.num_computed_tokens = 0
-        seq.block_hashes.clear()
+        self.kv.release(seq, preempted=True)
         seq.prompt_logprobs.clear()
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
@@ -130,7 +111,7 @@ class Scheduler:
         self.waiting.appendleft(seq)
 
     def finish(self, seq: Sequence) -> None:
-        self.blocks.free(seq)
+        self.kv.release(seq, preempted=False)
         seq.status = SequenceStatus.FINISHED
         self.running.remove(seq)
 

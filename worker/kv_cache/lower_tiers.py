@@ -1,6 +1,6 @@
 """Host memory, then local disk: where entries evicted from the device keep their KV payloads.
 
-The tiers hold flat payloads (``worker.engine.kv_transfer``) keyed by block hash and keep each tree
+The tiers hold flat payloads (``kv_transfer.py``) keyed by block hash and keep each tree
 node's ``tier`` up to date. The host tier is LRU under its budget; entries it pushes out move on to
 the disk, and entries that fit nowhere are reported so the cache can drop them (and their subtrees).
 """

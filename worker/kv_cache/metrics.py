@@ -1,33 +1,12 @@
-"""Prefix-cache metrics: the counters the cache keeps, a snapshot per engine, differences per batch,
+"""Prefix-cache metrics: a snapshot of the cache's counters per engine, differences per batch,
 Prometheus text exposition."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, fields
 
+from worker.kv_cache.prefix_cache import PrefixCache
 from worker.kv_cache.radix import Tier
-
-if TYPE_CHECKING:  # the cache keeps a CacheStats: a plain import would be circular
-    from worker.kv_cache.prefix_cache import PrefixCache
-
-
-@dataclass
-class CacheStats:
-    """Counters the prefix cache adds to as it works, since it was built (``snapshot`` reads them)."""
-
-    lookups: int = 0
-    lookup_tokens: int = 0
-    hit_tokens: int = 0
-    hit_tokens_by_tier: dict[str, int] = field(default_factory=lambda: {t.value: 0 for t in Tier})
-    hits_cut_short: int = 0
-    tokens_cut_short: int = 0
-    windows_retained: int = 0
-    windows_dropped: int = 0
-    nodes_evicted: int = 0  # left the device (to a lower tier or out of the cache)
-    nodes_dropped: int = 0  # left the cache altogether
-    promotions: int = 0
-    failed_loads: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,25 +16,29 @@ sliding-window windows are retained, and which are dropped when the SWA pool run
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from worker.engine.block_manager import BlockManager
-from worker.engine.kv_transfer import KVTransfer, PendingLoad
-from worker.engine.sequence import Sequence
+from worker.kv_cache.block_manager import BlockManager
+from worker.kv_cache.cache_stats import CacheStats
 from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.eviction_queue import EvictionQueue
 from worker.kv_cache.host_store import HostStore
+from worker.kv_cache.kv_sequence import KVSequence
+from worker.kv_cache.kv_transfer import KVTransfer, PendingLoad
 from worker.kv_cache.lower_tiers import LowerTiers
-from worker.kv_cache.metrics import CacheStats
+from worker.kv_cache.prefix_match import MatchStop, PrefixMatch
 from worker.kv_cache.radix import Node, RadixTree, Tier
 from worker.kv_cache.window_retention import WindowRetention
 
 
 @dataclass(frozen=True)
-class PrefixMatch:
-    num_cached_tokens: int
-    cut_short_tokens: int  # matched full KV beyond the hit that had no window to resume from
-    tokens_by_tier: dict[str, int]
+class TakenPrefix:
+    """What ``take`` handed a sequence: references on these blocks, one each."""
+
+    match: PrefixMatch  # the hit as taken (shorter than the one asked for when a load failed)
+    full_blocks: tuple[int, ...]  # logical blocks [0, n)
+    block_hashes: tuple[bytes, ...]
+    window: tuple[int, ...]  # SWA blocks of logical blocks [n - len(window), n)
 
 
 class PrefixCache:
@@ -58,46 +62,52 @@ class PrefixCache:
         self.tiers = (
             LowerTiers(host, disk, self._index) if transfer is not None else LowerTiers(None, None, {})
         )
-        blocks.reclaim = self.reclaim
         self._load_disk_index()
 
     # -- lookup ----------------------------------------------------------------------------------
-    def _blocks_of(self, seq: Sequence, num_blocks: int) -> list[tuple[int, ...]]:
+    def _blocks_of(self, seq: KVSequence, num_blocks: int) -> list[tuple[int, ...]]:
         size = self.blocks.block_size
         return [tuple(seq.token_ids[i * size : (i + 1) * size]) for i in range(num_blocks)]
 
     def _resumable(self, node: Node) -> bool:
         return not self.needs_window or node.window_len > 0
 
-    def resume(self, seq: Sequence) -> PrefixMatch:
-        """Makes ``seq`` resume at its deepest hit (at least one token is left to compute).
-
-        Entries on the path that live on the host or disk are promoted to the device, their KV queued
-        for the next step; ``seq`` takes references on every block of the hit.
-        """
+    def match(self, seq: KVSequence) -> PrefixMatch:
+        """The deepest hit for ``seq`` (at least one token is left to compute). Read-only."""
         size = self.blocks.block_size
         max_blocks = (seq.num_tokens - 1) // size
         hashes = self.blocks.hashes_for(seq, max_blocks)
         path = self.tree.walk(hashes, self._blocks_of(seq, max_blocks))
-        matched = len(path)
-        depth = matched
+        depth = len(path)
         while depth and not self._resumable(path[depth - 1]):
             depth -= 1
-        by_tier = {t.value: 0 for t in Tier}
-        for node in path[:depth]:
-            by_tier[node.tier.value] += size
+        if depth == max_blocks:
+            stop = MatchStop.PROMPT_END
+        elif depth == len(path):
+            stop = MatchStop.DIVERGED
+        elif any(node.window_dropped for node in path[depth:]):
+            stop = MatchStop.WINDOW_DROPPED
+        else:
+            stop = MatchStop.NO_WINDOW
+        return PrefixMatch.of(tuple(path[:depth]), len(path) * size, stop, size)
+
+    def take(self, seq: KVSequence, match: PrefixMatch) -> TakenPrefix:
+        """Takes one reference on every block of ``match`` for ``seq`` (a match made just before,
+        with the cache unchanged since). Entries on the host or disk are promoted to the device, their
+        KV queued for the next step; one that cannot be brought back ends the hit above it."""
+        size = self.blocks.block_size
+        path = match.nodes
+        depth = len(path)
         stamp = self.tree.tick()
         taken = 0
-        for i, node in enumerate(path[:depth]):
-            if node.block_hash not in self._index:
+        for i, node in enumerate(path):
+            if self._index.get(node.block_hash) is not node:
                 break  # dropped while making room for an earlier entry of this path
             if node.tier is not Tier.DEVICE and not self._promote(node, with_window=i == depth - 1):
                 break
             if i == depth - 1 and self.needs_window and node.window is None:
                 break  # the window itself could not be brought back
             self.blocks.full.retain(node.full_block)
-            seq.full_blocks.append(node.full_block)
-            seq.block_hashes.append(node.block_hash)
             node.last_access = stamp
             self._eviction.touched(node)
             self.windows.touched(node)
@@ -106,28 +116,24 @@ class PrefixCache:
             keep = taken
             while keep and (path[keep - 1].window is None and self.needs_window):
                 keep -= 1
-            for block in seq.full_blocks[keep:]:
-                self.blocks.full.release(block)
-            del seq.full_blocks[keep:], seq.block_hashes[keep:]
+            for node in path[keep:taken]:
+                self.blocks.full.release(node.full_block)
             by_tier = {t.value: 0 for t in Tier} | {Tier.DEVICE.value: keep * size}
-            depth = keep
-        window = path[depth - 1].window if depth and self.needs_window else None
+            match = replace(match, nodes=path[:keep], stop=MatchStop.LOAD_FAILED, tokens_by_tier=by_tier)
+            path = match.nodes
+        window = path[-1].window if path and self.needs_window else None
         for block in window or ():
             self.blocks.swa.retain(block)
-        seq.swa_blocks = list(window or ())
-        seq.swa_first_block = depth - len(seq.swa_blocks)
-        seq.num_computed_tokens = depth * size
-        return PrefixMatch(depth * size, (matched - depth) * size, by_tier)
+        return TakenPrefix(
+            match,
+            tuple(node.full_block for node in path),
+            tuple(node.block_hash for node in path),
+            tuple(window or ()),
+        )
 
-    def record_lookup(self, seq: Sequence, match: PrefixMatch) -> None:
-        self.stats.lookups += 1
-        self.stats.lookup_tokens += seq.prompt_len
-        self.stats.hit_tokens += match.num_cached_tokens
-        for tier, tokens in match.tokens_by_tier.items():
-            self.stats.hit_tokens_by_tier[tier] += tokens
-        if match.cut_short_tokens:
-            self.stats.hits_cut_short += 1
-            self.stats.tokens_cut_short += match.cut_short_tokens
+    def record_lookup(self, seq: KVSequence, match: PrefixMatch) -> None:
+        """Counts one admission's lookup (``match`` as taken) in the cache's stats."""
+        self.stats.record_lookup(seq.prompt_len, match)
 
     # -- tiers -------------------------------------------------------------------------------------
     def _promote(self, node: Node, with_window: bool) -> bool:
@@ -203,10 +209,10 @@ class PrefixCache:
         )
 
     # -- insertion ---------------------------------------------------------------------------------
-    def cache_computed(self, seq: Sequence, previous_computed: int) -> None:
+    def cache_computed(self, seq: KVSequence, previous_computed: int) -> None:
         """Adds ``seq``'s newly completed full blocks to the tree and retains windows it just passed.
 
-        Call after a step, before the sequence's dead SWA blocks are released.
+        Call after a step, before the sequence's dead SWA blocks are released (``KVCacheManager.advance``).
         """
         size = self.blocks.block_size
         num_complete = seq.num_computed_tokens // size

@@ -28,6 +28,7 @@ class Node:
     full_block: int | None  # the device block; None when the entry lives on the host or disk
     window: tuple[int, ...] | None = None  # device SWA blocks of logical blocks [depth + 1 - len, depth]
     window_len: int = 0  # blocks of the retained window in whichever tier holds the entry (0: none)
+    window_dropped: bool = False  # a window retained here was dropped under pressure (none since)
     tier: Tier = Tier.DEVICE
     children: dict[bytes, Node] = field(default_factory=dict)
     last_access: int = 0

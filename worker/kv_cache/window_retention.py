@@ -2,7 +2,7 @@
 
 An entry's window component is the SWA blocks a computation resuming at the entry's end reads (the
 last ``W - 1`` tokens, page-aligned). Windows are retained only where a batch will resume: at the end
-of every prompt (its last full block), at the branch points the planner found (``Sequence.retain_at``)
+of every prompt (its last full block), at the branch points the planner found (``retain_at``)
 and every ``retain_every_tokens`` tokens if set; nowhere else. When the SWA pool runs short, retained
 windows are dropped least recently used first; the entry keeps its full component, so a later hit
 resumes at the deepest window above it (counted as cut short).
@@ -23,8 +23,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from worker.engine.block_manager import BlockManager
-from worker.engine.sequence import Sequence
+from worker.kv_cache.block_manager import BlockManager
+from worker.kv_cache.kv_sequence import KVSequence
 from worker.kv_cache.node_heap import NodeHeap
 from worker.kv_cache.radix import Node, Tier
 
@@ -36,7 +36,7 @@ class WindowRetention:
         self.needs_window = blocks.window > 0
         self._holders = NodeHeap(tie_break=lambda node: node.depth)  # the entries holding a window
 
-    def retain_passed(self, seq: Sequence, previous_computed: int, path: list[Node]) -> int:
+    def retain_passed(self, seq: KVSequence, previous_computed: int, path: list[Node]) -> int:
         """Retains the windows ``seq`` passed since ``previous_computed`` at the retention points on
         ``path`` (its nodes from the root); returns how many. Call before ``seq``'s dead SWA blocks are
         released: the window's blocks are taken from the sequence, one more reference each."""
@@ -48,7 +48,7 @@ class WindowRetention:
                 retained += self._retain(seq, path[depth])
         return retained
 
-    def _retention_points(self, seq: Sequence, previous_computed: int) -> list[int]:
+    def _retention_points(self, seq: KVSequence, previous_computed: int) -> list[int]:
         size = self.blocks.block_size
         lo, hi = previous_computed, seq.num_computed_tokens
         points = {p for p in seq.retain_at if lo < p <= hi}
@@ -60,7 +60,7 @@ class WindowRetention:
             points.update(range((lo // step + 1) * step, hi + 1, step))
         return sorted(p for p in points if p > 0 and p % size == 0)
 
-    def _retain(self, seq: Sequence, node: Node) -> bool:
+    def _retain(self, seq: KVSequence, node: Node) -> bool:
         if node.window is not None or not self.needs_window:
             return False
         first = self.blocks.first_live_swa_block(node.end_token)
@@ -71,6 +71,7 @@ class WindowRetention:
             self.blocks.swa.retain(block)
         node.window = window
         node.window_len = len(window)
+        node.window_dropped = False
         self._holders.push(node)
         return True
 
@@ -114,6 +115,7 @@ class WindowRetention:
 
     def _drop(self, node: Node) -> None:
         self.release(node)
+        node.window_dropped = True
 
     def check_integrity(self, nodes: Iterable[Node]) -> None:
         """The drop order agrees with a full scan of ``nodes`` (the whole tree): the same holders, the

@@ -5,9 +5,10 @@ import math
 import pytest
 
 from worker.engine import LLM, SamplingParams
-from worker.engine.block_manager import BlockManager
 from worker.engine.sampling_params import SamplingParams as Params
 from worker.engine.sequence import Sequence
+from worker.kv_cache.block_manager import BlockManager
+from worker.kv_cache.kv_cache_manager import KVCacheManager
 
 
 @pytest.mark.parametrize(
@@ -15,12 +16,13 @@ from worker.engine.sequence import Sequence
 )
 def test_running_sequence_holds_at_most_window_blocks_plus_chunk(window, block_size, chunk):
     blocks = BlockManager(block_size, num_full_blocks=1000, num_swa_blocks=1000, window=window)
+    kv = KVCacheManager(blocks)
     seq = Sequence("r", None, list(range(300)), Params(max_tokens=1), 0)
     bound = math.ceil(window / block_size) + 1 + math.ceil(chunk / block_size)
     steady = math.ceil(window / block_size) + 1
     while seq.num_computed_tokens < 300:
         n = min(chunk, 300 - seq.num_computed_tokens)
-        blocks.allocate(seq, n)
+        assert kv.grow(seq, n)
         assert len(seq.swa_blocks) <= bound
         # Every block the step can read is resident: [first key, last token].
         first_key = max(0, seq.num_computed_tokens - window + 1)
@@ -28,13 +30,12 @@ def test_running_sequence_holds_at_most_window_blocks_plus_chunk(window, block_s
         assert (
             seq.swa_first_block + len(seq.swa_blocks) - 1 >= (seq.num_computed_tokens + n - 1) // block_size
         )
-        seq.num_computed_tokens += n
-        blocks.release_dead_swa_blocks(seq, seq.num_computed_tokens)
+        kv.advance(seq, n)
         assert len(seq.swa_blocks) <= steady
         assert len(seq.full_blocks) == math.ceil(seq.num_computed_tokens / block_size)
-        blocks.check_integrity([seq])
-    blocks.free(seq)
-    blocks.check_integrity([])
+        kv.check_integrity([seq])
+    kv.release(seq, preempted=False)
+    kv.check_integrity([])
     assert blocks.full.num_used == 0 and blocks.swa.num_used == 0
 
 
@@ -48,13 +49,13 @@ def test_engine_reports_the_bound_over_a_long_generation(checkpoint_factory):
 
 def test_block_hashes_are_chained_and_salted():
     blocks = BlockManager(4, 100, 100, window=8)
+    kv = KVCacheManager(blocks)
     a = Sequence("a", None, list(range(12)), Params(max_tokens=1), 0, cache_salt="acct_1")
     b = Sequence("b", None, list(range(12)), Params(max_tokens=1), 1, cache_salt="acct_2")
     c = Sequence("c", None, list(range(12)), Params(max_tokens=1), 2, cache_salt="acct_1")
     for seq in (a, b, c):
-        blocks.allocate(seq, 12)
-        seq.num_computed_tokens = 12
-        blocks.record_block_hashes(seq)
+        assert kv.grow(seq, 12)
+        kv.advance(seq, 12)
     assert len(a.block_hashes) == 3
     assert a.block_hashes == c.block_hashes
     assert not set(a.block_hashes) & set(b.block_hashes)

@@ -1,7 +1,7 @@
 """The eviction queue and the window drop order pick what a full scan of the tree picks, in order.
 
-No model here: sequences are driven through the block manager and the prefix cache the way the
-engine drives them (resume, allocate a chunk, cache the computed blocks, free), with a stand-in for
+No model here: sequences are driven through the KV-cache manager the way the engine drives them
+(match and admit, grow by a chunk, advance, release), with a stand-in for
 the KV copies so that the host tier (and its overflow, which drops entries) takes part. Every
 operation runs on two caches: the real one, and one that evicts entries and drops windows by the
 former full scans, kept here as the reference. Their evicted entries and dropped windows must agree,
@@ -20,10 +20,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.engine.block_manager import BlockManager
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.sequence import Sequence
+from worker.kv_cache.block_manager import BlockManager
 from worker.kv_cache.host_store import HostStore
+from worker.kv_cache.kv_cache_manager import KVCacheManager
 from worker.kv_cache.prefix_cache import PrefixCache
 from worker.kv_cache.radix import Node, RadixTree, Tier
 from worker.kv_cache.window_retention import WindowRetention
@@ -138,6 +139,7 @@ class World:
 
     blocks: BlockManager
     cache: RecordingCache
+    kv: KVCacheManager
     held: list[Sequence] = field(default_factory=list)
     arrivals: int = 0
 
@@ -145,27 +147,23 @@ class World:
     def make(cls, kind: type[RecordingCache], *, full: int, swa: int, window: int, host_bytes: int, every):
         blocks = BlockManager(B, full, swa, window)
         host = HostStore(host_bytes)
-        return cls(blocks, kind(blocks, every, transfer=FakeTransfer(), host=host))
+        cache = kind(blocks, every, transfer=FakeTransfer(), host=host)
+        return cls(blocks, cache, KVCacheManager(blocks, cache))
 
     def run(self, prompt: list[int], salt: str, chunk: int, *, hold: bool) -> None:
         """One request through the cache, prefill in chunks; a held one keeps its blocks."""
         self.arrivals += 1
         seq = Sequence(str(self.arrivals), None, prompt, SamplingParams(max_tokens=1), self.arrivals, salt)
-        self.cache.resume(seq)
-        while seq.num_uncomputed_tokens:
+        num_tokens = self.kv.admit(seq, self.kv.match(seq), chunk)
+        while num_tokens:
+            self.kv.advance(seq, num_tokens)
             num_tokens = min(chunk, seq.num_uncomputed_tokens)
-            if not self.blocks.can_allocate(seq, num_tokens):
+            if num_tokens and not self.kv.grow(seq, num_tokens):
                 break
-            self.blocks.allocate(seq, num_tokens)
-            previous = seq.num_computed_tokens
-            seq.num_computed_tokens += num_tokens
-            self.blocks.record_block_hashes(seq)
-            self.cache.cache_computed(seq, previous)
-            self.blocks.release_dead_swa_blocks(seq, seq.num_computed_tokens)
         if hold and not seq.num_uncomputed_tokens:
             self.held.append(seq)
         else:
-            self.blocks.free(seq)
+            self.kv.release(seq, preempted=False)
 
     def apply(self, op: tuple) -> None:
         kind, *args = op
@@ -173,7 +171,7 @@ class World:
             prompt, salt, chunk, hold = args
             self.run(prompt, salt, chunk, hold=hold and len(self.held) < 3)
         elif kind == "release" and self.held:
-            self.blocks.free(self.held.pop(args[0] % len(self.held)))
+            self.kv.release(self.held.pop(args[0] % len(self.held)), preempted=False)
         elif kind == "reclaim":
             self.cache.reclaim(self.blocks.full.num_free + args[0], 0)
         elif kind == "reclaim_swa":
@@ -182,8 +180,7 @@ class World:
             self.cache.demote_all()
 
     def check(self) -> None:
-        self.cache.check_integrity()
-        self.blocks.check_integrity(self.held, self.cache.held_blocks())
+        self.kv.check_integrity(self.held)
 
     def shape(self) -> list[tuple[bytes, str, int]]:
         return sorted((n.block_hash, n.tier.value, n.window_len) for n in self.cache.tree.nodes())
@@ -296,7 +293,7 @@ def test_an_entry_in_use_is_skipped_and_stays_queued():
     world.cache.reclaim(world.blocks.full.num_blocks, 0)  # asks for more than can be freed
     assert len(world.cache.victims) == 2 and world.cache.num_entries(Tier.DEVICE) == 2
     world.check()
-    world.blocks.free(world.held.pop())
+    world.kv.release(world.held.pop(), preempted=False)
     world.cache.reclaim(world.blocks.full.num_blocks, 0)
     assert len(world.cache.victims) == 4 and world.cache.num_entries(Tier.DEVICE) == 0
     world.check()

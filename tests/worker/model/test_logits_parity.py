@@ -17,24 +17,23 @@ def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 def engine_logits(llm: LLM, prompt: list[int], continuation: list[int], chunk: int) -> torch.Tensor:
     """Logits for every position: the prompt in chunks of ``chunk`` tokens, then one decode step per token."""
-    blocks, runner = llm.engine.blocks, llm.engine.runner
+    kv, runner = llm.engine.kv, llm.engine.runner
     seq = Sequence("probe", None, list(prompt), SamplingParams(temperature=0, max_tokens=1), 0)
     rows = []
 
     def run(num_tokens: int, all_logits: bool):
-        blocks.allocate(seq, num_tokens)
+        assert kv.grow(seq, num_tokens)
         out = runner.execute([ScheduledSeq(seq, num_tokens)], all_logits=all_logits)
         rows.append(out.all_rows if all_logits else out.sampled)
-        seq.num_computed_tokens += num_tokens
-        blocks.release_dead_swa_blocks(seq, seq.num_computed_tokens)
-        blocks.check_integrity([seq])
+        kv.advance(seq, num_tokens)
+        kv.check_integrity([seq])
 
     while seq.num_computed_tokens < len(prompt):
         run(min(chunk, len(prompt) - seq.num_computed_tokens), all_logits=True)
     for token in continuation:
         seq.token_ids.append(token)
         run(1, all_logits=False)
-    blocks.free(seq)
+    kv.release(seq, preempted=False)
     return torch.cat(rows)
 
 

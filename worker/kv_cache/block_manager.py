@@ -1,4 +1,4 @@
-"""Which KV blocks each running sequence holds, in the full-attention and sliding-window pools.
+"""The two KV block pools (full-attention and sliding-window) and the window arithmetic over them.
 
 Full-attention layers keep every token: logical block i covers tokens [i*B, (i+1)*B).
 Sliding-window layers only ever read the last W keys, so a sequence keeps just the blocks that can
@@ -8,16 +8,19 @@ still be read:
     [0, first_key // B) of the SWA blocks are dead; [first_key // B, (end-1) // B] must be resident
 
 so a running sequence holds at most ceil(W/B) + 1 SWA blocks plus the blocks of its current chunk.
+
+This module only reads sequences; ``KVCacheManager`` (``kv_cache_manager.py``) is the one that gives
+them blocks and takes them back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from worker.engine.block_hash import chain_hash
-from worker.engine.block_pool import BlockPool
-from worker.engine.sequence import Sequence
+from worker.kv_cache.block_hash import chain_hash
+from worker.kv_cache.block_pool import BlockPool
+from worker.kv_cache.kv_sequence import KVSequence
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -38,8 +41,6 @@ class BlockManager:
         self.window = window  # 0 when the model has no sliding-window layers
         self.full = BlockPool("full", num_full_blocks)
         self.swa = BlockPool("swa", num_swa_blocks)
-        # Set by the prefix cache: frees cached blocks until (full, swa) blocks are free, if it can.
-        self.reclaim: Callable[[int, int], None] | None = None
 
     # -- window arithmetic ---------------------------------------------------------------------
     def first_live_swa_block(self, next_token: int) -> int:
@@ -54,7 +55,9 @@ class BlockManager:
         return _ceil_div(self.window, self.block_size) + 1 + _ceil_div(chunk_tokens, self.block_size)
 
     # -- allocation ----------------------------------------------------------------------------
-    def demand(self, seq: Sequence, num_new_tokens: int) -> BlockDemand:
+    def demand(self, seq: KVSequence, num_new_tokens: int) -> BlockDemand:
+        """Blocks ``seq`` lacks for tokens up to ``num_computed + num_new_tokens`` (before it frees the
+        SWA blocks that go dead first)."""
         end = seq.num_computed_tokens + num_new_tokens
         blocks_needed = _ceil_div(end, self.block_size)
         full = max(0, blocks_needed - len(seq.full_blocks))
@@ -66,53 +69,12 @@ class BlockManager:
         # Blocks that go dead before this step are returned first, so they count as available.
         return BlockDemand(full, swa)
 
-    def can_allocate(self, seq: Sequence, num_new_tokens: int) -> bool:
-        """True when the blocks for the next ``num_new_tokens`` are free (evicting cache entries if needed)."""
-        need = self.demand(seq, num_new_tokens)
-        swa_need = need.swa - self._dead_swa_blocks(seq, seq.num_computed_tokens)
-        fits = need.full <= self.full.num_free and swa_need <= self.swa.num_free
-        if not fits and self.reclaim is not None:
-            self.reclaim(need.full, swa_need)
-            fits = need.full <= self.full.num_free and swa_need <= self.swa.num_free
-        return fits
-
-    def allocate(self, seq: Sequence, num_new_tokens: int) -> None:
-        """Gives ``seq`` blocks for tokens up to ``num_computed + num_new_tokens``. Check ``can_allocate`` first."""
-        self.release_dead_swa_blocks(seq, seq.num_computed_tokens)
-        end = seq.num_computed_tokens + num_new_tokens
-        blocks_needed = _ceil_div(end, self.block_size)
-        while len(seq.full_blocks) < blocks_needed:
-            seq.full_blocks.append(self.full.allocate())
-        if self.window:
-            if not seq.swa_blocks:
-                seq.swa_first_block = self.first_live_swa_block(seq.num_computed_tokens)
-            while seq.swa_first_block + len(seq.swa_blocks) < blocks_needed:
-                seq.swa_blocks.append(self.swa.allocate())
-
-    def _dead_swa_blocks(self, seq: Sequence, next_token: int) -> int:
+    def dead_swa_blocks(self, seq: KVSequence, next_token: int) -> int:
+        """How many of ``seq``'s leading SWA blocks no computation from ``next_token`` on can read."""
         first_live = self.first_live_swa_block(next_token)
         return max(0, min(first_live - seq.swa_first_block, len(seq.swa_blocks)))
 
-    def release_dead_swa_blocks(self, seq: Sequence, next_token: int) -> None:
-        """Frees the SWA blocks no computation from ``next_token`` on can read."""
-        dead = self._dead_swa_blocks(seq, next_token)
-        for block in seq.swa_blocks[:dead]:
-            self.swa.release(block)
-        del seq.swa_blocks[:dead]
-        seq.swa_first_block += dead
-        if not seq.swa_blocks:
-            seq.swa_first_block = self.first_live_swa_block(next_token)
-
-    def free(self, seq: Sequence) -> None:
-        for block in seq.full_blocks:
-            self.full.release(block)
-        for block in seq.swa_blocks:
-            self.swa.release(block)
-        seq.full_blocks.clear()
-        seq.swa_blocks.clear()
-        seq.swa_first_block = 0
-
-    def hashes_for(self, seq: Sequence, num_blocks: int) -> list[bytes]:
+    def hashes_for(self, seq: KVSequence, num_blocks: int) -> list[bytes]:
         """Chained hashes of the first ``num_blocks`` full blocks of ``seq``'s tokens."""
         hashes = list(seq.block_hashes[:num_blocks])
         while len(hashes) < num_blocks:
@@ -121,18 +83,9 @@ class BlockManager:
             hashes.append(chain_hash(hashes[-1] if hashes else None, tokens, seq.cache_salt))
         return hashes
 
-    def record_block_hashes(self, seq: Sequence) -> None:
-        """Hashes every newly completed full block of computed tokens (the prefix cache's keys)."""
-        num_complete = seq.num_computed_tokens // self.block_size
-        while len(seq.block_hashes) < num_complete:
-            i = len(seq.block_hashes)
-            parent = seq.block_hashes[-1] if seq.block_hashes else None
-            tokens = seq.token_ids[i * self.block_size : (i + 1) * self.block_size]
-            block_hash = chain_hash(parent, tokens, seq.cache_salt)
-            seq.block_hashes.append(block_hash)
-            self.full.set_hash(seq.full_blocks[i], block_hash)
-
-    def check_integrity(self, running: list[Sequence] = (), cached: tuple[dict, dict] | None = None) -> None:
+    def check_integrity(
+        self, running: Sequence[KVSequence] = (), cached: tuple[dict, dict] | None = None
+    ) -> None:
         """Every block's ref count equals the references running sequences (and the cache) hold."""
         self.full.check_integrity()
         self.swa.check_integrity()
