@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.model.fp8_format import BlockFP8Format, QuantizationConfigError, parse_quantization_config
+
 SUPPORTED_MODEL_TYPES = ("mimo_v2_flash",)
 FULL = "full_attention"
 SLIDING = "sliding_attention"
@@ -57,6 +59,8 @@ class ModelConfig:
     hidden_act: str
     eos_token_ids: tuple[int, ...]
     bos_token_id: int | None
+    quantization: BlockFP8Format | None = None  # None: weights in the checkpoint's float dtype
+    num_mtp_layers: int = 0  # multi-token-prediction layers in the checkpoint (skipped when loading)
 
     @property
     def full_layers(self) -> tuple[int, ...]:
@@ -80,13 +84,25 @@ class ModelConfig:
                 f"unsupported model_type {model_type!r}; hybatch serves {', '.join(SUPPORTED_MODEL_TYPES)}"
             )
         num_layers = int(raw.get("num_hidden_layers", 48))
-        layer_types = raw.get("layer_types") or [
-            FULL if (i == 0 or not ((i + 1) % 6)) else SLIDING for i in range(num_layers)
-        ]
-        mlp_layer_types = raw.get("mlp_layer_types") or ["dense"] + ["sparse"] * (num_layers - 1)
-        problems = _shape_problems(num_layers, layer_types, mlp_layer_types)
+        layer_types = (
+            raw.get("layer_types")
+            or _from_hybrid_pattern(raw)
+            or [FULL if (i == 0 or not ((i + 1) % 6)) else SLIDING for i in range(num_layers)]
+        )
+        mlp_layer_types = (
+            raw.get("mlp_layer_types")
+            or _from_moe_layer_freq(raw, num_layers)
+            or ["dense"] + ["sparse"] * (num_layers - 1)
+        )
+        problems = _shape_problems(num_layers, layer_types, mlp_layer_types) + _hub_field_problems(
+            raw, layer_types, mlp_layer_types
+        )
         if problems:
             raise CheckpointError("; ".join(problems))
+        try:
+            quantization = parse_quantization_config(raw.get("quantization_config"))
+        except QuantizationConfigError as error:
+            raise CheckpointError(str(error)) from error
         sliding_window = raw.get("sliding_window", 129)
         if raw.get("sliding_window_size") is not None:
             # Checkpoints exported from SGLang count the window without the query itself.
@@ -112,7 +128,7 @@ class ModelConfig:
                 if raw.get("attention_value_scale", 0.707) is None
                 else raw.get("attention_value_scale", 0.707)
             ),
-            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
+            rms_norm_eps=float(raw.get("rms_norm_eps", raw.get("layernorm_epsilon", 1e-5))),
             attention_bias=bool(raw.get("attention_bias", False)),
             moe_intermediate_size=int(raw.get("moe_intermediate_size", 2048)),
             num_experts=int(raw.get("n_routed_experts", 256)),
@@ -126,6 +142,8 @@ class ModelConfig:
             hidden_act=str(raw.get("hidden_act", "silu")),
             eos_token_ids=_as_ids(raw.get("eos_token_id")),
             bos_token_id=raw.get("bos_token_id"),
+            quantization=quantization,
+            num_mtp_layers=int(raw.get("num_nextn_predict_layers") or 0),
         )
 
     @classmethod
@@ -161,10 +179,65 @@ def _shape_problems(num_layers: int, layer_types: list, mlp_layer_types: list) -
     return problems
 
 
+def _from_hybrid_pattern(raw: dict) -> list[str] | None:
+    """The hub config's ``hybrid_layer_pattern``: one int per layer, 1 = sliding window, 0 = full."""
+    pattern = raw.get("hybrid_layer_pattern")
+    if pattern is None:
+        return None
+    return [SLIDING if int(p) == 1 else FULL for p in pattern]
+
+
+def _from_moe_layer_freq(raw: dict, num_layers: int) -> list[str] | None:
+    """The hub config's ``moe_layer_freq``: one int per layer, 1 = MoE (sparse), 0 = dense."""
+    freq = raw.get("moe_layer_freq")
+    if not isinstance(freq, list):
+        return None
+    return ["sparse" if int(f) else "dense" for f in freq]
+
+
+def _hub_field_problems(raw: dict, layer_types: list, mlp_layer_types: list) -> list[str]:
+    """Fields of the published config.json that transformers ignores: refuse values we would misread."""
+    problems = []
+    pattern, mlp = _from_hybrid_pattern(raw), _from_moe_layer_freq(raw, len(layer_types))
+    if pattern is not None and pattern != list(layer_types):
+        problems.append("hybrid_layer_pattern and layer_types disagree")
+    if mlp is not None and mlp != list(mlp_layer_types):
+        problems.append("moe_layer_freq and mlp_layer_types disagree")
+    kv_heads = int(raw.get("num_key_value_heads", 4))
+    same_as = {
+        "swa_head_dim": raw.get("head_dim", 192),
+        "swa_v_head_dim": raw.get("v_head_dim", 128),
+        "swa_num_attention_heads": raw.get("num_attention_heads", 64),
+        "swa_num_key_value_heads": 2 * kv_heads,  # SWA layers have twice the KV heads
+    }
+    for field, expected in same_as.items():
+        if raw.get(field) is not None and int(raw[field]) != int(expected):
+            problems.append(f"{field} {raw[field]} is not supported (the model needs {expected})")
+    if raw.get("add_full_attention_sink_bias"):
+        problems.append("add_full_attention_sink_bias true is not supported (sinks only on SWA layers)")
+    if raw.get("add_swa_attention_sink_bias") is False:
+        problems.append("add_swa_attention_sink_bias false is not supported (SWA layers have sinks)")
+    if raw.get("n_shared_experts"):
+        problems.append(f"n_shared_experts {raw['n_shared_experts']} is not supported (MiMo-V2 has none)")
+    if raw.get("scoring_func", "sigmoid") != "sigmoid":
+        problems.append(f"scoring_func {raw['scoring_func']!r} is not supported (the router is sigmoid)")
+    return problems
+
+
 def _rope_from(raw: dict) -> dict[str, RopeConfig]:
+    # The hub config.json spells rope as rope_theta / swa_rope_theta / partial_rotary_factor.
+    factor = float(raw.get("partial_rotary_factor", 0.334))
     params = raw.get("rope_parameters") or {
-        FULL: {"rope_type": "default", "rope_theta": 5_000_000.0, "partial_rotary_factor": 0.334},
-        SLIDING: {"rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 0.334},
+        FULL: {
+            "rope_type": "default",
+            "rope_theta": float(raw.get("rope_theta", 5_000_000.0)),
+            "partial_rotary_factor": factor,
+        },
+        SLIDING: {
+            "rope_type": "default",
+            "rope_theta": float(raw.get("swa_rope_theta", 10_000.0)),
+            "partial_rotary_factor": factor,
+        },
     }
     rope = {}
     for layer_type in (FULL, SLIDING):

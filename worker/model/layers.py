@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.model.config import ModelConfig, RopeConfig
+from worker.model.fp8_format import BlockFP8Format
+from worker.model.linear import Linear
 
 _ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
@@ -55,26 +57,38 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class DenseMLP(nn.Module):
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        config: ModelConfig,
+        dtype: torch.dtype,
+        device: torch.device,
+        fp8: dict[str, BlockFP8Format | None] | None = None,
+    ):
         super().__init__()
         inter, hidden = config.intermediate_size, config.hidden_size
+        fp8 = fp8 or {}
         # gate and up projections fused into one matmul: rows [0, inter) gate, [inter, 2*inter) up.
-        self.gate_up = nn.Parameter(
-            torch.empty(2 * inter, hidden, dtype=dtype, device=device), requires_grad=False
-        )
-        self.down = nn.Parameter(torch.empty(hidden, inter, dtype=dtype, device=device), requires_grad=False)
+        self.gate_up = Linear((inter, inter), hidden, dtype=dtype, device=device, fp8=fp8.get("gate_up"))
+        self.down = Linear((hidden,), inter, dtype=dtype, device=device, fp8=fp8.get("down"))
         self.act = activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, self.gate_up).chunk(2, dim=-1)
-        return F.linear(self.act(gate) * up, self.down)
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.act(gate) * up)
 
 
 class MoEMLP(nn.Module):
     """Routed experts with MiMo's sigmoid top-k router (grouped selection, correction bias, no shared expert)."""
 
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        config: ModelConfig,
+        dtype: torch.dtype,
+        device: torch.device,
+        fp8: dict[str, BlockFP8Format | None] | None = None,
+    ):
         super().__init__()
+        fp8 = fp8 or {}
         num_experts, hidden, inter = config.num_experts, config.hidden_size, config.moe_intermediate_size
         if num_experts % config.n_group:
             raise ValueError(f"n_routed_experts {num_experts} is not divisible by n_group {config.n_group}")
@@ -86,12 +100,9 @@ class MoEMLP(nn.Module):
         self.correction_bias = nn.Parameter(
             torch.zeros(num_experts, dtype=torch.float32, device=device), requires_grad=False
         )
-        self.gate_up = nn.Parameter(
-            torch.empty(num_experts, 2 * inter, hidden, dtype=dtype, device=device), requires_grad=False
-        )
-        self.down = nn.Parameter(
-            torch.empty(num_experts, hidden, inter, dtype=dtype, device=device), requires_grad=False
-        )
+        stacked = {"dtype": dtype, "device": device, "num_experts": num_experts}
+        self.gate_up = Linear((inter, inter), hidden, fp8=fp8.get("gate_up"), **stacked)
+        self.down = Linear((hidden,), inter, fp8=fp8.get("down"), **stacked)
         self.act = activation(config.hidden_act)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,8 +136,8 @@ class MoEMLP(nn.Module):
         for expert, count in enumerate(counts):
             if count == 0:
                 continue
-            gate, up = F.linear(sorted_x[start : start + count], self.gate_up[expert]).chunk(2, dim=-1)
-            outputs.append(F.linear(self.act(gate) * up, self.down[expert]))
+            gate, up = self.gate_up(sorted_x[start : start + count], expert=expert).chunk(2, dim=-1)
+            outputs.append(self.down(self.act(gate) * up, expert=expert))
             start += count
         per_pair = torch.empty(num_tokens * top_k, x.shape[-1], dtype=x.dtype, device=x.device)
         per_pair[order] = torch.cat(outputs)

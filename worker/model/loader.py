@@ -2,7 +2,10 @@
 
 Accepts ``model.safetensors`` or shards listed in ``model.safetensors.index.json``; experts may be stored
 per expert (``mlp.experts.{e}.gate_proj.weight``, the hub layout) or stacked (``mlp.experts.gate_up_proj``).
-MTP weights (``model.mtp.*``) are ignored, as transformers ignores them.
+FP8 checkpoints (``fp8_format``): a linear whose tensors all carry ``weight_scale_inv`` is held in FP8
+on the device, tensor by tensor as read (the model is never whole in a wider dtype); everything else
+in the model dtype. MTP weights (``model.mtp.*``, the multi-token-prediction layers) are skipped
+unread, as transformers skips them: speculative decoding does not use them yet.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import torch
 from safetensors import safe_open
 
 from worker.model.config import CheckpointError, ModelConfig
+from worker.model.fp8_format import FP8_DTYPE, SCALE_SUFFIX, BlockFP8Format, FP8Modules
+from worker.model.linear import Linear
 from worker.model.mimo import MiMoV2Model
 
 log = logging.getLogger(__name__)
@@ -36,7 +41,10 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
             return name
         raise CheckpointError(f"dtype {name} is not supported (use float32, bfloat16 or float16)")
     if name not in DTYPES:
-        raise CheckpointError(f"unknown dtype {name!r} (use one of: float32, bfloat16, float16)")
+        raise CheckpointError(
+            f"unknown dtype {name!r} (use one of: float32, bfloat16, float16; an FP8 checkpoint says so in "
+            "config.json and runs in one of these)"
+        )
     return DTYPES[name]
 
 
@@ -74,11 +82,16 @@ class _TensorSource:
         return set(self.files)
 
 
+MTP_PREFIX = "model.mtp."
+
+
 def _assign(target: torch.Tensor, tensor: torch.Tensor, name: str) -> None:
     if tuple(tensor.shape) != tuple(target.shape):
         raise CheckpointError(
             f"tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)} from config.json"
         )
+    if tensor.dtype == FP8_DTYPE:
+        raise CheckpointError(f"tensor {name} is float8 but this module is not quantized in hybatch")
     if not (tensor.dtype.is_floating_point):
         raise CheckpointError(
             f"tensor {name} has dtype {tensor.dtype}; only floating-point weights are supported"
@@ -104,20 +117,66 @@ class _Reader:
         raise CheckpointError(f"checkpoint is missing tensor {names[0]}")
 
 
+def linear_sources(config: ModelConfig, layer_idx: int, source) -> dict[str, list[tuple[str, ...]]]:
+    """Our linears of layer ``layer_idx`` -> per expert (one entry if not MoE) the checkpoint modules
+    fused into it, in part order: ``attn.qkv`` <- (q_proj, k_proj, v_proj) and so on.
+
+    Stacked experts (``mlp.experts.gate_up_proj``) are one tensor, not listed here (never FP8).
+    """
+    a, m = f"model.layers.{layer_idx}.self_attn.", f"model.layers.{layer_idx}.mlp."
+    sources = {"attn.qkv": [(a + "q_proj", a + "k_proj", a + "v_proj")], "attn.o_proj": [(a + "o_proj",)]}
+    if config.mlp_layer_types[layer_idx] == "dense":
+        sources["mlp.gate_up"] = [(m + "gate_proj", m + "up_proj")]
+        sources["mlp.down"] = [(m + "down_proj",)]
+    elif m + "experts.gate_up_proj" not in source:
+        experts = [f"{m}experts.{e}." for e in range(config.num_experts)]
+        sources["mlp.gate_up"] = [(x + "gate_proj", x + "up_proj") for x in experts]
+        sources["mlp.down"] = [(x + "down_proj",) for x in experts]
+    return sources
+
+
+def plan_fp8(config: ModelConfig, source) -> FP8Modules | None:
+    """The linears held in FP8: every tensor fused into them has a scale and none is left unconverted."""
+    fmt = config.quantization
+    if fmt is None:
+        stray = sorted(n for n in source.names() if n.endswith(SCALE_SUFFIX) and not n.startswith(MTP_PREFIX))
+        if stray:
+            raise CheckpointError(
+                f"tensor {stray[0]} is a block scale but config.json has no quantization_config"
+            )
+        return None
+    names = set()
+    for i in range(config.num_layers):
+        for name, per_expert in linear_sources(config, i, source).items():
+            modules = [module for parts in per_expert for module in parts]
+            if all(f"{x}.weight{SCALE_SUFFIX}" in source and not fmt.leaves_unconverted(x) for x in modules):
+                names.add(f"layers.{i}.{name}")
+    return FP8Modules(fmt, frozenset(names))
+
+
 def load_model(checkpoint_dir: str | Path, dtype: torch.dtype, device: torch.device) -> MiMoV2Model:
     """Builds the model for ``config.json`` and fills it from the checkpoint's safetensors."""
     checkpoint_dir = Path(checkpoint_dir)
     config = ModelConfig.from_dir(checkpoint_dir)
-    model = MiMoV2Model(config, dtype, device)
-    reader = _Reader(_TensorSource(checkpoint_dir))
+    source = _TensorSource(checkpoint_dir)
+    model = MiMoV2Model(config, dtype, device, plan_fp8(config, source))
+    reader = _Reader(source)
     with torch.no_grad():
         _assign(model.embed, reader.take("model.embed_tokens.weight"), "model.embed_tokens.weight")
         _assign(model.norm.weight, reader.take("model.norm.weight"), "model.norm.weight")
         if not config.tie_word_embeddings:
             _assign(model.lm_head, reader.take("lm_head.weight"), "lm_head.weight")
         for i, layer in enumerate(model.layers):
-            _load_layer(reader, f"model.layers.{i}.", layer, config)
-    ignored = sorted(n for n in reader.source.names() - reader.used if not n.startswith("model.mtp."))
+            _load_layer(reader, i, layer, config)
+    names = reader.source.names()
+    mtp = sorted(n for n in names if n.startswith(MTP_PREFIX))
+    if mtp:
+        log.info(
+            "skipping %d MTP tensors in %s (speculative decoding does not use them yet)",
+            len(mtp),
+            checkpoint_dir,
+        )
+    ignored = sorted(n for n in names - reader.used if not n.startswith(MTP_PREFIX))
     if ignored and not (config.tie_word_embeddings and ignored == ["lm_head.weight"]):
         log.warning(
             "ignoring %d unexpected tensors in %s, e.g. %s", len(ignored), checkpoint_dir, ignored[:3]
@@ -125,34 +184,70 @@ def load_model(checkpoint_dir: str | Path, dtype: torch.dtype, device: torch.dev
     return model.eval()
 
 
-def _load_layer(reader: _Reader, prefix: str, layer, config: ModelConfig) -> None:
-    _assign(
-        layer.input_norm.weight,
-        reader.take(prefix + "input_layernorm.weight"),
-        prefix + "input_layernorm.weight",
-    )
-    _assign(
-        layer.post_attn_norm.weight,
-        reader.take(prefix + "post_attention_layernorm.weight"),
-        prefix + "post_attention_layernorm.weight",
-    )
+def _load_part(
+    reader: _Reader, linear: Linear, part: int, module: str, fmt: BlockFP8Format | None, expert=None
+) -> None:
+    weight = reader.take(module + ".weight")
+    lo, hi = linear.part_range(part)
+    expected = (hi - lo, linear.in_features)
+    if tuple(weight.shape) != expected:
+        raise CheckpointError(
+            f"tensor {module}.weight has shape {tuple(weight.shape)}, expected {expected} from config.json"
+        )
+    scale_name = f"{module}.weight{SCALE_SUFFIX}"
+    scale_inv = reader.take(scale_name) if scale_name in reader.source else None
+    if scale_inv is None:
+        if weight.dtype == FP8_DTYPE:
+            raise CheckpointError(f"tensor {module}.weight is float8 without {scale_name}")
+        if not weight.dtype.is_floating_point:
+            raise CheckpointError(
+                f"tensor {module}.weight has dtype {weight.dtype}; only floating-point weights"
+            )
+    else:
+        if weight.dtype != FP8_DTYPE:
+            raise CheckpointError(
+                f"tensor {module}.weight has a block scale but dtype {weight.dtype}, not float8_e4m3fn"
+            )
+        if tuple(scale_inv.shape) != fmt.scale_shape(*expected):
+            raise CheckpointError(
+                f"tensor {scale_name} has shape {tuple(scale_inv.shape)}, expected "
+                f"{fmt.scale_shape(*expected)} for {fmt.block_out}x{fmt.block_in} blocks"
+            )
+    linear.load_part(part, weight, scale_inv, fmt=fmt, expert=expert)
+
+
+def _load_linears(reader: _Reader, layer_idx: int, layer, config: ModelConfig) -> None:
+    linears = {
+        "attn.qkv": layer.attn.qkv,
+        "attn.o_proj": layer.attn.o_proj,
+        "mlp.gate_up": layer.mlp.gate_up,
+        "mlp.down": layer.mlp.down,
+    }
+    for name, per_expert in linear_sources(config, layer_idx, reader.source).items():
+        linear = linears[name]
+        for expert, modules in enumerate(per_expert):
+            for part, module in enumerate(modules):
+                at = expert if linear.is_stacked else None
+                _load_part(reader, linear, part, module, config.quantization, at)
+
+
+def _load_layer(reader: _Reader, layer_idx: int, layer, config: ModelConfig) -> None:
+    prefix = f"model.layers.{layer_idx}."
+    for norm, name in (
+        (layer.input_norm, "input_layernorm"),
+        (layer.post_attn_norm, "post_attention_layernorm"),
+    ):
+        _assign(norm.weight, reader.take(f"{prefix}{name}.weight"), f"{prefix}{name}.weight")
     attn, a = layer.attn, prefix + "self_attn."
-    q_rows, k_rows, _ = attn.qkv_sizes
-    parts = [
-        (0, q_rows, "q_proj"),
-        (q_rows, q_rows + k_rows, "k_proj"),
-        (q_rows + k_rows, attn.qkv.shape[0], "v_proj"),
-    ]
-    for lo, hi, proj in parts:
-        _assign(attn.qkv[lo:hi], reader.take(f"{a}{proj}.weight"), f"{a}{proj}.weight")
-        if attn.qkv_bias is not None:
-            _assign(attn.qkv_bias[lo:hi], reader.take(f"{a}{proj}.bias"), f"{a}{proj}.bias")
-    _assign(attn.o_proj, reader.take(a + "o_proj.weight"), a + "o_proj.weight")
+    _load_linears(reader, layer_idx, layer, config)
+    if attn.qkv.bias is not None:
+        for part, proj in enumerate(("q_proj", "k_proj", "v_proj")):
+            lo, hi = attn.qkv.part_range(part)
+            _assign(attn.qkv.bias[lo:hi], reader.take(f"{a}{proj}.bias"), f"{a}{proj}.bias")
     if attn.sinks is not None:
         _assign(
             attn.sinks, reader.take_first(a + "attention_sink_bias", a + "sinks"), a + "attention_sink_bias"
         )
-
     mlp, m = layer.mlp, prefix + "mlp."
     if hasattr(mlp, "router"):
         _assign(mlp.router, reader.take(m + "gate.weight"), m + "gate.weight")
@@ -162,17 +257,6 @@ def _load_layer(reader: _Reader, prefix: str, layer, config: ModelConfig) -> Non
             m + "gate.e_score_correction_bias",
         )
         if m + "experts.gate_up_proj" in reader.source:
-            _assign(mlp.gate_up, reader.take(m + "experts.gate_up_proj"), m + "experts.gate_up_proj")
-            _assign(mlp.down, reader.take(m + "experts.down_proj"), m + "experts.down_proj")
-            return
-        inter = config.moe_intermediate_size
-        for e in range(config.num_experts):
-            x = f"{m}experts.{e}."
-            _assign(mlp.gate_up[e, :inter], reader.take(x + "gate_proj.weight"), x + "gate_proj.weight")
-            _assign(mlp.gate_up[e, inter:], reader.take(x + "up_proj.weight"), x + "up_proj.weight")
-            _assign(mlp.down[e], reader.take(x + "down_proj.weight"), x + "down_proj.weight")
-    else:
-        inter = config.intermediate_size
-        _assign(mlp.gate_up[:inter], reader.take(m + "gate_proj.weight"), m + "gate_proj.weight")
-        _assign(mlp.gate_up[inter:], reader.take(m + "up_proj.weight"), m + "up_proj.weight")
-        _assign(mlp.down, reader.take(m + "down_proj.weight"), m + "down_proj.weight")
+            # stacked experts: one tensor per projection, in the model dtype
+            _assign(mlp.gate_up.weight, reader.take(m + "experts.gate_up_proj"), m + "experts.gate_up_proj")
+            _assign(mlp.down.weight, reader.take(m + "experts.down_proj"), m + "experts.down_proj")

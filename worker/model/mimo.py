@@ -14,7 +14,12 @@ from torch import nn
 from worker.model.attention_backend import AttentionBackend
 from worker.model.attention_metadata import AttentionMetadata
 from worker.model.config import FULL, SLIDING, ModelConfig
+from worker.model.fp8_format import BlockFP8Format, FP8Modules
 from worker.model.layers import DenseMLP, MoEMLP, RMSNorm, RotaryEmbedding, apply_rotary
+from worker.model.linear import Linear
+
+# Our linears per layer, as FP8Modules names them: f"layers.{i}.{name}".
+LAYER_LINEARS = ("attn.qkv", "attn.o_proj", "mlp.gate_up", "mlp.down")
 
 
 def _param(*shape, dtype, device) -> nn.Parameter:
@@ -22,7 +27,14 @@ def _param(*shape, dtype, device) -> nn.Parameter:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, layer_idx: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        config: ModelConfig,
+        layer_idx: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        fp8: dict[str, BlockFP8Format | None],
+    ):
         super().__init__()
         self.is_sliding = config.is_sliding(layer_idx)
         self.num_heads = config.num_attention_heads
@@ -37,17 +49,18 @@ class Attention(nn.Module):
         v_rows = self.num_kv_heads * self.v_head_dim
         self.qkv_sizes = (q_rows, k_rows, v_rows)
         # q, k and v projections fused into one matmul, rows in that order.
-        self.qkv = _param(q_rows + k_rows + v_rows, hidden, dtype=dtype, device=device)
-        self.qkv_bias = (
-            _param(q_rows + k_rows + v_rows, dtype=dtype, device=device) if config.attention_bias else None
+        self.qkv = Linear(
+            self.qkv_sizes, hidden, dtype=dtype, device=device, fp8=fp8.get("qkv"), bias=config.attention_bias
         )
-        self.o_proj = _param(hidden, self.num_heads * self.v_head_dim, dtype=dtype, device=device)
+        self.o_proj = Linear(
+            (hidden,), self.num_heads * self.v_head_dim, dtype=dtype, device=device, fp8=fp8.get("o_proj")
+        )
         self.sinks = _param(self.num_heads, dtype=torch.float32, device=device) if self.is_sliding else None
 
     def forward(self, x, cos_sin, kv_cache, meta: AttentionMetadata, backend: AttentionBackend):
         # x: [num_tokens, hidden]
         num_tokens = x.shape[0]
-        q, k, v = F.linear(x, self.qkv, self.qkv_bias).split(self.qkv_sizes, dim=-1)
+        q, k, v = self.qkv(x).split(self.qkv_sizes, dim=-1)
         q = q.view(num_tokens, self.num_heads, self.head_dim)
         k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
         v = v.reshape(num_tokens, self.num_kv_heads, self.v_head_dim) * self.v_scale
@@ -66,17 +79,32 @@ class Attention(nn.Module):
             sinks=self.sinks,
             scale=self.scale,
         )
-        return F.linear(out.reshape(num_tokens, -1), self.o_proj)
+        return self.o_proj(out.reshape(num_tokens, -1))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, layer_idx: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        config: ModelConfig,
+        layer_idx: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        fp8: FP8Modules | None = None,
+    ):
         super().__init__()
+
+        def formats(module: str) -> dict[str, BlockFP8Format | None]:
+            names = [n for n in LAYER_LINEARS if n.startswith(module + ".")]
+            return {
+                n.split(".")[1]: fp8.format_for(f"layers.{layer_idx}.{n}") if fp8 else None for n in names
+            }
+
         self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
-        self.attn = Attention(config, layer_idx, dtype, device)
+        self.attn = Attention(config, layer_idx, dtype, device, formats("attn"))
         self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         is_moe = config.mlp_layer_types[layer_idx] == "sparse"
-        self.mlp = MoEMLP(config, dtype, device) if is_moe else DenseMLP(config, dtype, device)
+        mlp = MoEMLP if is_moe else DenseMLP
+        self.mlp = mlp(config, dtype, device, formats("mlp"))
 
     def forward(self, x, cos_sin, kv_cache, meta, backend):
         x = x + self.attn(self.input_norm(x), cos_sin, kv_cache, meta, backend)
@@ -84,13 +112,21 @@ class DecoderLayer(nn.Module):
 
 
 class MiMoV2Model(nn.Module):
-    """Hidden states and logits for packed tokens; KV lives in the caller's paged tensors."""
+    """Hidden states and logits for packed tokens; KV lives in the caller's paged tensors.
 
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device):
+    ``fp8`` names the linears held in block FP8 (the rest, and embeddings, norms, router, lm_head, in
+    ``dtype``, which is also the activation dtype).
+    """
+
+    def __init__(
+        self, config: ModelConfig, dtype: torch.dtype, device: torch.device, fp8: FP8Modules | None = None
+    ):
         super().__init__()
         self.config = config
         self.embed = _param(config.vocab_size, config.hidden_size, dtype=dtype, device=device)
-        self.layers = nn.ModuleList(DecoderLayer(config, i, dtype, device) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, i, dtype, device, fp8) for i in range(config.num_layers)
+        )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         self.lm_head = (
             self.embed
