@@ -38,6 +38,7 @@ billing_app = typer.Typer(
     no_args_is_help=True, help="Billing: monthly close, exports, price schedules, Stripe."
 )
 schedules_app = typer.Typer(no_args_is_help=True, help="Price schedules: load versions, assign to accounts.")
+credits_app = typer.Typer(no_args_is_help=True, help="Prepaid credit: grants per account and the balance.")
 bench_app = typer.Typer(
     no_args_is_help=True,
     help="Benchmarks, each against a peer measured in the same run; `hybatch bench NAME --help` for options.",
@@ -48,6 +49,7 @@ app.add_typer(quotas_app, name="quotas")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(billing_app, name="billing")
 billing_app.add_typer(schedules_app, name="schedules")
+app.add_typer(credits_app, name="credits")
 app.add_typer(bench_app, name="bench")
 
 CELERY_APP_MODULE = "worker.celery_app"
@@ -341,6 +343,28 @@ def schedules_list() -> None:
     _echo_lines(lambda: commands.list_schedules(Settings()))
 
 
+@credits_app.command("grant")
+def credits_grant(
+    account: Annotated[str, typer.Option(help="account name")],
+    amount: Annotated[str, typer.Option(help="major units, e.g. 10.00")],
+    expires: Annotated[str | None, typer.Option(help="YYYY-MM-DD: usable through that UTC day")] = None,
+    priority: Annotated[int, typer.Option(help="lower is drawn first")] = 0,
+    currency: Annotated[str | None, typer.Option(help="default: the account's")] = None,
+) -> None:
+    """Grant prepaid credit; the account then runs only what its balance covers."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.grant(Settings(), account, amount, expires, priority, currency))
+
+
+@credits_app.command("balance")
+def credits_balance(account: Annotated[str, typer.Option(help="account name")]) -> None:
+    """Show the account's credit balance and its grants in draw order."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.balance(Settings(), account))
+
+
 def _add_benchmark(name: str, benchmark: Benchmark) -> None:
     # Every argument after NAME, --help included, goes to the benchmark's own parser.
     @bench_app.command(
@@ -357,6 +381,49 @@ def _add_benchmark(name: str, benchmark: Benchmark) -> None:
 
 for _name, _benchmark in BENCHMARKS.items():
     _add_benchmark(_name, _benchmark)
+
+
+@app.command()
+def quantize(
+    src: Annotated[Path, typer.Argument(help="a float (bf16/fp16/fp32) MiMo-V2 checkpoint directory")],
+    dst: Annotated[Path, typer.Argument(help="a new directory for the FP8 checkpoint")],
+    skip: Annotated[
+        list[str] | None, typer.Option(help="module-name substring to leave unquantized (repeatable)")
+    ] = None,
+) -> None:
+    """Write SRC as a block-FP8 checkpoint (e4m3, 128x128 scales, the MiMo-V2-Flash format) in DST."""
+    from worker.model.config import CheckpointError
+    from worker.model.quantize import quantize_checkpoint
+
+    try:
+        report = quantize_checkpoint(src, dst, skip=tuple(skip or ()))
+    except CheckpointError as error:
+        raise _fail(str(error)) from error
+    typer.echo(
+        f"{dst}: {report.num_converted} tensors quantized, {report.num_copied} copied, "
+        f"{report.bytes_before / 1e6:,.1f} MB -> {report.bytes_after / 1e6:,.1f} MB"
+    )
+
+
+@app.command()
+def dequantize(
+    src: Annotated[Path, typer.Argument(help="a block-FP8 MiMo-V2 checkpoint directory")],
+    dst: Annotated[Path, typer.Argument(help="a new directory for the float checkpoint")],
+    dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32")] = "bfloat16",
+) -> None:
+    """Write the FP8 checkpoint SRC with every weight dequantized to DTYPE in DST (the reverse of quantize)."""
+    from worker.model.config import CheckpointError
+    from worker.model.loader import parse_dtype
+    from worker.model.quantize import dequantize_checkpoint
+
+    try:
+        report = dequantize_checkpoint(src, dst, dtype=parse_dtype(dtype))
+    except CheckpointError as error:
+        raise _fail(str(error)) from error
+    typer.echo(
+        f"{dst}: {report.num_converted} tensors dequantized to {dtype}, {report.num_copied} copied, "
+        f"{report.bytes_before / 1e6:,.1f} MB -> {report.bytes_after / 1e6:,.1f} MB"
+    )
 
 
 @app.command()

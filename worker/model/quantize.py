@@ -71,8 +71,8 @@ def _convert(src: Path, dst: Path, convert_shard, config_update) -> ConversionRe
     for shard in _shards(src):
         with safe_open(src / shard, "pt") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-        out, n = convert_shard(tensors)
-        converted, copied = converted + n, copied + len(tensors) - n
+        out, n, kept = convert_shard(tensors)
+        converted, copied = converted + n, copied + kept
         before, after = before + _nbytes(tensors), after + _nbytes(out)
         save_file(out, dst / shard, metadata={"format": "pt"})
         weight_map |= dict.fromkeys(out, shard)
@@ -108,7 +108,7 @@ def quantize_checkpoint(
                 n += 1
             else:
                 out[name] = tensor
-        return out, n
+        return out, n, len(tensors) - n
 
     return _convert(src, dst, convert_shard, lambda config: config | {"quantization_config": fmt.to_config()})
 
@@ -143,7 +143,7 @@ def dequantize_checkpoint(src: str | Path, dst: str | Path, *, dtype: torch.dtyp
                 raise CheckpointError(f"tensor {name} is float8 without {name}{SCALE_SUFFIX}")
             else:
                 out[name] = tensor
-        return out, n
+        return out, n, len(out) - n
 
     def update(config):
         return {k: v for k, v in config.items() if k != "quantization_config"} | {"torch_dtype": dtype_name}
