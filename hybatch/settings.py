@@ -87,10 +87,11 @@ class Settings(BaseSettings):
     # Cache affinity (docs/operations.md, "Cache affinity"): the first shard of each prompt subtree
     # goes to the queue of the worker that a hash of the account and the prompt's first blocks picks
     # among the live ones, so a prefix another batch computed there hits its cache. A routed shard
-    # still untaken after AFFINITY_WAIT_S (that worker is busy) goes to the shared queue. WORKER_NAME
-    # pins a worker's name (default: host, pid and a random tag), so a restart keeps its prefixes.
+    # still untaken after AFFINITY_WAIT_S (that worker is busy) goes to the shared queue once another
+    # worker is idle. WORKER_NAME pins a worker's name (default: host, pid and a random tag), so a
+    # restart keeps its prefixes.
     shard_affinity: bool = True
-    affinity_wait_s: float = Field(default=10.0, gt=0)
+    affinity_wait_s: float = Field(default=3.0, gt=0)
     worker_name: str | None = Field(default=None, min_length=1, max_length=100)
     # Webhooks to loopback, link-local and private addresses are refused unless this is set (for
     # tests, or endpoints on the operator's own network).

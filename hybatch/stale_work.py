@@ -8,8 +8,9 @@ Work needs a task when:
   stalled) and no task was sent for it since the lease expired; or it is ``pending`` and its last
   task was sent more than ``republish_after`` ago (the message was lost: a long queue merely gets
   a duplicate, which returns at once); or it is ``pending``, its task went to one worker's own
-  queue (cache affinity: ``worker.affinity``) and that worker has not taken it within
-  ``affinity_wait`` (it is busy): the task goes to the shared queue as well;
+  queue (cache affinity: ``worker.affinity``), that worker has not taken it within
+  ``affinity_wait`` (it is busy) and another live worker is idle: the task goes to the shared
+  queue as well;
 - a **batch** has no live lease and is ``validating`` (claimed by a worker that died), ``finalizing``
   or ``cancelling``, with no task sent since its lease expired or since the cancel; or it is
   ``in_progress`` with every shard done or past ``expires_at`` (its last worker died before ending
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from hybatch.batch_lifecycle import UNFINISHED
-from hybatch.models import Batch, BatchShard, BatchStatus, ShardStatus, utc_now
+from hybatch.models import Batch, BatchShard, BatchStatus, ShardStatus, Worker, utc_now
 
 MAX_PER_SWEEP = 1000
 
@@ -57,10 +58,21 @@ def _shard_needs_task(now, lease: timedelta, republish_after: timedelta, affinit
         BatchShard.status == ShardStatus.PENDING,
         sa.or_(BatchShard.published_at.is_(None), BatchShard.published_at < now - republish_after),
     )
+    running = aliased(BatchShard)
+    idle_elsewhere = sa.exists().where(
+        Worker.seen_at >= now - 2 * lease,
+        Worker.name != BatchShard.routed_to,
+        ~sa.exists().where(
+            running.lease_owner == Worker.lease_owner,
+            running.status == ShardStatus.RUNNING,
+            running.lease_expires_at > now,
+        ),
+    )
     waited = sa.and_(
         BatchShard.status == ShardStatus.PENDING,
         BatchShard.routed_to.is_not(None),
         BatchShard.published_at < now - affinity_wait,
+        idle_elsewhere,
     )
     in_progress = sa.exists().where(Batch.id == BatchShard.batch_id, Batch.status == BatchStatus.IN_PROGRESS)
     return sa.and_(sa.or_(expired, lost, waited), in_progress)

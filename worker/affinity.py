@@ -8,16 +8,18 @@ request (in prompt order): the same prefix picks the same worker for as long as 
 when workers come or go only the keys of those workers move.
 
 Continuation shards go to the shared queue: they spread a large subtree over the fleet (and the
-worker that ran the shard before one takes it directly when it can: ``worker.shard_job``). When the
-picked worker is running a shard and another live worker is idle, the shard goes to the shared
-queue at once; when every worker is busy it waits in the picked worker's queue, for at most
-``Settings.affinity_wait_s``, after which the sweepers send it to the shared queue as well
+worker that ran the shard before one takes it directly when it can: ``worker.shard_job``). One
+batch's first shards are spread with bounded loads (``LOAD_BOUND``). When the picked worker is
+running a shard and another live worker is idle, the shard goes to the shared queue at once; when
+every worker is busy it waits in the picked worker's queue until a worker is idle and it has waited
+``Settings.affinity_wait_s``; then the sweepers send it to the shared queue as well
 (``hybatch.stale_work``): affinity never leaves a worker idle for long while work waits.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,13 +38,19 @@ def affinity_key(salt: str, prompt_token_ids: Sequence[int]) -> bytes:
     return hashlib.blake2b(material, digest_size=16).digest()
 
 
-def pick_worker(key: bytes, workers: Sequence[WorkerIdentity]) -> WorkerIdentity | None:
-    """Rendezvous (highest random weight) hashing: the worker whose hash with ``key`` is largest."""
-    if not workers:
-        return None
-    return max(
-        workers, key=lambda worker: hashlib.blake2b(key + worker.name.encode(), digest_size=8).digest()
+def _ranked(key: bytes, workers: Sequence[WorkerIdentity]) -> list[WorkerIdentity]:
+    """Rendezvous (highest random weight) order: the worker whose hash with ``key`` is largest first."""
+    return sorted(
+        workers,
+        key=lambda worker: hashlib.blake2b(key + worker.name.encode(), digest_size=8).digest(),
+        reverse=True,
     )
+
+
+def pick_worker(key: bytes, workers: Sequence[WorkerIdentity]) -> WorkerIdentity | None:
+    """The worker rendezvous hashing picks for ``key`` (None when there are none)."""
+    ranked = _ranked(key, workers)
+    return ranked[0] if ranked else None
 
 
 @dataclass(frozen=True)
@@ -58,13 +66,32 @@ class Route:
 
 SHARED = Route(worker=None)
 
+# One batch's first shards may load a worker up to this factor over an even share before they go to
+# its next choice (consistent hashing with bounded loads): a batch whose prefixes happen to hash
+# mostly to one worker must not leave the others idle, while most prefixes keep their first choice.
+LOAD_BOUND = 1.25
 
-def route_head_shard(key: bytes, workers: Sequence[WorkerIdentity], busy_lease_owners: set[str]) -> Route:
-    """The route of a subtree's first shard: the picked worker, unless it is busy while another is idle."""
-    picked = pick_worker(key, workers)
-    if picked is None:
-        return SHARED
+
+def route_head_shards(
+    keys: Sequence[bytes], workers: Sequence[WorkerIdentity], busy_lease_owners: set[str]
+) -> list[Route]:
+    """The routes of one batch's subtree-first shards, one per key, in order.
+
+    Each goes to the first worker in its rendezvous order that has fewer than
+    ``ceil(LOAD_BOUND * len(keys) / len(workers))`` of them; to the shared queue instead when that
+    worker is running a shard while another worker is idle.
+    """
+    if not workers:
+        return [SHARED] * len(keys)
+    cap = math.ceil(LOAD_BOUND * len(keys) / len(workers))
+    load = dict.fromkeys((worker.name for worker in workers), 0)
     someone_idle = any(worker.lease_owner not in busy_lease_owners for worker in workers)
-    if picked.lease_owner in busy_lease_owners and someone_idle:
-        return SHARED
-    return Route(worker=picked)
+    routes = []
+    for key in keys:
+        chosen = next(worker for worker in _ranked(key, workers) if load[worker.name] < cap)
+        if chosen.lease_owner in busy_lease_owners and someone_idle:
+            routes.append(SHARED)
+            continue
+        load[chosen.name] += 1
+        routes.append(Route(worker=chosen))
+    return routes

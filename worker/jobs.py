@@ -40,7 +40,7 @@ from hybatch.models import Batch, BatchStatus, utc_now
 from hybatch.prompt_tokenizer import PromptTokenizer
 from hybatch.settings import Settings
 from hybatch.storage import FileStorage, iter_chunks
-from worker.affinity import SHARED, Route, affinity_key, route_head_shard
+from worker.affinity import SHARED, Route, affinity_key, route_head_shards
 from worker.batch_endings import close_batch, delete_shard_inputs, record_unfinished
 from worker.batch_generation import TextGenerator
 from worker.shard_inputs import read_shard_input, shard_input_key, write_shard_input
@@ -316,12 +316,12 @@ class _BatchJob:
         gone_after = timedelta(seconds=2 * self.context.settings.lease_s)
         workers = worker_registry.live_workers(self.session, gone_after=gone_after)
         busy = worker_registry.busy_lease_owners(self.session) if workers else set()
-        return [
-            SHARED
-            if continuing
-            else route_head_shard(affinity_key(self.batch.account_id, prompts[group[0]]), workers, busy)
-            for group, continuing in zip(groups, continues, strict=True)
-        ]
+        heads = [index for index, continuing in enumerate(continues) if not continuing]
+        keys = [affinity_key(self.batch.account_id, prompts[groups[index][0]]) for index in heads]
+        routes = [SHARED] * len(groups)
+        for index, route in zip(heads, route_head_shards(keys, workers, busy), strict=True):
+            routes[index] = route
+        return routes
 
     # -- in_progress --------------------------------------------------------------------------
 

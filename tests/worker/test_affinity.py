@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from hybatch.worker_registry import WorkerIdentity, own_queue
-from worker.affinity import AFFINITY_TOKENS, SHARED, affinity_key, pick_worker, route_head_shard
+from worker.affinity import AFFINITY_TOKENS, LOAD_BOUND, SHARED, affinity_key, pick_worker, route_head_shards
 
 
 def worker(name: str) -> WorkerIdentity:
@@ -42,12 +43,30 @@ def test_a_busy_pick_is_passed_over_only_while_another_worker_is_idle() -> None:
     key = affinity_key("acct", [5, 6, 7])
     picked = pick_worker(key, fleet)
     other = next(w for w in fleet if w != picked)
-    assert route_head_shard(key, [], set()) == SHARED  # no registered worker: the shared queue
-    assert route_head_shard(key, fleet, set()).worker == picked
-    assert route_head_shard(key, fleet, {other.lease_owner}).worker == picked
-    assert route_head_shard(key, fleet, {picked.lease_owner}) == SHARED
+    assert route_head_shards([key], [], set()) == [SHARED]  # no registered worker: the shared queue
+    assert route_head_shards([key], fleet, set())[0].worker == picked
+    assert route_head_shards([key], fleet, {other.lease_owner})[0].worker == picked
+    assert route_head_shards([key], fleet, {picked.lease_owner}) == [SHARED]
     # Everyone busy: wait in the picked worker's queue (the sweepers end the wait).
-    assert route_head_shard(key, fleet, {picked.lease_owner, other.lease_owner}).queue == picked.queue
+    [route] = route_head_shards([key], fleet, {picked.lease_owner, other.lease_owner})
+    assert route.queue == picked.queue
+
+
+def test_one_batch_spreads_with_bounded_loads_and_keeps_most_first_choices() -> None:
+    fleet = [worker(name) for name in ("w-a", "w-b", "w-c")]
+    # Keys that all prefer w-a: a batch of them must not pile onto one worker.
+    keys = [k for k in (affinity_key("acct", [i]) for i in range(400)) if pick_worker(k, fleet).name == "w-a"]
+    routes = route_head_shards(keys[:30], fleet, set())
+    loads = Counter(route.worker.name for route in routes)
+    cap = math.ceil(LOAD_BOUND * 30 / 3)  # 13
+    assert loads["w-a"] == cap and sum(loads.values()) == 30 and max(loads.values()) <= cap
+    # Keys spread evenly by nature keep their first choice.
+    mixed = [affinity_key("acct", [i, 1]) for i in range(300)]
+    routes = route_head_shards(mixed, fleet, set())
+    kept = sum(route.worker == pick_worker(key, fleet) for key, route in zip(mixed, routes, strict=True))
+    assert kept >= 0.9 * len(mixed)
+    # The same batch routes the same way (a later batch of the same prefixes meets the same caches).
+    assert route_head_shards(mixed, fleet, set()) == routes
 
 
 def test_own_queue_names_are_safe_for_the_broker() -> None:

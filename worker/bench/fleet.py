@@ -13,6 +13,10 @@ a fresh Postgres schema that is dropped afterwards), driven with the official op
 3. **A 50,000-line batch.** Time from ``in_progress`` to the first recorded request (goal < 10 s),
    then a cancel and the time until ``cancelled`` (goal < 5 s), every line accounted for; the
    worker's peak resident memory.
+4. **Cache affinity.** Two batches of one account on two workers, each prefix one shard: the first
+   over N prefixes, the second over half of them (seeded) with new questions: the fraction of the
+   second batch's prompt tokens served from a cache, with shards routed by affinity
+   (``worker.affinity``) and all on the shared queue.
 
 Each worker runs one torch thread (``OMP_NUM_THREADS=1``), so on a 2-core machine two workers get a
 core each; on a GPU host start one worker per GPU instead.
@@ -24,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import secrets
 import time
 from collections.abc import Iterator
@@ -299,6 +304,53 @@ def _wait_taken_over(engine, batch_id: str, shard_index: int, owner_part: str, s
     raise RuntimeError("the killed worker's shard was never taken over")
 
 
+def measure_affinity(args: argparse.Namespace, data_dir: Path, *, affinity: bool) -> dict:
+    """Two batches over the same prefixes (new questions in the second) on two workers: how much of
+    the second batch's prompt hits a cache, with shards routed by affinity or all on the shared queue."""
+    stream, leads = _prompt_material(args.model, 1)
+    groups, per_group = args.affinity_groups, args.affinity_per_group
+    num_requests, shared = groups * per_group, 1 + args.prefix_tokens  # the lead token and the prefix
+    first = build_prompts(stream, leads * num_requests, groups, args.prefix_tokens, args.question_tokens)
+    # A later batch over half of those prefixes (drawn with a fixed seed), with other questions (the
+    # text after the first batch's): the same prefixes, at other places in the queue's order.
+    offset = groups * args.prefix_tokens + num_requests * args.question_tokens
+    if len(stream) < offset + num_requests * args.question_tokens:
+        raise ValueError("the prompt text is too short for these sizes")
+    chosen = set(random.Random(args.affinity_seed).sample(range(groups), max(1, groups // 2)))
+    second = [
+        prompt[:shared] + stream[offset + i * args.question_tokens : offset + (i + 1) * args.question_tokens]
+        for i, prompt in enumerate(first)
+        if i % groups in chosen
+    ]
+    label = "on" if affinity else "off"
+    with fleet(
+        args,
+        2,
+        data_dir / f"affinity-{label}",
+        shard_requests=per_group,  # one shard per prefix: each is the head of its subtree
+        shard_affinity="true" if affinity else "false",
+    ) as running:
+        client = _client(running)
+        batches = []
+        for prompts in (first, second):
+            batch = _submit(client, _lines(prompts, args.model_name, args.max_tokens))
+            batch = _wait(
+                client, batch.id, lambda b: b.status in _ENDED, timeout_s=3600, running=running, poll_s=0.25
+            )
+            if batch.status != "completed":
+                raise RuntimeError(f"the batch ended {batch.status}: {batch.errors}")
+            batches.append(batch)
+    later = batches[1].usage
+    cached = later.input_tokens_details.cached_tokens
+    return {
+        "affinity": affinity,
+        "prompt_tokens": later.input_tokens,
+        "cached_tokens": cached,
+        "hit_fraction": cached / later.input_tokens,
+        "shared_prefix_fraction": len(second) * shared / later.input_tokens,
+    }
+
+
 def measure_big_cancel(args: argparse.Namespace, data_dir: Path) -> dict:
     stream, leads = _prompt_material(args.model, 1)
     prompts = [[leads[0], *stream[i % 2000 : i % 2000 + 16]] for i in range(args.big_lines)]
@@ -352,12 +404,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shard-requests", type=int, default=24, help="HYBATCH_SHARD_REQUESTS for the runs")
     parser.add_argument("--lease-s", type=float, default=5.0, help="HYBATCH_LEASE_S for the takeover run")
     parser.add_argument("--big-lines", type=int, default=50_000, help="lines of the cancelled batch")
+    parser.add_argument("--affinity-groups", type=int, default=8, help="prefixes in the affinity batches")
+    parser.add_argument("--affinity-per-group", type=int, default=4, help="requests per prefix in each")
+    parser.add_argument("--affinity-seed", type=int, default=7, help="which prefixes the later batch repeats")
     parser.add_argument(
-        "--only", choices=("throughput", "takeover", "cancel"), action="append", help="run only these parts"
+        "--only",
+        choices=("throughput", "takeover", "cancel", "affinity"),
+        action="append",
+        help="run only these parts",
     )
     args = parser.parse_args(argv)
     args.model_name = args.model.name
-    parts = args.only or ["throughput", "takeover", "cancel"]
+    parts = args.only or ["throughput", "takeover", "cancel", "affinity"]
     results: dict = {}
     import tempfile
 
@@ -387,7 +445,26 @@ def main(argv: list[str] | None = None) -> dict:
                 f"completed before it; lines {c['accounted']}; worker peak RSS {c['worker_peak_rss_mb']:.0f} MB",
                 flush=True,
             )
+        if "affinity" in parts:
+            off = measure_affinity(args, data_dir, affinity=False)
+            on = measure_affinity(args, data_dir, affinity=True)
+            results["affinity"] = {"off": off, "on": on}
+            print(_affinity_report(off, on), flush=True)
     return results
+
+
+def _affinity_report(off: dict, on: dict) -> str:
+    rows = [
+        "second batch over the first batch's prefixes, 2 workers:",
+        f"{'affinity':>8} {'prompt':>8} {'cached':>8} {'hit':>6} {'of shared':>9}",
+        *(
+            f"{'on' if r['affinity'] else 'off':>8} {r['prompt_tokens']:>8} {r['cached_tokens']:>8} "
+            f"{r['hit_fraction']:>6.3f} {r['hit_fraction'] / r['shared_prefix_fraction']:>9.3f}"
+            for r in (off, on)
+        ),
+        f"hit fraction with affinity / without: {on['hit_fraction'] / max(off['hit_fraction'], 1e-9):.2f}x",
+    ]
+    return "\n".join(rows)
 
 
 def _throughput_report(one: dict, two: dict) -> str:

@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from hybatch import worker_registry
-from hybatch.leases import Lease, take_shard
+from hybatch.leases import Lease, release_shard, take_shard
 from hybatch.models import BatchShard, utc_now
 from hybatch.stale_work import claim_stale_work
 from hybatch.worker_registry import WorkerIdentity, own_queue
 from tests.worker.jobs.batches import chat_line, read_outcome, submit
-from tests.worker.jobs.task_queue import QueuedTasks, drain
+from tests.worker.jobs.task_queue import drain
 from worker import jobs
 
 SYSTEM_PROMPTS = [f"{i}{i}{i}: you answer from a long list of facts. " * 4 for i in range(12)]
@@ -117,29 +117,42 @@ def test_a_busy_worker_is_passed_over_while_the_other_is_idle(routed: jobs.JobCo
     assert [q == idle for q in first.values()] == [q == idle for q in second.values()]
 
 
-def test_a_routed_shard_left_waiting_goes_to_the_shared_queue(routed: jobs.JobContext) -> None:
-    batch_id, sent, rows = plan(routed, lines("Q"), account="wait")
-    heads = [row.shard_index for row in rows if row.routed_to is not None]
+def test_a_routed_shard_left_waiting_goes_to_the_shared_queue_once_another_worker_is_idle(
+    routed: jobs.JobContext,
+) -> None:
+    batch_id, _, rows = plan(routed, lines("Q"), account="wait")
     wait = timedelta(seconds=routed.settings.affinity_wait_s)
 
-    def claim():
+    def claimed() -> list[int]:
         with routed.session_factory() as session:
-            return claim_stale_work(
+            work = claim_stale_work(
                 session, lease=timedelta(seconds=30), republish_after=timedelta(hours=1), affinity_wait=wait
             )
+        return sorted(index for batch, index in work.shards if batch == batch_id)
 
-    assert claim().shards == []  # just sent: the picked workers get their chance
+    assert claimed() == []  # just sent, both workers idle: the picked workers get their chance
+    # Both workers busy with another batch, and the routed shards waited past the wait.
+    other_batch, _, _ = plan(routed, lines("Other"), account="other")
+    leases = [Lease(worker.lease_owner, timedelta(seconds=30)) for worker in fleet()]
     with routed.session_factory() as session:
+        for shard_index, lease in enumerate(leases):
+            assert take_shard(session, other_batch, shard_index, lease)
         session.execute(
             sa.update(BatchShard)
             .where(BatchShard.batch_id == batch_id)
             .values(published_at=utc_now() - wait - timedelta(seconds=1))
         )
         session.commit()
-    assert sorted(index for _, index in claim().shards) == sorted(heads)  # only the routed ones
-    assert claim().shards == []  # claimed once, and now on the shared queue
+    assert claimed() == []  # nobody would take them sooner: they keep their places
     with routed.session_factory() as session:
-        assert set(
-            session.scalars(sa.select(BatchShard.routed_to).where(BatchShard.batch_id == batch_id))
-        ) == {None}
-    assert isinstance(routed.send, QueuedTasks)
+        release_shard(session, other_batch, 1, leases[1])  # gpu-b is idle now
+    waiting_for_a = sorted(row.shard_index for row in rows if row.routed_to == "gpu-a")
+    assert waiting_for_a and claimed() == waiting_for_a  # gpu-b's own stay in gpu-b's queue
+    assert claimed() == []  # claimed once
+    with routed.session_factory() as session:
+        routed_to = dict(
+            session.execute(
+                sa.select(BatchShard.shard_index, BatchShard.routed_to).where(BatchShard.batch_id == batch_id)
+            ).all()
+        )
+    assert all(routed_to[index] is None for index in waiting_for_a)  # now on the shared queue
