@@ -4,10 +4,12 @@
 
 Steps (each prints its own table; a failing correctness check stops the timings that depend on it):
 1. kernels: ``kernels.bench`` (bf16 vs the reference, then SWA prefill vs FlexAttention, full prefill
-   vs SDPA, decode vs copy bandwidth).
+   vs SDPA, decode vs copy bandwidth), and ``kernels.block_fp8_bench`` (the block-FP8 linear in bf16 and
+   fp16 with real e4m3 weights vs the fp32 reference, then vs bf16 ``F.linear`` at MiMo-V2-Flash shapes).
 2. engine correctness on the GPU: a small random MiMo checkpoint in bf16, our engine on the Triton
-   kernels vs transformers on the same weights: prefill logits close, greedy continuations mostly
-   identical (bf16 rounding may flip a late near-tie).
+   kernels vs transformers on the same weights: greedy continuations mostly identical (bf16 rounding
+   may flip a late near-tie); then the same checkpoint quantized to block FP8 (``hybatch quantize``),
+   our engine on it (FP8 weights on the GPU, the FP8 kernel) vs transformers on its dequantized weights.
 3. ``hybatch bench engine --config bench-1.35b`` (32 prompts x 1024 + 128 new, and 1 prompt).
 4. ``hybatch bench cache`` on the default model on the GPU (tier hit times).
 Only torch, triton, numpy, safetensors, tokenizers and transformers are needed.
@@ -24,9 +26,20 @@ import torch
 
 
 def engine_correctness_bf16() -> bool:
-    from transformers import MiMoV2FlashConfig, MiMoV2FlashForCausalLM
+    """Our engine vs transformers in bf16, then on the FP8 copy vs transformers on its dequantized weights."""
+    from worker.model.quantize import dequantize_checkpoint, quantize_checkpoint
 
-    from worker.engine import LLM, SamplingParams
+    bf16 = _random_bf16_checkpoint()
+    bf16_ok = engine_matches_transformers(bf16, bf16, "bf16")
+    fp8, dequantized = bf16.with_name("fp8"), bf16.with_name("fp8-dequantized")
+    quantize_checkpoint(bf16, fp8)
+    dequantize_checkpoint(fp8, dequantized, dtype=torch.bfloat16)
+    fp8_ok = engine_matches_transformers(fp8, dequantized, "fp8 (block 128x128)")
+    return bf16_ok and fp8_ok
+
+
+def _random_bf16_checkpoint() -> Path:
+    from transformers import MiMoV2FlashConfig, MiMoV2FlashForCausalLM
 
     torch.manual_seed(0)
     config = MiMoV2FlashConfig(
@@ -50,10 +63,18 @@ def engine_correctness_bf16() -> bool:
         eos_token_id=None,
         pad_token_id=None,
     )
-    path = Path(tempfile.mkdtemp())
+    path = Path(tempfile.mkdtemp()) / "bf16"
     MiMoV2FlashForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
-    ref = MiMoV2FlashForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda().eval()
-    llm = LLM(path, device="cuda", dtype="bfloat16", kv_cache_gb=1.0)
+    return path
+
+
+def engine_matches_transformers(ours_path: Path, ref_path: Path, label: str) -> bool:
+    from transformers import MiMoV2FlashForCausalLM
+
+    from worker.engine import LLM, SamplingParams
+
+    ref = MiMoV2FlashForCausalLM.from_pretrained(ref_path, dtype=torch.bfloat16).cuda().eval()
+    llm = LLM(ours_path, device="cuda", dtype="bfloat16", kv_cache_gb=1.0)
     prompts = [[int(t) for t in torch.randint(0, 1000, (n,))] for n in (5, 77, 130, 300)]
     outs = llm.generate(
         [{"prompt_token_ids": p} for p in prompts], SamplingParams(temperature=0, max_tokens=32)
@@ -68,7 +89,7 @@ def engine_correctness_bf16() -> bool:
             prefix = next((i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b), len(want))
             agree += prefix == len(want)
             print(f"   prompt {len(p):4d} tokens: first {prefix}/32 greedy tokens identical")
-    print(f"engine bf16 on {torch.cuda.get_device_name()}: {agree}/{len(prompts)} continuations identical")
+    print(f"engine {label} on {torch.cuda.get_device_name()}: {agree}/{len(prompts)} continuations identical")
     return agree >= len(prompts) - 1
 
 
@@ -78,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.time()
     from kernels import bench as kernels_bench
+    from kernels import block_fp8_bench
 
     print("== 1. kernels", flush=True)
     kernels_ok = kernels_bench.main([]) == 0
-    print(f"== 2. engine correctness (bf16) [{time.time() - start:.0f} s]", flush=True)
+    print(f"== 1b. block-FP8 linear [{time.time() - start:.0f} s]", flush=True)
+    kernels_ok = block_fp8_bench.main([]) == 0 and kernels_ok
+    print(f"== 2. engine correctness (bf16, then FP8) [{time.time() - start:.0f} s]", flush=True)
     engine_ok = engine_correctness_bf16()
     if not (kernels_ok and engine_ok):
         print("correctness failed: skipping the engine timings")
