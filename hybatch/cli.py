@@ -71,6 +71,10 @@ class Benchmark:
 BENCHMARKS = {
     "engine": Benchmark("worker.bench.engine", "This engine vs transformers generate() on the same prompts."),
     "cache": Benchmark("worker.bench.cache", "Prefix cache: capacity, shared-prefix hits, tiers, eviction."),
+    "cache-trace": Benchmark(
+        "worker.bench.cache_trace",
+        "Cache hits across batches at equal memory vs vLLM/SGLang policies (no model).",
+    ),
     "kernels": Benchmark("kernels.bench", "Triton attention kernels vs FlexAttention and SDPA (GPU)."),
     "e2e": Benchmark("worker.bench.e2e", "The whole service: a shared-prefix batch vs the same unshared."),
     "dashboard": Benchmark(

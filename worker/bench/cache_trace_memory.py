@@ -1,0 +1,116 @@
+"""Bytes of KV per block, the window arithmetic, and the memory budgets every policy of
+``hybatch bench cache-trace`` is given.
+
+The model is MiMo-V2.5-Pro's shape (70 layers: 10 full + 60 sliding-window, window 128; 8 KV heads
+on full layers, 16 on SWA layers, q/k head dim 192, v 128, bf16), so one token costs
+
+    full layers  10 x  8 heads x (192 + 128) x 2 B =  51,200 B
+    SWA layers   60 x 16 heads x (192 + 128) x 2 B = 614,400 B
+    every layer                                     665,600 B
+
+A resumed computation at block boundary ``p`` (in blocks) reads the ``W - 1`` keys before it
+(``sliding_window`` counts the query itself), i.e. SWA blocks ``[window_start(p), p)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GB = 10**9
+
+# MiMo-V2.5-Pro's attention shape in config.json terms (the MLP fields do not change KV bytes).
+PRO_CONFIG = {
+    "model_type": "mimo_v2_flash",
+    "num_hidden_layers": 70,
+    "layer_types": ["full_attention" if i % 7 == 0 else "sliding_attention" for i in range(70)],
+    "mlp_layer_types": ["dense"] * 70,
+    "num_key_value_heads": 8,
+    "head_dim": 192,
+    "v_head_dim": 128,
+    "sliding_window": 128,
+    "vocab_size": 152576,
+    "max_position_embeddings": 131072,
+}
+
+
+@dataclass(frozen=True)
+class KVBytes:
+    block_size: int  # tokens per block, the same for every policy
+    window: int  # sliding window, counting the query itself
+    full_block_bytes: int  # one block across every full-attention layer, K and V
+    swa_block_bytes: int  # one block across every sliding-window layer, K and V
+
+    @property
+    def every_layer_block_bytes(self) -> int:
+        return self.full_block_bytes + self.swa_block_bytes
+
+    def window_start(self, num_blocks: int) -> int:
+        """First SWA block a computation resuming after ``num_blocks`` full blocks reads."""
+        return max(0, num_blocks * self.block_size - self.window + 1) // self.block_size
+
+    @property
+    def window_blocks(self) -> int:
+        """SWA blocks one resume point needs once it is past the first window."""
+        return -(-(self.window - 1) // self.block_size)
+
+
+def pro_kv_bytes(block_size: int) -> KVBytes:
+    """The MiMo-V2.5-Pro shape's bytes per block, as the engine's own layout computes them."""
+    import torch
+
+    from worker.engine.kv_layout import block_bytes
+    from worker.model.config import ModelConfig
+
+    config = ModelConfig.from_dict(PRO_CONFIG)
+    return KVBytes(
+        block_size,
+        config.sliding_window,
+        block_bytes(config, block_size, torch.bfloat16, sliding=False),
+        block_bytes(config, block_size, torch.bfloat16, sliding=True),
+    )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Device KV memory: this cache's full pool and SWA pool; every peer gets their sum."""
+
+    full_bytes: int
+    swa_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.full_bytes + self.swa_bytes
+
+    @property
+    def label(self) -> str:
+        return f"{self.full_bytes / GB:g}+{self.swa_bytes / GB:g} GB"
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """``FULL+SWA`` in GB (10^9 bytes), e.g. ``4+2``."""
+        full, sep, swa = text.partition("+")
+        if not sep:
+            raise ValueError(f"budget {text!r}: expected FULL_GB+SWA_GB, e.g. 4+2")
+        budget = cls(int(float(full) * GB), int(float(swa) * GB))
+        if budget.full_bytes <= 0 or budget.swa_bytes <= 0:
+            raise ValueError(f"budget {text!r}: both pools need a positive size")
+        return budget
+
+
+class BudgetTooSmall(RuntimeError):
+    """One request does not fit the policy's memory even with its cache emptied."""
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What a cache keeps when nothing runs: tokens with full-layer KV, and the bytes it holds."""
+
+    cached_tokens: int
+    cached_bytes: int
+
+    def multiplier(self, kv: KVBytes) -> float:
+        """Cached tokens per byte relative to caching every layer of every token (1.0)."""
+        if not self.cached_bytes:
+            return 0.0
+        every_layer = self.cached_tokens * kv.every_layer_block_bytes / kv.block_size
+        return every_layer / self.cached_bytes
