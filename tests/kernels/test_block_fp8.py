@@ -128,3 +128,9 @@ def test_launcher_names_the_bad_input(change, message):
         block_fp8_linear(
             args["x"], args["weight"], args["scale_inv"], args["scale_row"], block_k=args["block_k"]
         )
+
+
+def test_gpu_check_script_runs_end_to_end_in_the_interpreter():
+    from kernels import block_fp8_bench
+
+    assert block_fp8_bench.main(["--dry-run"]) == 0
