@@ -3,7 +3,8 @@
 The file is read as a stream of chunks. Every problem in the file is reported (not just the
 first) as ``{code, line, message, param}`` exactly as OpenAI's ``batch.errors.data``. A file
 starting with a UTF-8 byte order mark is rejected (``invalid_file_format``), as OpenAI does;
-its lines are still checked so the report is complete. Blank lines are skipped.
+its lines are still checked so the report is complete. Blank lines are skipped. A
+``/v1/embeddings`` batch holds at most ``MAX_EMBEDDING_INPUTS`` inputs over all its requests.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from hybatch.embeddings_body import EmbeddingRequest, check_embeddings_body
 from hybatch.jsonl import JsonlProblem, iter_jsonl
 from hybatch.models import MAX_CUSTOM_ID_CHARS, BatchEndpoint
 from hybatch.prompt_tokenizer import PromptTokenizer
-from hybatch.request_body import GenerationRequest, check_body
+from hybatch.request_body import FieldProblem, GenerationRequest, check_body
+from hybatch.responses_body import check_responses_body
 
 _LINE_KEYS = ("custom_id", "method", "url", "body")
+MAX_EMBEDDING_INPUTS = 50_000  # OpenAI's cap on embedding inputs across all requests of a batch
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,13 @@ class BatchInputError:
 
 @dataclass(frozen=True)
 class BatchRequest:
-    """A valid input line: who asked (``custom_id``), where it was, and what to generate."""
+    """A valid input line: who asked (``custom_id``), where it was, and what the engine runs:
+    text to generate (every endpoint but embeddings) or inputs to embed."""
 
     line_number: int
     custom_id: str
     body: dict[str, Any]
-    generation: GenerationRequest
+    generation: GenerationRequest | EmbeddingRequest
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ def validate_batch_input(
     errors: list[BatchInputError] = []
     first_line_of: dict[str, int] = {}
     num_lines = 0
+    num_embedding_inputs = 0
     for item in iter_jsonl(chunks):
         if isinstance(item, JsonlProblem):
             errors.append(BatchInputError(item.code, item.line, item.message, None))
@@ -91,12 +97,35 @@ def validate_batch_input(
         body = line.get("body")
         generation = None
         if isinstance(body, dict):
-            generation, problems = check_body(body, endpoint, served_model, tokenizer)
+            generation, problems = _check_line_body(body, endpoint, served_model, tokenizer)
             line_errors += [BatchInputError(p.code, line_number, p.message, p.param) for p in problems]
+        if isinstance(generation, EmbeddingRequest):
+            before = num_embedding_inputs
+            num_embedding_inputs += len(generation.inputs)
+            if before <= MAX_EMBEDDING_INPUTS < num_embedding_inputs:
+                errors.append(
+                    BatchInputError(
+                        "too_many_embedding_inputs",
+                        line_number,
+                        f"The batch has more than {MAX_EMBEDDING_INPUTS} embedding inputs "
+                        "(counted over every request's input).",
+                        "body.input",
+                    )
+                )
         errors += line_errors
         if not line_errors and generation is not None:
             requests.append(BatchRequest(line_number, line["custom_id"], body, generation))
     return BatchInput(requests=requests if not errors else [], errors=errors)
+
+
+def _check_line_body(
+    body: dict[str, Any], endpoint: BatchEndpoint, served_model: str, tokenizer: PromptTokenizer
+) -> tuple[GenerationRequest | EmbeddingRequest | None, list[FieldProblem]]:
+    if endpoint is BatchEndpoint.RESPONSES:
+        return check_responses_body(body, served_model, tokenizer)
+    if endpoint is BatchEndpoint.EMBEDDINGS:
+        return check_embeddings_body(body, served_model, tokenizer)
+    return check_body(body, endpoint, served_model, tokenizer)
 
 
 def _check_envelope(

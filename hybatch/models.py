@@ -110,6 +110,8 @@ class ShardStatus(StrEnum):
 class BatchEndpoint(StrEnum):
     CHAT_COMPLETIONS = "/v1/chat/completions"
     COMPLETIONS = "/v1/completions"
+    RESPONSES = "/v1/responses"
+    EMBEDDINGS = "/v1/embeddings"
 
 
 class Account(Base):

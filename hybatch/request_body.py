@@ -33,7 +33,11 @@ class FieldProblem:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What the engine runs for one line. ``max_tokens`` is resolved (never absent)."""
+    """What the engine runs for one line. ``max_tokens`` is resolved (never absent).
+
+    ``echo``: for ``/v1/responses``, the request's fields its Response object repeats, as sent
+    (``instructions``, ``metadata``, ...); None for the other endpoints.
+    """
 
     prompt_token_ids: tuple[int, ...]
     max_tokens: int
@@ -41,6 +45,7 @@ class GenerationRequest:
     top_p: float
     seed: int | None
     stop: tuple[str, ...]
+    echo: dict[str, Any] | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -51,7 +56,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-class _BodyChecker:
+class BodyChecker:
+    """Collects the problems of one body; the shared checks of every OpenAI request body."""
+
     def __init__(self, body: dict[str, Any], endpoint: BatchEndpoint, served_model: str) -> None:
         self.body = body
         self.endpoint = endpoint
@@ -190,7 +197,7 @@ def check_body(
     body: dict[str, Any], endpoint: BatchEndpoint, served_model: str, tokenizer: PromptTokenizer
 ) -> tuple[GenerationRequest | None, list[FieldProblem]]:
     """Validate ``body`` for ``endpoint``; return the request to run, or None and every problem."""
-    checker = _BodyChecker(body, endpoint, served_model)
+    checker = BodyChecker(body, endpoint, served_model)
     checker.check_keys()
     checker.check_model()
     checker.check_fixed()
@@ -226,7 +233,7 @@ def check_body(
 
 
 def _check_context(
-    checker: _BodyChecker, prompt_tokens: int, max_tokens: int | None, context_tokens: int
+    checker: BodyChecker, prompt_tokens: int, max_tokens: int | None, context_tokens: int
 ) -> int | None:
     """The resolved max_tokens: given, or (chat without one) whatever room the context leaves."""
     room = context_tokens - prompt_tokens

@@ -89,6 +89,11 @@ def success_line(
             "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
             "usage": usage.as_openai_usage(),
         }
+    return success_envelope(custom_id, body)
+
+
+def success_envelope(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The output-file line carrying ``body`` as the HTTP 200 answer to ``custom_id``."""
     return {
         "id": new_id("batch_req_"),
         "custom_id": custom_id,

@@ -4,7 +4,8 @@ Without a budget cap that is one engine call (continuous batching and the prefix
 batch). With ``metadata.max_cost`` the requests run in the waves the cap admits; those it never admits
 end as ``skipped_budget`` error lines. As each request finishes it is recorded and committed on its
 own: an output line with ``x_billing`` and its usage record, or an error line without usage. Each
-engine call's prefix-cache counters are added to the batch row.
+engine call's prefix-cache counters are added to the batch row. An embeddings batch runs its
+requests one at a time through ``embed`` (each request's inputs in one engine call; no cache).
 
 A shard records only while its worker holds the shard's lease: ``holds_lease`` renews it inside
 each request's transaction, and when it says the lease was taken over the transaction is rolled
@@ -22,12 +23,15 @@ from sqlalchemy.orm import Session
 
 from hybatch.batch_input import BatchRequest
 from hybatch.batch_results import record_failure, record_success
-from hybatch.models import Batch
-from hybatch.result_lines import error_line
-from worker import engine_requests
+from hybatch.embeddings_body import EmbeddingRequest
+from hybatch.models import Batch, BatchEndpoint
+from hybatch.result_lines import TokenUsage, error_line
+from worker import embeddings, engine_requests
 from worker.costing import SKIPPED_BUDGET, X_BILLING, BatchCosting
 
 if TYPE_CHECKING:
+    import torch
+
     from worker.engine import RequestOutput
 
 _CACHE_GAUGES = frozenset({"cached_tokens_device", "device_bytes", "bytes_per_cached_token", "hit_rate"})
@@ -47,6 +51,8 @@ class TextGenerator(Protocol):
         request_ids: Sequence[str],
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[RequestOutput]: ...
+
+    def embed(self, prompts: Sequence[Sequence[int]]) -> list[torch.Tensor]: ...
 
 
 class BatchGeneration:
@@ -78,6 +84,9 @@ class BatchGeneration:
         runnable: dict[str, BatchRequest] = {}
         params: dict[str, Any] = {}
         for request in pending:
+            if isinstance(request.generation, EmbeddingRequest):
+                runnable[request.custom_id] = request  # nothing is sampled
+                continue
             try:
                 params[request.custom_id] = engine_requests.sampling_params(request)
             except ValueError as error:
@@ -95,11 +104,33 @@ class BatchGeneration:
                         message=f"Skipped: running it could pass the batch's max_cost of {self.costing.max_cost}.",
                     )
                 return False
-            if self._run_wave(wave, [params[r.custom_id] for r in wave]):
+            if self._run_wave(wave, params):
                 return True
         return False
 
-    def _run_wave(self, wave: list[BatchRequest], params: list[Any]) -> bool:
+    def _run_wave(self, wave: list[BatchRequest], params: dict[str, Any]) -> bool:
+        if self.batch.endpoint is BatchEndpoint.EMBEDDINGS:
+            return self._run_embeddings(wave)
+        return self._run_generation(wave, [params[r.custom_id] for r in wave])
+
+    def _run_embeddings(self, wave: list[BatchRequest]) -> bool:
+        llm = self.load_llm()
+        for request in wave:
+            if self.should_stop():
+                return True
+            try:
+                vectors = llm.embed(request.generation.inputs)
+            except ValueError as error:
+                self._record_error(request, code="invalid_request", message=str(error))
+                continue
+            usage = embeddings.token_usage(request.generation)
+            line = embeddings.embedding_line(
+                request.custom_id, request.generation, vectors, model=self.batch.model, usage=usage
+            )
+            self._record_line(request, line, usage)
+        return False
+
+    def _run_generation(self, wave: list[BatchRequest], params: list[Any]) -> bool:
         account_id = self.batch.account_id
         prompts = [engine_requests.engine_prompt(r, account_id=account_id) for r in wave]
         by_id = {r.custom_id: r for r in wave}
@@ -148,6 +179,9 @@ class BatchGeneration:
         line = engine_requests.output_line(
             request, output, endpoint=self.batch.endpoint, model=self.batch.model, usage=usage
         )
+        self._record_line(request, line, usage)
+
+    def _record_line(self, request: BatchRequest, line: dict[str, Any], usage: TokenUsage) -> None:
         cost = self.costing.price(request, usage)  # before recording: not yet month-to-date
         if cost is not None:
             line[X_BILLING] = cost.as_x_billing()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hybatch.batch_input import BatchRequest
 from hybatch.models import BatchEndpoint, utc_now
 from hybatch.result_lines import TokenUsage, success_line
+from worker.responses_output import response_line
 
 if TYPE_CHECKING:
     from worker.engine import RequestOutput, SamplingParams
@@ -49,12 +50,23 @@ def output_line(
     request: BatchRequest, output: RequestOutput, *, endpoint: BatchEndpoint, model: str, usage: TokenUsage
 ) -> dict[str, Any]:
     completion = output.outputs[0]
+    finish_reason = completion.finish_reason or "length"  # set on every finished request
+    if endpoint is BatchEndpoint.RESPONSES:
+        return response_line(
+            request.custom_id,
+            request.generation,
+            model=model,
+            text=completion.text,
+            finish_reason=finish_reason,
+            usage=usage,
+            finished_at=utc_now(),
+        )
     return success_line(
         request.custom_id,
         endpoint=endpoint,
         model=model,
         text=completion.text,
-        finish_reason=completion.finish_reason or "length",  # set on every finished request
+        finish_reason=finish_reason,
         usage=usage,
         created_at=utc_now(),
     )

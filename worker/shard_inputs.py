@@ -4,15 +4,18 @@ One JSONL object per request, in the shard's order: where it was in the input (`
 ``custom_id`` and what to generate (prompt token ids and sampling settings, as validation resolved
 them). Written once when the batch is planned, read by every run of the shard and by the batch's
 ending; deleted when the batch ends. The request bodies are not kept: nothing after validation
-reads them.
+reads them (a ``/v1/responses`` request keeps the few fields its Response object repeats, in
+``echo``). An embeddings request stores its inputs' token ids (``embed``) and output settings.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from hybatch.batch_input import BatchRequest
+from hybatch.embeddings_body import EmbeddingRequest, EncodingFormat
 from hybatch.request_body import GenerationRequest
 from hybatch.storage import FileStorage
 
@@ -27,6 +30,10 @@ def write_shard_input(storage: FileStorage, key: str, requests: Iterable[BatchRe
     with storage.open_write(key) as writer:
         for request in requests:
             generation = request.generation
+            if isinstance(generation, EmbeddingRequest):
+                writer.write(_encoded(_embedding_record(request, generation)))
+                count += 1
+                continue
             record = {
                 "line": request.line_number,
                 "custom_id": request.custom_id,
@@ -36,8 +43,9 @@ def write_shard_input(storage: FileStorage, key: str, requests: Iterable[BatchRe
                 "top_p": generation.top_p,
                 "seed": generation.seed,
                 "stop": list(generation.stop),
+                "echo": generation.echo,
             }
-            writer.write((json.dumps(record, separators=(",", ":")) + "\n").encode())
+            writer.write(_encoded(record))
             count += 1
     return count
 
@@ -47,6 +55,9 @@ def read_shard_input(storage: FileStorage, key: str) -> Iterator[BatchRequest]:
     with storage.open_read(key) as reader:
         for raw in reader:
             record = json.loads(raw)
+            if "embed" in record:
+                yield BatchRequest(record["line"], record["custom_id"], {}, _embedding_request(record))
+                continue
             generation = GenerationRequest(
                 prompt_token_ids=tuple(record["prompt"]),
                 max_tokens=record["max_tokens"],
@@ -54,5 +65,28 @@ def read_shard_input(storage: FileStorage, key: str) -> Iterator[BatchRequest]:
                 top_p=record["top_p"],
                 seed=record["seed"],
                 stop=tuple(record["stop"]),
+                echo=record.get("echo"),
             )
             yield BatchRequest(record["line"], record["custom_id"], {}, generation)
+
+
+def _encoded(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, separators=(",", ":")) + "\n").encode()
+
+
+def _embedding_record(request: BatchRequest, embedding: EmbeddingRequest) -> dict[str, Any]:
+    return {
+        "line": request.line_number,
+        "custom_id": request.custom_id,
+        "embed": [list(tokens) for tokens in embedding.inputs],
+        "encoding_format": embedding.encoding_format.value,
+        "dimensions": embedding.dimensions,
+    }
+
+
+def _embedding_request(record: dict[str, Any]) -> EmbeddingRequest:
+    return EmbeddingRequest(
+        inputs=tuple(tuple(tokens) for tokens in record["embed"]),
+        encoding_format=EncodingFormat(record["encoding_format"]),
+        dimensions=record["dimensions"],
+    )

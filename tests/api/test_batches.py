@@ -89,8 +89,8 @@ def test_failed_enqueue_marks_the_batch_failed(
 @pytest.mark.parametrize(
     ("override", "param"),
     [
-        ({"endpoint": "/v1/embeddings"}, "endpoint"),
-        ({"endpoint": "/v1/responses"}, "endpoint"),
+        ({"endpoint": "/v1/moderations"}, "endpoint"),
+        ({"endpoint": "/v1/images/generations"}, "endpoint"),
         ({"completion_window": "48h"}, "completion_window"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"metadata": {"k": "v" * 513}}, "metadata.k"),

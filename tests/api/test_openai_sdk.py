@@ -89,13 +89,21 @@ def test_batches_round_trip(sdk: openai.OpenAI, enqueued: list[str]) -> None:
     assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None
 
 
+@pytest.mark.parametrize("endpoint", ["/v1/responses", "/v1/embeddings"])
+def test_responses_and_embeddings_batches_are_created(sdk: openai.OpenAI, endpoint: str) -> None:
+    upload = sdk.files.create(file=("in.jsonl", json.dumps(chat_line("only")).encode()), purpose="batch")
+    batch = sdk.batches.create(input_file_id=upload.id, endpoint=endpoint, completion_window="24h")
+    assert batch.endpoint == endpoint and batch.status == "validating"
+    assert sdk.batches.retrieve(batch.id).endpoint == endpoint
+
+
 def test_errors_surface_as_sdk_exceptions(sdk: openai.OpenAI, base_url: str) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         sdk.files.create(file=("x.jsonl", b"{oops\n"), purpose="batch")
     assert bad.value.code == "invalid_json_line"
 
     with pytest.raises(openai.BadRequestError):
-        sdk.batches.create(input_file_id="file-x", endpoint="/v1/embeddings", completion_window="24h")
+        sdk.batches.create(input_file_id="file-x", endpoint="/v1/moderations", completion_window="24h")
 
     with pytest.raises(openai.NotFoundError):
         sdk.batches.retrieve("batch_missing")

@@ -59,8 +59,7 @@ class LLM:
 
     ``kv_cache_gb`` sizes both KV pools; ``num_full_blocks`` / ``num_swa_blocks`` override the split
     (tests use them to force preemption). ``max_num_batched_tokens`` is the per-step token budget
-    (the chunked-prefill chunk size). ``opportunistic_windows`` keeps the sliding-window KV a
-    sequence leaves behind as spare cache windows while the SWA pool has room (docs/kv-cache.md).
+    (the chunked-prefill chunk size).
     """
 
     def __init__(
@@ -84,7 +83,6 @@ class LLM:
         disk_cache_dir: str | Path | None = None,
         disk_cache_gb: float = 0.0,
         overlap_loads: bool = True,
-        opportunistic_windows: bool = True,
     ):
         self.checkpoint = Path(model)
         self.device = resolve_device(device)
@@ -127,7 +125,6 @@ class LLM:
             retain_every_tokens=retain_every_tokens,
             host_store=HostStore(int(host_cache_gb * GIB)) if enable_prefix_caching else None,
             disk_store=self.disk_store,
-            opportunistic_windows=opportunistic_windows,
         )
         self.plan_batches = plan_batches and enable_prefix_caching
         self._next_id = 0

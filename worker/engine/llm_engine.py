@@ -48,7 +48,6 @@ class LLMEngine:
         retain_every_tokens: int | None = None,
         host_store: HostStore | None = None,
         disk_store: DiskStore | None = None,
-        opportunistic_windows: bool = True,
     ):
         self.config = config
         self.runner = runner
@@ -59,14 +58,7 @@ class LLMEngine:
         window = config.sliding_window if config.swa_layers else 0
         self.blocks = BlockManager(layout.block_size, layout.num_full_blocks, layout.num_swa_blocks, window)
         self.cache = (
-            PrefixCache(
-                self.blocks,
-                retain_every_tokens,
-                runner.transfer,
-                host_store,
-                disk_store,
-                opportunistic_windows,
-            )
+            PrefixCache(self.blocks, retain_every_tokens, runner.transfer, host_store, disk_store)
             if enable_prefix_caching
             else None
         )

@@ -48,42 +48,25 @@ def predicted_hit(windows: set, prompt: list[int], salt: str) -> int:
     return best
 
 
-def retained_windows(prompt: list[int], output: list[int], opportunistic: bool) -> list[tuple[int, ...]]:
-    """The prefixes a request leaves a window at, with nothing evicted: planned windows only at its
-    prompt's last block boundary; with spare windows, at every block boundary it computed (the
-    prompt and every generated token but the last, which is sampled and never computed)."""
-    if not opportunistic:
-        end = len(prompt) // B * B
-        return [tuple(prompt[:end])] if end else []
-    computed = prompt + output[:-1]
-    return [tuple(computed[:p]) for p in range(B, len(computed) // B * B + 1, B)]
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests, st.booleans())
-def test_hits_match_a_model_of_retained_windows_with_an_ample_budget(path, reference, reqs, opportunistic):
-    llm = LLM(
-        path,
-        device="cpu",
-        dtype="float32",
-        block_size=B,
-        kv_cache_gb=0.01,
-        enable_prefix_caching=True,
-        opportunistic_windows=opportunistic,
-    )
+@given(requests)
+def test_hits_match_a_model_of_retained_windows_with_an_ample_budget(path, reference, reqs):
+    llm = LLM(path, device="cpu", dtype="float32", block_size=B, kv_cache_gb=0.01, enable_prefix_caching=True)
     windows: set = set()
     for prompt, salt in reqs:
         out = llm.generate([{"prompt_token_ids": prompt, "cache_salt": salt}], PARAMS)[0]
         assert out.outputs[0].token_ids == reference(prompt)
         assert out.num_cached_tokens == predicted_hit(windows, prompt, salt)
         llm.engine.check_integrity()
-        windows.update((salt, w) for w in retained_windows(prompt, out.outputs[0].token_ids, opportunistic))
+        end = len(prompt) // B * B
+        if end:
+            windows.add((salt, tuple(prompt[:end])))
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests, st.integers(9, 14), st.integers(5, 9), st.booleans())
+@given(requests, st.integers(9, 14), st.integers(5, 9))
 def test_under_eviction_hits_never_exceed_the_model_and_outputs_stay_exact(
-    path, reference, reqs, num_full_blocks, num_swa_blocks, opportunistic
+    path, reference, reqs, num_full_blocks, num_swa_blocks
 ):
     llm = LLM(
         path,
@@ -94,7 +77,6 @@ def test_under_eviction_hits_never_exceed_the_model_and_outputs_stay_exact(
         num_swa_blocks=num_swa_blocks,
         max_num_batched_tokens=5,
         enable_prefix_caching=True,
-        opportunistic_windows=opportunistic,
     )
     outs = llm.generate([{"prompt_token_ids": p, "cache_salt": s} for p, s in reqs], PARAMS)
     for (prompt, _salt), out in zip(reqs, outs, strict=True):

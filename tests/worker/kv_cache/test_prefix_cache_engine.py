@@ -93,7 +93,7 @@ def _subtree(node):
 
 
 def test_hit_without_a_window_is_cut_short_and_counted(path):
-    llm = make(path, enable_prefix_caching=True, opportunistic_windows=False)
+    llm = make(path, enable_prefix_caching=True)
     first = list(range(1, 42))  # 41 tokens: full KV for 10 blocks, one window retained at token 40
     llm.generate([{"prompt_token_ids": first}], PARAMS)
     # Shares 38 tokens: full KV matches 9 blocks (36 tokens) but no window ends at 36, so no hit.
@@ -127,33 +127,8 @@ def test_tiny_budgets_force_eviction_mid_batch_and_outputs_stay_identical(
 
 
 def test_retain_every_n_tokens_lets_longer_shared_prefixes_hit(path):
-    llm = make(path, enable_prefix_caching=True, retain_every_tokens=8, opportunistic_windows=False)
+    llm = make(path, enable_prefix_caching=True, retain_every_tokens=8)
     base = list(range(1, 41))
     llm.generate([{"prompt_token_ids": base + [60, 61, 62]}], PARAMS)
     out = llm.generate([{"prompt_token_ids": base[:30] + [90, 91]}], PARAMS)[0]
     assert out.num_cached_tokens == 24  # the deepest multiple of 8 inside the shared 30 tokens
-
-
-def test_spare_windows_hit_at_any_block_boundary_while_the_swa_pool_has_room(path):
-    llm = make(path, enable_prefix_caching=True)
-    first = list(range(1, 42))
-    llm.generate([{"prompt_token_ids": first}], PARAMS)
-    probe = first[:38] + [90, 91, 92]  # the planned-only cache hits nothing here (test above)
-    out = llm.generate([{"prompt_token_ids": probe}], PARAMS)[0]
-    assert out.num_cached_tokens == 36
-    assert llm.engine.cache.stats.hits_cut_short == 0
-    llm.engine.check_integrity()
-
-
-def test_under_swa_pressure_spare_windows_go_first_and_planned_ones_still_hit(path):
-    # 14 SWA blocks: a running sequence needs ceil(8/4) + 1 + a chunk of 2 blocks; the first prompt's
-    # spare windows fill the rest, and the second prompt's prefill must drop them.
-    llm = make(path, enable_prefix_caching=True, num_swa_blocks=14, max_num_batched_tokens=8)
-    first = list(range(1, 42))
-    llm.generate([{"prompt_token_ids": first}], PARAMS)
-    llm.generate([{"prompt_token_ids": list(range(50, 91))}], PARAMS)
-    stats = llm.engine.cache.stats
-    assert stats.spare_windows_retained > 0 and stats.windows_dropped > 0
-    llm.engine.check_integrity()
-    again = llm.generate([{"prompt_token_ids": first}], PARAMS)[0]
-    assert again.num_cached_tokens == 40  # the planned window at the prompt's end survived
