@@ -14,7 +14,8 @@ are replayed on token ids alone, no model, through
 
 each with the same device memory per budget (``FULL+SWA`` GB: this cache's two pools; every peer
 gets their sum) on the MiMo-V2.5-Pro KV shape (``cache_trace_memory.py``). Per workload and budget
-it prints hit tokens as a share of prompt tokens, ours ÷ the best peer, and the capacity multiplier
+it prints the hit ratio (hit ÷ prompt tokens) and the prompt tokens computed, ours ÷ the best
+peer in hit tokens, and the capacity multiplier
 (cached tokens per byte at the end vs caching every layer). ``unbounded`` is the every-layer cache
 with memory to spare: every hit the trace allows; memory binds where the best peer falls short of it.
 
@@ -36,7 +37,7 @@ from worker.bench.cache_trace_vllm import VllmHybridCache
 from worker.bench.cache_trace_workloads import Trace, TraceRequest, default_workloads, mix
 from worker.kv_cache.planner import plan_batch
 
-DEFAULT_BUDGETS = "2+2,4+2,8+4,16+4,32+8,64+16"
+DEFAULT_BUDGETS = "2+2,4+4,8+4,16+4,12+8,32+8,64+16"
 UNBOUNDED_BYTES = 10**15
 BINDS_BELOW = 0.99  # memory binds where the best peer hits under 99% of what the trace allows
 
@@ -80,67 +81,97 @@ def replay(
     return PolicyResult(policy.name, hit, trace.prompt_tokens, policy.holding(), time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class BudgetResult:
+    """Every policy on one trace at one budget; None where one request did not fit."""
+
+    budget: Budget
+    hybatch: PolicyResult | None
+    vllm: PolicyResult | None
+    sglang: PolicyResult | None
+    sglang_ratio: float | None  # SGLang's SWA:full token ratio that hit most
+    every_layer: PolicyResult | None
+
+    @property
+    def peers(self) -> list[PolicyResult]:
+        return [r for r in (self.vllm, self.sglang, self.every_layer) if r is not None]
+
+    @property
+    def policies(self) -> dict[str, PolicyResult | None]:
+        return {
+            "hybatch": self.hybatch,
+            "vllm": self.vllm,
+            "sglang": self.sglang,
+            "every_layer": self.every_layer,
+        }
+
+    @property
+    def best_peer(self) -> PolicyResult | None:
+        return max(self.peers, key=lambda r: r.hit_tokens, default=None)
+
+    @property
+    def ours_over_best(self) -> float | None:
+        """Our hit tokens ÷ the best peer's (None when either did not run or the peer hit nothing)."""
+        best = self.best_peer
+        if self.hybatch is None or best is None or best.hit_tokens == 0:
+            return None
+        return self.hybatch.hit_tokens / best.hit_tokens
+
+    def memory_binds(self, unbounded: PolicyResult) -> bool:
+        best = self.best_peer
+        return best is not None and best.hit_tokens < BINDS_BELOW * unbounded.hit_tokens
+
+
 def run_budget(
     trace: Trace, kv: KVBytes, budget: Budget, chunk_tokens: int, sglang_ratios: list[float]
-) -> dict:
-    """Every policy on one trace at one budget: {policy key: PolicyResult or None}."""
+) -> BudgetResult:
     from worker.bench.cache_trace_ours import OurCache
 
     total = budget.total_bytes
-    results = {
-        "hybatch": replay(trace, lambda: OurCache(kv, budget, chunk_tokens), kv, ordered=False),
-        "vllm": replay(trace, lambda: VllmHybridCache(kv, total, chunk_tokens), kv, ordered=True),
-        "every_layer": replay(trace, lambda: EveryLayerCache(kv, total, chunk_tokens), kv, ordered=True),
-    }
     sglang = [
-        replay(trace, lambda r=r: SglangSwaRadixCache(kv, total, chunk_tokens, r), kv, ordered=True)
+        (replay(trace, lambda r=r: SglangSwaRadixCache(kv, total, chunk_tokens, r), kv, ordered=True), r)
         for r in sglang_ratios
     ]
-    fitting = [s for s in sglang if s is not None]
-    results["sglang"] = max(fitting, key=lambda s: s.hit_tokens) if fitting else None
-    return results
-
-
-def best_peer(results: dict) -> PolicyResult | None:
-    peers = [results[k] for k in ("vllm", "sglang", "every_layer") if results[k] is not None]
-    return max(peers, key=lambda r: r.hit_tokens) if peers else None
-
-
-def ours_over_best(results: dict) -> float | None:
-    ours, best = results["hybatch"], best_peer(results)
-    if ours is None or best is None or best.hit_tokens == 0:
-        return None
-    return ours.hit_tokens / best.hit_tokens
+    best_sglang, best_ratio = max(
+        ((s, r) for s, r in sglang if s is not None), key=lambda sr: sr[0].hit_tokens, default=(None, None)
+    )
+    return BudgetResult(
+        budget,
+        hybatch=replay(trace, lambda: OurCache(kv, budget, chunk_tokens), kv, ordered=False),
+        vllm=replay(trace, lambda: VllmHybridCache(kv, total, chunk_tokens), kv, ordered=True),
+        sglang=best_sglang,
+        sglang_ratio=best_ratio,
+        every_layer=replay(trace, lambda: EveryLayerCache(kv, total, chunk_tokens), kv, ordered=True),
+    )
 
 
 def _cell(result: PolicyResult | None) -> str:
-    return "does not fit" if result is None else f"{result.hit_ratio * 100:5.1f}%"
+    if result is None:
+        return "does not fit"
+    return f"{result.hit_ratio * 100:.1f}% / {result.computed_tokens / 1000:,.0f}k"
 
 
-def print_table(trace: Trace, unbounded: PolicyResult, rows: list[tuple[Budget, dict]], kv: KVBytes) -> None:
+def print_table(trace: Trace, unbounded: PolicyResult, rows: list[BudgetResult], kv: KVBytes) -> None:
     print(
         f"\n{trace.name}: {len(trace.batches)} batches, {trace.num_requests} requests, "
-        f"{trace.prompt_tokens} prompt tokens; unbounded hits {unbounded.hit_ratio * 100:.1f}%"
+        f"{trace.prompt_tokens:,} prompt tokens; unbounded: {_cell(unbounded)}"
     )
     print(
-        "| budget (full+SWA) | hybatch | vLLM hybrid | SGLang SWA | every layer | ours ÷ best peer "
+        "| budget (full+SWA) | hybatch | vLLM hybrid | SGLang SWA radix | every layer | ours ÷ best peer "
         "| memory binds | capacity x (ours / vLLM / SGLang) |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for budget, results in rows:
-        ratio = ours_over_best(results)
-        best = best_peer(results)
-        binds = best is not None and best.hit_tokens < BINDS_BELOW * unbounded.hit_tokens
+    for row in rows:
+        ratio = row.ours_over_best
         capacity = " / ".join(
-            "-" if results[k] is None else f"{results[k].holding.multiplier(kv):.2f}"
-            for k in ("hybatch", "vllm", "sglang")
+            "-" if r is None else f"{r.holding.multiplier(kv):.2f}"
+            for r in (row.hybatch, row.vllm, row.sglang)
         )
-        sglang = results["sglang"]
-        sglang_cell = _cell(sglang) + ("" if sglang is None else f" (r {sglang.name.split()[-1][:-1]})")
+        sglang = _cell(row.sglang) + ("" if row.sglang is None else f" (ratio {row.sglang_ratio:g})")
         print(
-            f"| {budget.label} | {_cell(results['hybatch'])} | {_cell(results['vllm'])} | {sglang_cell} "
-            f"| {_cell(results['every_layer'])} | {'n/a' if ratio is None else f'{ratio:.2f}x'} "
-            f"| {'yes' if binds else 'no'} | {capacity} |"
+            f"| {row.budget.label} | {_cell(row.hybatch)} | {_cell(row.vllm)} | {sglang} "
+            f"| {_cell(row.every_layer)} | {'n/a' if ratio is None else f'{ratio:.2f}x'} "
+            f"| {'yes' if row.memory_binds(unbounded) else 'no'} | {capacity} |"
         )
 
 
@@ -176,7 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the workloads' request counts")
     parser.add_argument("--workloads", default="", help="comma-separated subset (default: all five)")
     parser.add_argument(
-        "--sglang-ratios", default="0.8,0.4,0.2", help="SGLang SWA:full token ratios to try; the best is kept"
+        "--sglang-ratios",
+        default="0.8,0.4,0.2,0.1",
+        help="SGLang SWA:full token ratios to try; the best is kept",
     )
     args = parser.parse_args(argv)
     budgets = [Budget.parse(b) for b in args.budgets.split(",") if b]
@@ -191,9 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {}
     for trace in build_traces(args.seed, args.scale, [n for n in args.workloads.split(",") if n]):
         unbounded = replay(trace, lambda: EveryLayerCache(kv, UNBOUNDED_BYTES, args.chunk_tokens), kv, True)
-        rows = [(b, run_budget(trace, kv, b, args.chunk_tokens, ratios)) for b in budgets]
+        rows = [run_budget(trace, kv, b, args.chunk_tokens, ratios) for b in budgets]
         print_table(trace, unbounded, rows, kv)
-        result[trace.name] = {"unbounded": unbounded} | {b.label: r for b, r in rows}
+        result[trace.name] = {"unbounded": unbounded, "budgets": rows}
     return result
 
 

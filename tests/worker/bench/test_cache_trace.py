@@ -71,7 +71,8 @@ def test_bench_runs_every_policy_and_none_beats_the_unbounded_cache():
     assert set(result) == {w.name for w in default_workloads()} | {"mix"}
     for name, rows in result.items():
         unbounded = rows["unbounded"]
-        for policy, outcome in rows[ROOMY.label].items():
+        (row,) = rows["budgets"]
+        for policy, outcome in row.policies.items():
             assert outcome is not None, (name, policy)
             assert outcome.prompt_tokens == unbounded.prompt_tokens
             # Same trace, same order: no cache hits more than one that never evicts anything.
