@@ -70,11 +70,12 @@ def check_embeddings_body(
     if encoding not in set(EncodingFormat):
         checker.problem("invalid_value", "encoding_format", "'encoding_format' must be 'float' or 'base64'.")
     dimensions = checker.optional_positive_int("dimensions")
-    if dimensions is not None and dimensions > tokenizer.hidden_size:
+    if dimensions is not None and (tokenizer.hidden_size is None or dimensions > tokenizer.hidden_size):
+        size = "unknown" if tokenizer.hidden_size is None else tokenizer.hidden_size
         checker.problem(
             "invalid_value",
             "dimensions",
-            f"'dimensions' must be at most {tokenizer.hidden_size}, the served model's embedding size.",
+            f"'dimensions' must be at most the served model's embedding size ({size}).",
         )
     inputs = _inputs(checker, tokenizer)
     if checker.problems or inputs is None:

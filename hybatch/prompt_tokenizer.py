@@ -54,7 +54,7 @@ class PromptTokenizer:
     tokenizer: Tokenizer
     context_tokens: int  # max_position_embeddings: prompt plus output must fit
     vocab_size: int
-    hidden_size: int  # the length of an embedding vector (``/v1/embeddings`` ``dimensions`` at most)
+    hidden_size: int | None  # an embedding's length (``dimensions`` at most); None: config.json omits it
     chat_template: str | None
     bos_token: str | None
     eos_token: str | None
@@ -113,7 +113,7 @@ def _load(checkpoint_dir: Path) -> PromptTokenizer:
         tokenizer=tokenizer,
         context_tokens=int(config["max_position_embeddings"]),
         vocab_size=int(config.get("vocab_size", tokenizer.get_vocab_size(with_added_tokens=True))),
-        hidden_size=int(config.get("hidden_size", 0)),
+        hidden_size=int(config["hidden_size"]) if "hidden_size" in config else None,
         chat_template=chat_template,
         bos_token=_token_text(tokenizer_config.get("bos_token")),
         eos_token=_token_text(tokenizer_config.get("eos_token")),

@@ -1,0 +1,45 @@
+"""Embedding vectors on an output line: shortened by ``dimensions``, encoded as floats or base64."""
+
+import base64
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from hybatch.embeddings_body import EmbeddingRequest, EncodingFormat
+from worker.embeddings import embedding_line, encoded, shortened, token_usage
+
+
+def test_shortened_keeps_the_first_components_at_unit_length() -> None:
+    vector = np.array([0.6, 0.0, 0.8, 0.0], dtype=np.float32)  # unit length
+    np.testing.assert_allclose(shortened(vector, 2), [1.0, 0.0])  # [0.6, 0] / 0.6
+    np.testing.assert_allclose(shortened(vector, 3), [0.6, 0.0, 0.8])
+    assert shortened(vector, None) is vector
+    assert shortened(np.array([0.0, 1.0], dtype=np.float32), 1).tolist() == [0.0]  # no NaN
+
+
+def test_base64_is_little_endian_float32_bytes() -> None:
+    vector = np.array([1.0, -2.5, 0.125], dtype=np.float32)
+    text = encoded(vector, EncodingFormat.BASE64)
+    assert base64.b64decode(text) == struct.pack("<3f", 1.0, -2.5, 0.125)
+    assert encoded(vector, EncodingFormat.FLOAT) == [1.0, -2.5, 0.125]
+
+
+@pytest.mark.parametrize("encoding_format", list(EncodingFormat))
+def test_the_line_holds_one_item_per_input_and_input_only_usage(encoding_format: EncodingFormat) -> None:
+    request = EmbeddingRequest(((1, 2, 3), (4,)), encoding_format, dimensions=None)
+    usage = token_usage(request)
+    assert (usage.cache_hit_input_tokens, usage.cache_miss_input_tokens, usage.output_tokens) == (0, 4, 0)
+    vectors = [torch.tensor([0.6, 0.8]), torch.tensor([1.0, 0.0])]
+    line = embedding_line("e1", request, vectors, model="tiny-test", usage=usage)
+    body = line["response"]["body"]
+    assert line["custom_id"] == "e1" and line["error"] is None and line["response"]["status_code"] == 200
+    assert body["object"] == "list" and body["model"] == "tiny-test"
+    assert body["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    assert [item["index"] for item in body["data"]] == [0, 1]
+    assert {item["object"] for item in body["data"]} == {"embedding"}
+    first = body["data"][0]["embedding"]
+    if encoding_format is EncodingFormat.BASE64:
+        first = list(struct.unpack("<2f", base64.b64decode(first)))
+    np.testing.assert_allclose(first, [0.6, 0.8], rtol=1e-6)
