@@ -18,11 +18,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from hybatch.ids import new_file_id
-from hybatch.models import Batch, BatchRequestResult, File, FilePurpose, UsageRecord, utc_now
+from hybatch.models import (
+    Batch,
+    BatchEndpoint,
+    BatchRequestResult,
+    File,
+    FilePurpose,
+    UsageRecord,
+    utc_now,
+)
 from hybatch.result_lines import LinePrice, TokenUsage
 from hybatch.storage import FileStorage
 
 _ROWS_PER_FETCH = 1000
+EMBEDDINGS_MODEL_SUFFIX = ":embeddings"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,15 @@ def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str,
     )
     # RETURNING yields the new row's id, or nothing when the row already existed.
     return session.execute(statement).first() is not None
+
+
+def usage_model(batch: Batch) -> str:
+    """The model name a batch's requests are metered and priced under: the batch's model, with
+    ``:embeddings`` after it for an embeddings batch, so that usage, invoices and price schedules
+    (an entry matching ``*:embeddings``) keep embeddings apart from generation."""
+    if batch.endpoint is BatchEndpoint.EMBEDDINGS:
+        return batch.model + EMBEDDINGS_MODEL_SUFFIX
+    return batch.model
 
 
 def finished_custom_ids(session: Session, batch_id: str) -> set[str]:
@@ -78,7 +96,7 @@ def record_success(
             "api_key_id": batch.api_key_id,
             "batch_id": batch.id,
             "custom_id": custom_id,
-            "model": batch.model,
+            "model": usage_model(batch),
             "cache_hit_input_tokens": usage.cache_hit_input_tokens,
             "cache_miss_input_tokens": usage.cache_miss_input_tokens,
             "output_tokens": usage.output_tokens,

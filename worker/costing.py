@@ -20,6 +20,7 @@ from billing.pricing.budget_cap import SKIPPED_BUDGET, parse_max_cost, should_sk
 from billing.pricing.request_cost import X_BILLING, RequestCost, batch_cost_so_far, price_request
 from billing.pricing.schedule_store import price_book
 from hybatch.batch_input import BatchRequest
+from hybatch.batch_results import usage_model
 from hybatch.errors import HybatchError
 from hybatch.models import Batch, utc_now
 from hybatch.result_lines import TokenUsage
@@ -61,7 +62,7 @@ class BatchCosting:
         for request in requests:
             generation = request.generation
             worst = worst_case_cost(
-                version, self.batch.model, len(generation.prompt_token_ids), generation.max_tokens
+                version, usage_model(self.batch), len(generation.prompt_token_ids), generation.max_tokens
             )
             if should_skip(self.spent, in_flight + worst, self.max_cost):
                 waiting.append(request)
@@ -76,7 +77,7 @@ class BatchCosting:
         self.in_flight.pop(request.custom_id, None)
         try:
             cost = price_request(
-                self.session, account_id=self.batch.account_id, model=self.batch.model, usage=usage
+                self.session, account_id=self.batch.account_id, model=usage_model(self.batch), usage=usage
             )
         except HybatchError as error:
             log.warning("batch %s: request %s is not priced: %s", self.batch.id, request.custom_id, error)

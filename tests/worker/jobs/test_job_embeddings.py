@@ -10,9 +10,13 @@ import pytest
 import torch
 from openai.types import CreateEmbeddingResponse
 
+from billing.pricing.schedule_parser import parse_schedule
+from billing.pricing.schedule_store import assign_schedule, load_schedule
+from hybatch import accounts
 from hybatch.batch_input import MAX_EMBEDDING_INPUTS
-from hybatch.models import BatchStatus
+from hybatch.models import BatchStatus, utc_now
 from hybatch.prompt_tokenizer import PromptTokenizer
+from tests.billing.schedule_docs import flat, model_entry, schedule, version
 from tests.worker.checkpoints import load_reference
 from tests.worker.jobs.batches import SERVED_MODEL, read_outcome, submit
 from tests.worker.jobs.task_queue import drive
@@ -90,6 +94,7 @@ def test_an_embeddings_batch_gives_embedding_lists_equal_to_the_reference(contex
         assert response.usage.prompt_tokens == response.usage.total_tokens == prompt_tokens
         # Metered as input only, every token computed (no prefix cache for embeddings).
         record = ledger[custom_id]
+        assert record.model == "tiny-test:embeddings"  # metered apart from generation
         assert (record.cache_hit_input_tokens, record.cache_miss_input_tokens, record.output_tokens) == (
             0,
             prompt_tokens,
@@ -154,3 +159,51 @@ def test_more_than_50000_embedding_inputs_fail_the_batch(context: jobs.JobContex
     assert MAX_EMBEDDING_INPUTS == 50_000
     assert error["code"] == "too_many_embedding_inputs" and error["line"] == num_lines
     assert "50000" in error["message"]
+
+
+# The default schedule has no embeddings entry: its "*" entry prices them, at its cache-miss input
+# price (USD 0.70 per 1M tokens, first tier; billing/pricing/default_schedule.yaml).
+DEFAULT_MISS_PER_1M = Decimal("0.70")
+
+
+def test_embeddings_are_billed_as_input_tokens_by_their_own_schedule_entry(context: jobs.JobContext) -> None:
+    # Embeddings at 0.02 per 1M input tokens; generation far dearer, so the entry used shows in the sum.
+    embeddings = {"cache_hit_input": flat("0"), "cache_miss_input": flat("0.02"), "output": flat("0")}
+    generation = {"cache_hit_input": flat("1"), "cache_miss_input": flat("10"), "output": flat("30")}
+    with context.session_factory() as session:
+        account = accounts.create_account(session, "embedder")
+        document = schedule(
+            "emb",
+            version(
+                "v1", "2026-01-01", [model_entry("*:embeddings", embeddings), model_entry("*", generation)]
+            ),
+        )
+        load_schedule(session, parse_schedule(document))
+        assign_schedule(session, account.id, "emb", utc_now())
+        session.commit()
+    lines = [
+        embeddings_line("a", {"input": ["one two three", "four"]}),
+        embeddings_line("b", {"input": [7] * 50}),
+    ]
+    batch_id = submit(context, lines, endpoint=EMBEDDINGS, account="embedder")
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
+
+    outcome = read_outcome(context, batch_id)
+    by_id = {line["custom_id"]: line for line in outcome.output_lines}
+    for record in outcome.usage:
+        x_billing = by_id[record.custom_id]["x_billing"]
+        assert x_billing["token_classes"] == {
+            "cache_hit_input": 0,
+            "cache_miss_input": record.prompt_tokens,
+            "output": 0,
+        }
+        assert x_billing["price_version"] == "emb@v1"
+        assert Decimal(x_billing["amount"]) == record.amount == record.prompt_tokens * Decimal("0.02") / 10**6
+    assert {r.custom_id: r.prompt_tokens for r in outcome.usage}["b"] == 50
+
+
+def test_without_an_embeddings_entry_they_cost_the_models_cache_miss_input(context: jobs.JobContext) -> None:
+    batch_id = submit(context, [embeddings_line("a", {"input": [3] * 40})], endpoint=EMBEDDINGS)
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
+    [line] = read_outcome(context, batch_id).output_lines
+    assert Decimal(line["x_billing"]["amount"]) == 40 * DEFAULT_MISS_PER_1M / 10**6
