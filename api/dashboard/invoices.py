@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session
 
 from api.dashboard.deps import Developer, DeveloperDep
 from api.dashboard.pages import render
-from api.dashboard.price_view import line_labels, price_bands
+from api.dashboard.price_view import price_bands
 from api.deps import SessionsDep
 from api.downloads import ExportFormat, export_download
 from billing.invoicing import invoices
+from billing.invoicing.line_labels import line_labels
 from billing.invoicing.upcoming import upcoming_invoices
 from billing.periods import Period
 from billing.pricing.price_sheet import price_sheet, schedule_versions
