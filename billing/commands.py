@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from billing.invoicing import exports
 from billing.invoicing.close_schedule import close_previous_month
 from billing.invoicing.invoices import close_period, list_invoices
@@ -21,6 +23,7 @@ from billing.sample_ledger import write_sample_ledger
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import InvalidRequestError
+from hybatch.models import Account
 from hybatch.settings import Settings
 
 
@@ -41,6 +44,7 @@ def close(settings: Settings, period_text: str | None) -> list[str]:
             results = [close_period(session, period)]
     out = []
     with session_factory() as session:
+        names = dict(session.execute(sa.select(Account.id, Account.name)).all())
         for result in results:
             if result.already_closed:
                 out.append(f"{result.period} was already closed; nothing changed")
@@ -49,7 +53,8 @@ def close(settings: Settings, period_text: str | None) -> list[str]:
             for invoice in list_invoices(session, period=Period.parse(result.period)):
                 if invoice.id in result.invoice_ids:
                     total = minor_to_decimal(invoice.total_minor, invoice.currency)
-                    out.append(f"  {invoice.id}  {invoice.account_id}  {total} {invoice.currency}")
+                    name = names.get(invoice.account_id, invoice.account_id)
+                    out.append(f"  {invoice.id}  {name} ({invoice.account_id})  {total} {invoice.currency}")
     return out
 
 
@@ -62,6 +67,25 @@ def export(settings: Settings, period_text: str, account_name: str | None, fmt: 
         account_id = accounts.get_account(session, account_name).id if account_name else None
         summary, detail = exports.export_rows(session, period, account_id)
     return exports.render(period, summary, detail, fmt)
+
+
+def invoice_pdf(settings: Settings, period_text: str, account_name: str, out: Path | None) -> list[str]:
+    """Write the named account's invoice for a closed period as a PDF to ``out`` (default: the
+    invoice's own file name in the current directory); the line to print."""
+    # Imported here: the PDF library loads only for this command.
+    from billing.invoicing.invoice_document import find_invoice, invoice_document
+    from billing.invoicing.pdf import render_invoice_pdf
+    from billing.settings import get_billing_settings
+
+    period = Period.parse(period_text)
+    with _session_factory(settings)() as session:
+        invoice = find_invoice(session, account_name, period)
+        document = invoice_document(session, invoice.account_id, invoice.id)
+    target = out or Path(document.filename)
+    target.write_bytes(render_invoice_pdf(document, issuer=get_billing_settings().invoice_issuer))
+    return [
+        f"wrote {target}: {document.account_name} {document.period}, {len(document.lines)} lines, {document.total}"
+    ]
 
 
 def load_schedules(settings: Settings, path: Path) -> list[str]:

@@ -3,6 +3,9 @@
 ``HYBATCH_STRIPE_API_KEY`` enables pushing invoices to Stripe; ``HYBATCH_STRIPE_WEBHOOK_SECRET``
 (``whsec_...``) enables the webhook; ``HYBATCH_STRIPE_API_BASE`` points the SDK elsewhere than
 ``https://api.stripe.com`` (a local test server).
+
+``HYBATCH_INVOICE_ISSUER``: who sends invoices (name and address, lines separated by ``\n``),
+printed at the top of invoice PDFs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class BillingSettings(BaseSettings):
     stripe_webhook_secret: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_tolerance_s: int = Field(default=300, ge=1)  # older signatures are refused
+    invoice_issuer: str | None = None
 
 
 @lru_cache(maxsize=1)

@@ -307,6 +307,20 @@ def billing_export(
         raise _fail(error.message) from error
 
 
+@billing_app.command("pdf")
+def billing_pdf(
+    period: Annotated[str, typer.Option(help="a closed period, YYYY-MM")],
+    account: Annotated[str, typer.Option(help="account name")],
+    out: Annotated[
+        Path | None, typer.Option(help="the PDF file; default: invoice-PERIOD-ACCOUNT-ID.pdf here")
+    ] = None,
+) -> None:
+    """Write an account's invoice for a closed month as a PDF to send (HYBATCH_INVOICE_ISSUER heads it)."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.invoice_pdf(Settings(), period, account, out))
+
+
 @billing_app.command("stripe-push")
 def billing_stripe_push(
     period: Annotated[str | None, typer.Option(help="YYYY-MM; default: all")] = None,

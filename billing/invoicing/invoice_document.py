@@ -1,0 +1,105 @@
+"""A finalized invoice as the words and figures printed on it: what the invoice PDF lays out.
+
+Built from the same rows and the same wording functions as the dashboard's invoice page
+(``invoices.invoice_lines``, ``line_labels``, ``money_text``), so every description, amount and
+total reads exactly as the page and the export show it. Reads only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.invoicing import invoices
+from billing.invoicing.line_labels import adjustment_note, line_labels, token_class_label
+from billing.money_text import integer, minor_money, unit_price
+from billing.periods import Period
+from billing.pricing.price_sheet import schedule_versions
+from hybatch import accounts
+from hybatch.errors import NotFoundError
+from hybatch.models import Account, BillingPeriodClose, Invoice
+
+
+@dataclass(frozen=True)
+class PrintedLine:
+    """One invoice line, each cell as the dashboard's invoice table writes it."""
+
+    line_number: int
+    model: str
+    token_class: str  # "Cache hit input"
+    prompt_length: str  # "up to 262,144 tokens"
+    monthly_tokens: str  # "first 1B"
+    note: str | None  # why an adjustment line is here ("late usage from 2026-02"); None: a regular line
+    tokens: str  # "1,234,567"
+    unit_price: str  # "$0.07 / 1M tokens"
+    amount: str  # "$12.34": the line's amount rounded once to the currency's minor unit
+
+
+@dataclass(frozen=True)
+class InvoiceDocument:
+    invoice_id: str
+    account_name: str
+    period: str  # YYYY-MM
+    status: str  # "Open", "Paid", ...
+    currency: str  # "USD"
+    finalized_at: str  # "2026-04-01 00:00 UTC"
+    lines: tuple[PrintedLine, ...]
+    total: str  # "$12.34"
+
+    @property
+    def filename(self) -> str:
+        """``invoice-2026-03-acme-inv_....pdf``: sorts by month, names the account (ASCII only: it
+        travels in a Content-Disposition header)."""
+        safe_name = "".join(
+            c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in self.account_name
+        )
+        return f"invoice-{self.period}-{safe_name}-{self.invoice_id}.pdf"
+
+
+def invoice_document(session: Session, account_id: str, invoice_id: str) -> InvoiceDocument:
+    """The account's invoice ``invoice_id`` as printed; NotFoundError for another account's."""
+    invoice = invoices.get_invoice(session, account_id, invoice_id)
+    lines = invoices.invoice_lines(session, invoice.id)
+    labels = line_labels(schedule_versions(session, {line.price_version for line in lines}), lines)
+    closed_months = set(session.scalars(sa.select(BillingPeriodClose.period)))
+    currency = invoice.currency
+    return InvoiceDocument(
+        invoice_id=invoice.id,
+        account_name=session.get(Account, invoice.account_id).name,
+        period=invoice.period,
+        status=invoice.status.value.capitalize(),
+        currency=currency.upper(),
+        finalized_at=invoice.finalized_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        lines=tuple(
+            PrintedLine(
+                line_number=line.line_number,
+                model=line.model,
+                token_class=token_class_label(line.token_class),
+                prompt_length=labels[line.line_number].prompt_length,
+                monthly_tokens=labels[line.line_number].monthly_tokens,
+                note=adjustment_note(line.origin_period, closed_months) if line.is_adjustment else None,
+                tokens=integer(line.tokens),
+                unit_price=unit_price(line.unit_price, currency),
+                amount=minor_money(line.amount_minor, currency),
+            )
+            for line in lines
+        ),
+        total=minor_money(invoice.total_minor, currency),
+    )
+
+
+def find_invoice(session: Session, account_name: str, period: Period) -> Invoice:
+    """The invoice of the account named ``account_name`` for ``period``; NotFoundError if none."""
+    account = accounts.get_account(session, account_name)
+    found = invoices.list_invoices(session, account.id, period)
+    if not found:
+        raise NotFoundError(
+            f"{account_name} has no invoice for {period} (is {period} closed? "
+            f"hybatch billing close --period {period})",
+            code="invoice_not_found",
+            param="period",
+        )
+    return found[0]

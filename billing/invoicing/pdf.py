@@ -1,0 +1,136 @@
+"""An invoice as a PDF an operator can send: one A4 page per ~30 lines, text that can be copied.
+
+Laid out with fpdf2 (pure Python) in its built-in Helvetica, so no font files are needed; those
+fonts cover Windows-1252, which holds every character ``billing.money_text`` writes (€, £, ¥, –, —).
+Any other character (an account name in another script) prints as ``?``. The figures are the
+``InvoiceDocument``'s text, unchanged: the PDF says exactly what the dashboard's invoice page says.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fpdf import FPDF, FontFace
+from fpdf.enums import Align, TableBordersLayout, XPos, YPos
+
+from billing.invoicing.invoice_document import InvoiceDocument, PrintedLine
+
+_ENCODING = "windows-1252"  # what fpdf2's core fonts can print
+_FONT = "helvetica"
+# Columns of the line table (mm, summing to A4's 210 less two 15 mm margins).
+_COLUMNS = (("#", 9), ("Description", 85), ("Tokens", 27), ("Unit price", 33), ("Amount", 26))
+_ALIGN = ("RIGHT", "LEFT", "RIGHT", "RIGHT", "RIGHT")
+_GREY = (90, 90, 90)
+_RULE_GREY = (200, 200, 200)
+
+
+def _printable(text: str) -> str:
+    """``text`` with what the core fonts cannot print replaced by ``?`` (instead of failing)."""
+    return text.encode(_ENCODING, errors="replace").decode(_ENCODING)
+
+
+class _InvoicePdf(FPDF):
+    def __init__(self, document: InvoiceDocument) -> None:
+        super().__init__(orientation="portrait", unit="mm", format="A4")
+        self.document = document
+        self.core_fonts_encoding = _ENCODING
+        self.set_margins(15, 15, 15)
+        self.set_auto_page_break(auto=True, margin=18)
+
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font(_FONT, size=8)
+        self.set_text_color(*_GREY)
+        left = _printable(f"Invoice {self.document.invoice_id} · {self.document.period}")
+        self.cell(0, 5, left, align=Align.L)
+        self.set_x(self.l_margin)
+        self.cell(0, 5, f"Page {self.page_no()} of {{nb}}", align=Align.R)
+
+
+def render_invoice_pdf(document: InvoiceDocument, *, issuer: str | None = None) -> bytes:
+    """The invoice as PDF bytes. ``issuer``: who sends it (name, address; lines split on ``\\n``),
+    printed top right when given. Deterministic: the same document gives the same bytes."""
+    if issuer is not None:
+        issuer = issuer.replace("\\n", "\n").strip() or None  # an env var spells newlines as \n
+    pdf = _InvoicePdf(document)
+    pdf.set_title(_printable(f"Invoice {document.invoice_id}"))
+    pdf.set_author(_printable(issuer.splitlines()[0] if issuer else "hybatch"))
+    pdf.set_creator("hybatch")
+    pdf.set_creation_date(datetime.strptime(document.finalized_at, "%Y-%m-%d %H:%M UTC"))
+    pdf.add_page()
+    _heading(pdf, document, issuer)
+    _lines_table(pdf, document.lines, document.total)
+    pdf.ln(4)
+    pdf.set_font(_FONT, size=8)
+    pdf.set_text_color(*_GREY)
+    pdf.multi_cell(
+        0,
+        4,
+        "Unit prices are per million tokens. Tiers count the month's tokens of each model, token class "
+        "and prompt length; each line's amount is rounded once to the currency's minor unit. "
+        "Amounts in " + _printable(document.currency) + ".",
+    )
+    return bytes(pdf.output())
+
+
+def _heading(pdf: FPDF, document: InvoiceDocument, issuer: str | None) -> None:
+    top = pdf.get_y()
+    if issuer:
+        pdf.set_font(_FONT, size=9)
+        pdf.set_xy(pdf.w - pdf.r_margin - 80, top)
+        pdf.multi_cell(80, 4.5, _printable(issuer), align=Align.R)
+    pdf.set_xy(pdf.l_margin, top)
+    pdf.set_font(_FONT, style="B", size=20)
+    pdf.cell(100, 10, "Invoice", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(2)
+    facts = (
+        ("Invoice", document.invoice_id),
+        ("Account", document.account_name),
+        ("Period", document.period),
+        ("Status", document.status),
+        ("Finalized", document.finalized_at),
+        ("Currency", document.currency),
+    )
+    for label, value in facts:
+        pdf.set_font(_FONT, style="B", size=9)
+        pdf.cell(24, 5, label)
+        pdf.set_font(_FONT, size=9)
+        pdf.cell(0, 5, _printable(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_y(max(pdf.get_y(), top + 45) + 4)
+
+
+def _description(line: PrintedLine) -> str:
+    # Line 1 as the page's Model and Token class cells; line 2 its Prompt length and Monthly tokens.
+    parts = [f"{line.model} · {line.token_class}", f"{line.prompt_length} · {line.monthly_tokens}"]
+    if line.note is not None:
+        parts.append(line.note)
+    return _printable("\n".join(parts))
+
+
+def _lines_table(pdf: FPDF, lines: tuple[PrintedLine, ...], total: str) -> None:
+    pdf.set_font(_FONT, size=9)
+    pdf.set_text_color(0, 0, 0)
+    pdf.set_draw_color(*_RULE_GREY)
+    with pdf.table(
+        col_widths=tuple(width for _, width in _COLUMNS),
+        text_align=_ALIGN,
+        line_height=4.6,
+        padding=(1.3, 1.2),
+        borders_layout=TableBordersLayout.HORIZONTAL_LINES,
+        headings_style=FontFace(emphasis="BOLD", fill_color=(238, 238, 238)),
+        v_align="TOP",
+    ) as table:
+        table.row([title for title, _ in _COLUMNS])
+        for line in lines:
+            table.row(
+                [
+                    str(line.line_number),
+                    _description(line),
+                    line.tokens,
+                    _printable(line.unit_price),
+                    _printable(line.amount),
+                ]
+            )
+        row = table.row()
+        row.cell("Total", colspan=4, align="RIGHT", style=FontFace(emphasis="BOLD"))
+        row.cell(_printable(total), style=FontFace(emphasis="BOLD"))
