@@ -2,11 +2,10 @@
 
 Without a budget cap that is one engine call (continuous batching and the prefix cache see the whole
 batch). With ``metadata.max_cost`` the requests run in the waves the cap admits; those it never admits
-end as ``skipped_budget`` error lines (``insufficient_credits`` when a prepaid account's balance
-is what they do not fit). As each request finishes it is recorded and committed on its
+end as ``skipped_budget`` error lines. As each request finishes it is recorded and committed on its
 own: an output line with ``x_billing`` and its usage record, or an error line without usage. Each
 engine call's prefix-cache counters are added to the batch row. An embeddings batch runs its
-requests one at a time through ``embed`` (each request's inputs in one engine call; no cache).
+requests through ``embed``, a group of requests per engine call (no prefix cache).
 
 A shard records only while its worker holds the shard's lease: ``holds_lease`` renews it inside
 each request's transaction, and when it says the lease was taken over the transaction is rolled
@@ -28,7 +27,7 @@ from hybatch.embeddings_body import EmbeddingRequest
 from hybatch.models import Batch, BatchEndpoint
 from hybatch.result_lines import TokenUsage, error_line
 from worker import embeddings, engine_requests
-from worker.costing import X_BILLING, BatchCosting
+from worker.costing import SKIPPED_BUDGET, X_BILLING, BatchCosting
 
 if TYPE_CHECKING:
     import torch
@@ -99,8 +98,11 @@ class BatchGeneration:
             wave, waiting = self.costing.admit(waiting)
             if not wave:
                 for request in waiting:
-                    code, message = self.costing.refusal(request)
-                    self._record_error(request, code=code, message=message)
+                    self._record_error(
+                        request,
+                        code=SKIPPED_BUDGET,
+                        message=f"Skipped: running it could pass the batch's max_cost of {self.costing.max_cost}.",
+                    )
                 return False
             if self._run_wave(wave, params):
                 return True
@@ -113,19 +115,19 @@ class BatchGeneration:
 
     def _run_embeddings(self, wave: list[BatchRequest]) -> bool:
         llm = self.load_llm()
-        for request in wave:
+        for group in embeddings.request_groups(wave, embeddings.TOKENS_PER_CALL):
             if self.should_stop():
                 return True
-            try:
-                vectors = llm.embed(request.generation.inputs)
-            except ValueError as error:
-                self._record_error(request, code="invalid_request", message=str(error))
-                continue
-            usage = embeddings.token_usage(request.generation)
-            line = embeddings.embedding_line(
-                request.custom_id, request.generation, vectors, model=self.batch.model, usage=usage
-            )
-            self._record_line(request, line, usage)
+            for result in embeddings.embed_requests(llm, group):
+                request = result.request
+                if result.error is not None:
+                    self._record_error(request, code="invalid_request", message=result.error)
+                    continue
+                usage = embeddings.token_usage(request.generation)
+                line = embeddings.embedding_line(
+                    request.custom_id, request.generation, result.vectors, model=self.batch.model, usage=usage
+                )
+                self._record_line(request, line, usage)
         return False
 
     def _run_generation(self, wave: list[BatchRequest], params: list[Any]) -> bool:

@@ -12,15 +12,71 @@ cache-miss input token and there are no output tokens; the body's usage is
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from hybatch.batch_input import BatchRequest
 from hybatch.embeddings_body import EmbeddingRequest, EncodingFormat
 from hybatch.result_lines import TokenUsage, success_envelope
 
 if TYPE_CHECKING:
     import torch
+
+# Requests are embedded in groups of about this many input tokens per engine call: enough to fill
+# the engine's forward passes (one tiny request per call would leave a GPU idle between launches),
+# few enough that a cancel or shutdown, asked between calls, is answered within a few passes.
+TOKENS_PER_CALL = 8192
+
+
+class Embedder(Protocol):
+    def embed(self, prompts: Sequence[Sequence[int]]) -> list[torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class EmbeddedRequest:
+    """One request's vectors, one per input in order; or, when the engine refused it, why."""
+
+    request: BatchRequest
+    vectors: list[torch.Tensor] | None
+    error: str | None
+
+
+def request_groups(requests: Sequence[BatchRequest], tokens_per_call: int) -> list[list[BatchRequest]]:
+    """Consecutive requests whose input tokens add up to about ``tokens_per_call`` (a bigger
+    request is a group of its own)."""
+    groups: list[list[BatchRequest]] = []
+    tokens = 0
+    for request in requests:
+        size = len(request.generation.prompt_token_ids)
+        if groups and tokens + size <= tokens_per_call:
+            groups[-1].append(request)
+            tokens += size
+        else:
+            groups.append([request])
+            tokens = size
+    return groups
+
+
+def embed_requests(embedder: Embedder, requests: list[BatchRequest]) -> list[EmbeddedRequest]:
+    """Embeds every input of ``requests`` in one engine call; if the engine refuses the call, each
+    request is tried alone so only the one it refuses ends in an error."""
+    inputs = [tokens for request in requests for tokens in request.generation.inputs]
+    try:
+        vectors = embedder.embed(inputs)
+    except ValueError as error:
+        if len(requests) == 1:
+            return [EmbeddedRequest(requests[0], None, str(error))]
+        return [result for request in requests for result in embed_requests(embedder, [request])]
+    results = []
+    start = 0
+    for request in requests:
+        end = start + len(request.generation.inputs)
+        results.append(EmbeddedRequest(request, vectors[start:end], None))
+        start = end
+    return results
 
 
 def token_usage(request: EmbeddingRequest) -> TokenUsage:

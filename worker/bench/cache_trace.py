@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from worker.bench.cache_trace_every_layer import EveryLayerCache
 from worker.bench.cache_trace_memory import Budget, BudgetTooSmall, Holding, KVBytes, pro_kv_bytes
@@ -41,20 +40,6 @@ from worker.kv_cache.planner import plan_batch
 DEFAULT_BUDGETS = "2+2,4+4,8+4,16+4,12+8,32+8,64+16"
 UNBOUNDED_BYTES = 10**15
 BINDS_BELOW = 0.99  # memory binds where the best peer hits under 99% of what the trace allows
-
-
-class CachePolicy(Protocol):
-    """What every policy of the bench offers (ours and each peer)."""
-
-    name: str
-
-    def serve_batch(self, batch: Sequence[TraceRequest]) -> int:
-        """Runs one batch; returns its cache-hit prompt tokens. Raises ``BudgetTooSmall``."""
-        ...
-
-    def holding(self) -> Holding:
-        """What the cache keeps between batches."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +67,7 @@ def depth_first(batch: tuple[TraceRequest, ...], block_size: int) -> list[TraceR
 
 
 def replay(
-    trace: Trace, make_policy: Callable[[], CachePolicy], kv: KVBytes, ordered: bool
+    trace: Trace, make_policy: Callable[[], object], kv: KVBytes, ordered: bool
 ) -> PolicyResult | None:
     """Runs every batch of ``trace`` through a fresh policy; None when one request does not fit."""
     policy = make_policy()

@@ -18,8 +18,7 @@ class CacheStats:
     hit_tokens_by_tier: dict[str, int] = field(default_factory=lambda: {t.value: 0 for t in Tier})
     hits_cut_short: int = 0
     tokens_cut_short: int = 0
-    windows_retained: int = 0  # planned windows
-    spare_windows_retained: int = 0  # opportunistic windows, at the other block boundaries passed
+    windows_retained: int = 0
     windows_dropped: int = 0
     nodes_evicted: int = 0  # left the device (to a lower tier or out of the cache)
     nodes_dropped: int = 0  # left the cache altogether

@@ -27,7 +27,7 @@ from worker.kv_cache.kv_sequence import KVSequence
 from worker.kv_cache.kv_transfer import KVTransfer, PendingLoad
 from worker.kv_cache.lower_tiers import LowerTiers
 from worker.kv_cache.prefix_match import MatchStop, PrefixMatch
-from worker.kv_cache.radix import Node, RadixTree, Tier, WindowKind
+from worker.kv_cache.radix import Node, RadixTree, Tier
 from worker.kv_cache.window_retention import WindowRetention
 
 
@@ -49,13 +49,10 @@ class PrefixCache:
         transfer: KVTransfer | None = None,
         host: HostStore | None = None,
         disk: DiskStore | None = None,
-        opportunistic_windows: bool = True,
     ):
-        """``opportunistic_windows`` keeps spare windows at every block boundary while the SWA pool
-        has room (``window_retention.py``); off, windows exist only where they were planned."""
         self.blocks = blocks
         self.tree = RadixTree()
-        self.windows = WindowRetention(blocks, retain_every_tokens, opportunistic_windows)
+        self.windows = WindowRetention(blocks, retain_every_tokens)  # window holders, LRU first
         self.transfer = transfer
         self.stats = CacheStats()
         self.needs_window = blocks.window > 0
@@ -92,8 +89,7 @@ class PrefixCache:
             stop = MatchStop.WINDOW_DROPPED
         else:
             stop = MatchStop.NO_WINDOW
-        diverges_at = len(path) * size if 0 < len(path) < max_blocks else None
-        return PrefixMatch.of(tuple(path[:depth]), len(path) * size, stop, size, diverges_at)
+        return PrefixMatch.of(tuple(path[:depth]), len(path) * size, stop, size)
 
     def take(self, seq: KVSequence, match: PrefixMatch) -> TakenPrefix:
         """Takes one reference on every block of ``match`` for ``seq`` (a match made just before,
@@ -135,12 +131,6 @@ class PrefixCache:
             tuple(window or ()),
         )
 
-    def plan_window(self, node: Node) -> None:
-        """Makes the spare window at ``node`` (a hit's end) a planned one: a later prompt is likely to
-        resume there too."""
-        if self.windows.plan(node):
-            self.stats.windows_retained += 1
-
     def record_lookup(self, seq: KVSequence, match: PrefixMatch) -> None:
         """Counts one admission's lookup (``match`` as taken) in the cache's stats."""
         self.stats.record_lookup(seq.prompt_len, match)
@@ -172,24 +162,13 @@ class PrefixCache:
         return self.blocks.full.num_free >= full and self.blocks.swa.num_free >= swa
 
     def _demote(self, node: Node) -> None:
-        """Moves a device entry (no device children, no other holder) down a tier, or out. A spare
-        window goes down with it only where the tier has room for it without pushing anything out."""
-        if (
-            self.tiers.enabled
-            and node.window_kind is WindowKind.SPARE
-            and not self._room_below(node.window_len)
-        ):
-            self.windows.drop(node)
-            self.stats.windows_dropped += 1
+        """Moves a device entry (no device children, no other holder) down a tier, or out."""
         payload = self.transfer.save(node.full_block, node.window or ()) if self.tiers.enabled else None
         self._release_device(node)
         self._eviction.left_device(node)
         self.stats.nodes_evicted += 1
         if payload is None or not self._store_below(node, payload):
             self._drop_subtree(node)
-
-    def _room_below(self, window_len: int) -> bool:
-        return self.tiers.has_room(self.transfer.payload_bytes(window_len))
 
     def _store_below(self, node: Node, payload) -> bool:
         stored, lost = self.tiers.store(node, payload)
@@ -221,8 +200,6 @@ class PrefixCache:
                 continue
             node = self.tree.insert(parent, entry.block_hash, entry.token_ids, None, tier=Tier.DISK)
             node.window_len = entry.window_len
-            if entry.window_len:
-                node.window_kind = WindowKind.SPARE if entry.spare_window else WindowKind.PLANNED
             self._index[entry.block_hash] = node
 
     def persist(self) -> int:
@@ -258,9 +235,7 @@ class PrefixCache:
             self._index[parent.block_hash] = parent
             self._eviction.entered_device(parent)
             path.append(parent)
-        retained = self.windows.retain_passed(seq, previous_computed, path)
-        self.stats.windows_retained += retained[WindowKind.PLANNED]
-        self.stats.spare_windows_retained += retained[WindowKind.SPARE]
+        self.stats.windows_retained += self.windows.retain_passed(seq, previous_computed, path)
 
     # -- eviction ----------------------------------------------------------------------------------
     def reclaim(self, full_needed: int, swa_needed: int) -> None:

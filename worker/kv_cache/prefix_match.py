@@ -39,23 +39,15 @@ class PrefixMatch:
     stop: MatchStop
     block_size: int
     tokens_by_tier: dict[str, int]  # hit tokens by the tier each entry was in when matched
-    # Where the prompt leaves a cached path (the end of its full-KV match, before its last block
-    # boundary); None when it matches nothing or follows the cache to its end.
-    diverges_at: int | None
 
     @classmethod
     def of(
-        cls,
-        nodes: tuple[Node, ...],
-        matched_tokens: int,
-        stop: MatchStop,
-        block_size: int,
-        diverges_at: int | None,
+        cls, nodes: tuple[Node, ...], matched_tokens: int, stop: MatchStop, block_size: int
     ) -> PrefixMatch:
         by_tier = {t.value: 0 for t in Tier}
         for node in nodes:
             by_tier[node.tier.value] += block_size
-        return cls(nodes, matched_tokens, stop, block_size, by_tier, diverges_at)
+        return cls(nodes, matched_tokens, stop, block_size, by_tier)
 
     @property
     def num_cached_tokens(self) -> int:

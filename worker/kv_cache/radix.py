@@ -19,13 +19,6 @@ class Tier(Enum):
     DISK = "disk"
 
 
-class WindowKind(Enum):
-    """Why an entry keeps a sliding-window window (``window_retention.py``); spare ones go first."""
-
-    PLANNED = "planned"  # prompt end, branch point, divergence, message boundary, every N tokens
-    SPARE = "spare"  # left behind by a sequence's sliding window while the SWA pool has room
-
-
 @dataclass(eq=False)
 class Node:
     block_hash: bytes
@@ -35,7 +28,6 @@ class Node:
     full_block: int | None  # the device block; None when the entry lives on the host or disk
     window: tuple[int, ...] | None = None  # device SWA blocks of logical blocks [depth + 1 - len, depth]
     window_len: int = 0  # blocks of the retained window in whichever tier holds the entry (0: none)
-    window_kind: WindowKind | None = None  # set exactly when window_len > 0
     window_dropped: bool = False  # a window retained here was dropped under pressure (none since)
     tier: Tier = Tier.DEVICE
     children: dict[bytes, Node] = field(default_factory=dict)
@@ -126,10 +118,6 @@ class RadixTree:
                 )
             if node.window is not None and len(node.window) != node.window_len:
                 raise AssertionError("window length out of date")
-            if (node.window_kind is None) != (node.window_len == 0):
-                raise AssertionError(
-                    f"window kind {node.window_kind} with a window of {node.window_len} blocks"
-                )
             if on_device and node.parent is not None and node.parent.tier is not Tier.DEVICE:
                 raise AssertionError("a device node under an evicted parent")
         if count != self.num_nodes:

@@ -207,3 +207,22 @@ def test_without_an_embeddings_entry_they_cost_the_models_cache_miss_input(conte
     assert drive(batch_id, context) is BatchStatus.COMPLETED
     [line] = read_outcome(context, batch_id).output_lines
     assert Decimal(line["x_billing"]["amount"]) == 40 * DEFAULT_MISS_PER_1M / 10**6
+
+
+def test_a_budget_cap_admits_embeddings_by_their_input_cost(context: jobs.JobContext) -> None:
+    # Each line costs exactly 100 cache-miss tokens (no output to reserve): a cap of 2.5 lines' cost.
+    line_cost = 100 * DEFAULT_MISS_PER_1M / 10**6
+    lines = [embeddings_line(f"r{i}", {"input": [4] * 100}) for i in range(4)]
+    batch_id = submit(
+        context, lines, endpoint=EMBEDDINGS, metadata={"max_cost": str(line_cost * Decimal("2.5"))}
+    )
+    assert drive(batch_id, context) is BatchStatus.COMPLETED
+
+    outcome = read_outcome(context, batch_id)
+    assert [line["custom_id"] for line in outcome.output_lines] == ["r0", "r1"]
+    assert {line["custom_id"]: line["error"]["code"] for line in outcome.error_lines} == {
+        "r2": "skipped_budget",
+        "r3": "skipped_budget",
+    }
+    assert sorted(record.custom_id for record in outcome.usage) == ["r0", "r1"]
+    assert sum(Decimal(line["x_billing"]["amount"]) for line in outcome.output_lines) == 2 * line_cost

@@ -1,1 +1,0 @@
-"""Prepaid credits: grants per account, the balance, holds for running requests, the draw-down."""
