@@ -49,9 +49,18 @@ def block_fp8_linear_kernel(
     for k_start in range(0, in_features, BLOCK_K):
         k = k_start + offs_k
         mask_k = k < in_features
-        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=mask_m[:, None] & mask_k[None, :])
+        # masked lanes must read 0: they join the dot product
+        a = tl.load(
+            x_ptr + offs_m[:, None] * stride_xm + k[None, :],
+            mask=mask_m[:, None] & mask_k[None, :],
+            other=0.0,
+        )
         # the weight tile read transposed: [BLOCK_K, BLOCK_N]
-        w = tl.load(w_ptr + offs_n[None, :] * stride_wn + k[:, None], mask=mask_k[:, None] & mask_n[None, :])
+        w = tl.load(
+            w_ptr + offs_n[None, :] * stride_wn + k[:, None],
+            mask=mask_k[:, None] & mask_n[None, :],
+            other=0.0,
+        )
         scale = tl.load(scale_ptr + scale_rows * stride_sr + k_start // QUANT_BLOCK_K, mask=mask_n, other=0.0)
         partial = tl.dot(a, w.to(a.dtype), input_precision=DOT_PRECISION)
         acc += partial * scale[None, :]

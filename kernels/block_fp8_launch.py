@@ -29,17 +29,18 @@ class LinearTiles:
 
 
 def pick_tiles(num_tokens: int, quant_block_k: int) -> LinearTiles:
-    """Small fixed tiles in the interpreter (so tests cross tile edges); on GPUs a k-tile of one scale
-    block (128) and a token tile sized to the batch: decode steps (a few tokens) read the weight once
-    per 16 rows instead of wasting a 128-row tile, prefill chunks use the wide one."""
+    """Small fixed tiles in the interpreter (so tests cross tile edges); on GPUs a token tile sized to
+    the batch: decode steps (a few tokens) take 16 rows instead of wasting a 128-row tile, prefill
+    chunks use the wide one. A k-tile never straddles a scale block (``quant_block_k % block_k == 0``)."""
     if INTERPRET:
         return LinearTiles(16, 16, MIN_DOT_DIM, 1, 1)
-    block_k = min(128, quant_block_k)
+    # Sized so that acc and the partial product fit the registers on sm_90 (checked ahead of time
+    # by tests/kernels/sm90_compile.py: 128 x 128 tiles with k-tiles of 128 spill)
     if num_tokens <= 16:
-        return LinearTiles(16, 64, block_k, 4, 4)
+        return LinearTiles(16, 64, min(128, quant_block_k), 4, 4)
     if num_tokens <= 64:
-        return LinearTiles(64, 64, block_k, 4, 3)
-    return LinearTiles(128, 128, block_k, 8, 3)
+        return LinearTiles(64, 64, min(64, quant_block_k), 4, 3)
+    return LinearTiles(128, 64, min(64, quant_block_k), 4, 3)
 
 
 def _check(ok: bool, problem: str) -> None:
@@ -97,8 +98,9 @@ def launch_block_fp8_linear(x, weight, scale_inv, scale_row, *, block_k: int, bi
         out.stride(0),
         QUANT_BLOCK_K=block_k,
         HAS_BIAS=bias is not None,
-        # fp32 activations get an fp32 product (no TF32 rounding), matching the reference
-        DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+        # fp32 activations get an fp32 product (no TF32 rounding), matching the reference; the
+        # option only exists for fp32 dots (16-bit ones take the default)
+        DOT_PRECISION="ieee" if x.dtype == torch.float32 else None,
         BLOCK_M=tiles.block_m,
         BLOCK_N=tiles.block_n,
         BLOCK_K=tiles.block_k,

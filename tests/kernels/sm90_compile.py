@@ -12,6 +12,8 @@ import tempfile
 import triton
 
 from kernels.attention_kernel import merge_splits_kernel, paged_attention_kernel
+from kernels.block_fp8_kernel import block_fp8_linear_kernel
+from kernels.block_fp8_launch import pick_tiles
 from kernels.write_kv_kernel import write_kv_kernel
 
 MIMO_DIMS = dict(HEAD_QK=192, HEAD_QK_MAIN=128, HEAD_QK_TAIL=64, HEAD_V=128, HEAD_V_PAD=128)
@@ -26,6 +28,14 @@ CASES = [  # kernel, pointer dtypes, constexprs, num_warps, num_stages: the defa
      dict(HAS_SINKS=True, HEAD_V=128, HEAD_V_PAD=128, NUM_SPLITS=4, NUM_SPLITS_PAD=4), 4, 1),
     (write_kv_kernel, dict(k_ptr="bf16", v_ptr="bf16", k_cache_ptr="bf16", v_cache_ptr="bf16", slot_mapping_ptr="i64"),
      dict(BLOCK_SIZE=16, NUM_KV_HEADS=8, HEADS_PAD=8, HEAD_QK=192, HEAD_QK_PAD=256, HEAD_V=128, HEAD_V_PAD=128), 4, 1),
+] + [  # the block-FP8 linear at each tile config block_fp8_launch picks (decode, small, prefill)
+    (block_fp8_linear_kernel,
+     dict(x_ptr=dtype, w_ptr="fp8e4nv", scale_ptr="fp32", scale_row_ptr="i32", bias_ptr=dtype, out_ptr=dtype),
+     dict(QUANT_BLOCK_K=128, HAS_BIAS=has_bias, DOT_PRECISION=None,
+          BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k),
+     t.num_warps, t.num_stages)
+    for dtype, has_bias in (("bf16", False), ("fp16", True))
+    for t in (pick_tiles(num_tokens, 128) for num_tokens in (1, 64, 4096))
 ]  # fmt: skip
 INT_POINTERS = {
     "block_table_ptr",
