@@ -3,6 +3,9 @@
 llm = LLM("path/to/checkpoint", device="cpu", dtype="float32")
 outs = llm.generate([{"prompt_token_ids": [1, 2, 3], "cache_salt": "acct_42"}, "some text"],
                     SamplingParams(temperature=0.0, max_tokens=32))
+
+A prompt dict may also carry ``message_boundaries``: token offsets where chat messages end (the
+worker's chat rendering knows them); the prefix cache keeps a planned window there.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ class LLM:
 
     ``kv_cache_gb`` sizes both KV pools; ``num_full_blocks`` / ``num_swa_blocks`` override the split
     (tests use them to force preemption). ``max_num_batched_tokens`` is the per-step token budget
-    (the chunked-prefill chunk size).
+    (the chunked-prefill chunk size). ``opportunistic_windows`` keeps the sliding-window KV a
+    sequence leaves behind as spare cache windows while the SWA pool has room (docs/kv-cache.md).
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class LLM:
         disk_cache_dir: str | Path | None = None,
         disk_cache_gb: float = 0.0,
         overlap_loads: bool = True,
+        opportunistic_windows: bool = True,
     ):
         self.checkpoint = Path(model)
         self.device = resolve_device(device)
@@ -125,6 +130,7 @@ class LLM:
             retain_every_tokens=retain_every_tokens,
             host_store=HostStore(int(host_cache_gb * GIB)) if enable_prefix_caching else None,
             disk_store=self.disk_store,
+            opportunistic_windows=opportunistic_windows,
         )
         self.plan_batches = plan_batches and enable_prefix_caching
         self._next_id = 0
@@ -168,13 +174,16 @@ class LLM:
         prompts = _as_list(prompts)
         ids = self._request_ids(len(prompts), request_ids)
         params = _params_list(sampling_params, len(prompts))
+        self.engine.begin_call()
         parsed = []
         try:
+            boundaries: dict[str, frozenset[int]] = {}  # request id -> windows at message boundaries
             for request_id, prompt, param in zip(ids, prompts, params, strict=True):
                 try:
                     text, token_ids, salt = self._parse_prompt(request_id, prompt)
                     if isinstance(param, dict):
                         param = _params_from_dict(request_id, param)
+                    boundaries[request_id] = self._boundary_windows(request_id, prompt, len(token_ids))
                     parsed.append((request_id, text, token_ids, salt, param))
                 except (RequestError, ValueError) as exc:
                     yield _error_output(request_id, prompt, _name_request(request_id, exc))
@@ -186,7 +195,7 @@ class LLM:
                         param,
                         prompt=text,
                         cache_salt=salt,
-                        retain_at=retain_at,
+                        retain_at=retain_at | boundaries[request_id],
                         wait_for=wait_for,
                     )
                 except (RequestError, ValueError) as exc:
@@ -243,6 +252,23 @@ class LLM:
             )
             for plan in plans
         ]
+
+    def _boundary_windows(self, request_id: str, prompt: PromptType, prompt_len: int) -> frozenset[int]:
+        """Block boundaries to retain a window at for a prompt dict's ``message_boundaries``: token
+        offsets where a chat message ends (the system prompt, each turn), where later prompts that
+        repeat the conversation so far part from this one. Each is rounded down to a block boundary,
+        the deepest point such a prompt can resume at."""
+        if not isinstance(prompt, dict) or "message_boundaries" not in prompt:
+            return frozenset()
+        offsets = prompt["message_boundaries"]
+        if not isinstance(offsets, list) or not all(
+            isinstance(o, int) and not isinstance(o, bool) and 0 <= o <= prompt_len for o in offsets
+        ):
+            raise RequestError(
+                f"request {request_id}: message_boundaries must be a list of token offsets in [0, {prompt_len}]"
+            )
+        block_size = self.engine.runner.layout.block_size
+        return frozenset(o // block_size * block_size for o in offsets if o >= block_size)
 
     def _request_ids(self, n: int, request_ids: Sequence[str] | None) -> list[str]:
         if request_ids is not None:

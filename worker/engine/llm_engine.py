@@ -48,6 +48,7 @@ class LLMEngine:
         retain_every_tokens: int | None = None,
         host_store: HostStore | None = None,
         disk_store: DiskStore | None = None,
+        opportunistic_windows: bool = True,
     ):
         self.config = config
         self.runner = runner
@@ -58,7 +59,14 @@ class LLMEngine:
         window = config.sliding_window if config.swa_layers else 0
         self.blocks = BlockManager(layout.block_size, layout.num_full_blocks, layout.num_swa_blocks, window)
         self.cache = (
-            PrefixCache(self.blocks, retain_every_tokens, runner.transfer, host_store, disk_store)
+            PrefixCache(
+                self.blocks,
+                retain_every_tokens,
+                runner.transfer,
+                host_store,
+                disk_store,
+                opportunistic_windows,
+            )
             if enable_prefix_caching
             else None
         )
@@ -137,6 +145,12 @@ class LLMEngine:
                 f"request {request_id}: needs {math.ceil(total / block_size)} KV blocks but the cache holds "
                 f"{self.blocks.full.num_blocks}; raise the KV cache budget"
             )
+
+    def begin_call(self) -> None:
+        """Marks the start of one caller's unit of work (an ``LLM.generate`` call: a batch or a shard
+        of one): the cache's metrics tell hits on entries cached before it from hits within it."""
+        if self.cache is not None:
+            self.cache.begin_call()
 
     def abort(self, request_id: str) -> None:
         seq = self._seqs.pop(request_id, None)

@@ -2,7 +2,8 @@
 
 The scheduler decides *who* runs and who is preempted; this manager does every block move that
 follows, and is the only writer of a sequence's ``full_blocks``, ``swa_blocks``, ``swa_first_block``,
-``block_hashes``, ``num_computed_tokens`` and ``num_cached_tokens``:
+``block_hashes``, ``num_computed_tokens`` and ``num_cached_tokens`` (and adds to ``retain_at`` where a
+prompt diverges from a cached path):
 
     match(seq)                      read-only: the deepest hit the prefix cache holds (a PrefixMatch)
     admit(seq, match, max_tokens)   attach the match and allocate the first chunk, all or nothing
@@ -63,10 +64,25 @@ class KVCacheManager:
         if not self.grow(seq, num_tokens):
             self.release(seq, preempted=True)
             return 0
-        if taken is not None and seq.num_preemptions == 0:
-            seq.num_cached_tokens = min(taken.match.num_cached_tokens, seq.prompt_len)
-            self.cache.record_lookup(seq, taken.match)
+        if taken is not None:
+            self._plan_divergence(seq, taken.match)
+            if seq.num_preemptions == 0:
+                seq.num_cached_tokens = min(taken.match.num_cached_tokens, seq.prompt_len)
+                self.cache.record_lookup(seq, taken.match)
         return num_tokens
+
+    def _plan_divergence(self, seq: KVSequence, match: PrefixMatch) -> None:
+        # Where a prompt leaves a cached path, the next prompt with that prefix will leave it too (the
+        # same document with another question, the same system prompt with another conversation):
+        # a planned window there. It is the hit's own window when the hit reaches that far, else
+        # one this sequence retains when it computes past that point.
+        point = match.diverges_at
+        if point is None:
+            return
+        if point == match.num_cached_tokens:
+            self.cache.plan_window(match.nodes[-1])
+        else:
+            seq.retain_at = seq.retain_at | {point}
 
     # -- running ---------------------------------------------------------------------------------
     def grow(self, seq: KVSequence, num_tokens: int) -> bool:

@@ -2,7 +2,8 @@
 
 The engine's ``Sequence`` has these attributes; the cache names them through this protocol so that
 ``worker.kv_cache`` never imports the engine. Only ``KVCacheManager`` writes the block lists,
-``num_computed_tokens``, ``num_cached_tokens`` and ``block_hashes``; everything else reads them.
+``num_computed_tokens``, ``num_cached_tokens`` and ``block_hashes`` (and adds divergence points
+to ``retain_at``); everything else reads them.
 """
 
 from __future__ import annotations

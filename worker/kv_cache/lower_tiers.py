@@ -13,7 +13,13 @@ import torch
 
 from worker.kv_cache.disk_store import DiskEntry, DiskStore
 from worker.kv_cache.host_store import HostStore
-from worker.kv_cache.radix import Node, Tier
+from worker.kv_cache.radix import Node, Tier, WindowKind
+
+
+def _disk_entry(node: Node) -> DiskEntry:
+    parent = node.parent.block_hash if node.parent is not None else None
+    spare = node.window_kind is WindowKind.SPARE
+    return DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len, spare)
 
 
 class LowerTiers:
@@ -26,6 +32,11 @@ class LowerTiers:
     @property
     def enabled(self) -> bool:
         return self.host is not None or self.disk is not None
+
+    def has_room(self, num_bytes: int) -> bool:
+        """Whether a payload of ``num_bytes`` fits the first enabled tier without pushing anything out."""
+        store = self.host if self.host is not None else self.disk
+        return store is not None and store.num_bytes + num_bytes <= store.budget_bytes
 
     def fetch(self, node: Node) -> torch.Tensor | None:
         """Takes ``node``'s payload out of its tier (None when it is gone or unreadable)."""
@@ -57,8 +68,7 @@ class LowerTiers:
     def _to_disk(self, node: Node, payload: torch.Tensor) -> bool:
         if self.disk is None:
             return False
-        parent = node.parent.block_hash if node.parent is not None else None
-        entry = DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len)
+        entry = _disk_entry(node)
         if self.disk.put(entry, payload):
             node.tier = Tier.DISK
             return True
@@ -94,8 +104,7 @@ class LowerTiers:
                 node.tier = Tier.DISK
             else:
                 continue
-            parent = node.parent.block_hash if node.parent is not None else None
-            entry = DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len)
+            entry = _disk_entry(node)
             written += self.disk.put(entry, payload)
         return written
 

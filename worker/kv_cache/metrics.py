@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from worker.kv_cache.prefix_cache import PrefixCache
+from worker.kv_cache.prefix_match import SHORT_REASONS
 from worker.kv_cache.radix import Tier
 
 
@@ -19,7 +20,19 @@ class CacheMetrics:
     hit_tokens_disk: int = 0
     hits_cut_short: int = 0
     tokens_cut_short: int = 0
+    # Why hits were short: no window retained there; a window dropped or the KV evicted; a load
+    # from the host or disk failed. Hits and the tokens they lost.
+    hits_short_missing_window: int = 0
+    hits_short_eviction: int = 0
+    hits_short_tier: int = 0
+    tokens_short_missing_window: int = 0
+    tokens_short_eviction: int = 0
+    tokens_short_tier: int = 0
+    # Hit tokens on entries cached by an earlier engine call vs by this one (a batch's own prefixes).
+    hit_tokens_earlier_calls: int = 0
+    hit_tokens_this_call: int = 0
     windows_retained: int = 0
+    spare_windows_retained: int = 0
     windows_dropped: int = 0
     evictions: int = 0
     promotions: int = 0
@@ -66,7 +79,16 @@ def snapshot(cache: PrefixCache | None) -> CacheMetrics:
         hit_tokens_disk=s.hit_tokens_by_tier["disk"],
         hits_cut_short=s.hits_cut_short,
         tokens_cut_short=s.tokens_cut_short,
+        hits_short_missing_window=s.short_hits["missing_window"],
+        hits_short_eviction=s.short_hits["eviction"],
+        hits_short_tier=s.short_hits["tier"],
+        tokens_short_missing_window=s.short_tokens["missing_window"],
+        tokens_short_eviction=s.short_tokens["eviction"],
+        tokens_short_tier=s.short_tokens["tier"],
+        hit_tokens_earlier_calls=s.hit_tokens_earlier_calls,
+        hit_tokens_this_call=s.hit_tokens - s.hit_tokens_earlier_calls,
         windows_retained=s.windows_retained,
+        spare_windows_retained=s.spare_windows_retained,
         windows_dropped=s.windows_dropped,
         evictions=s.nodes_evicted,
         promotions=s.promotions,
@@ -82,7 +104,8 @@ _HELP = {
     "hit_tokens": "Prompt tokens served from the prefix cache (any tier)",
     "hits_cut_short": "Lookups whose full-KV match went deeper than the last retained window",
     "tokens_cut_short": "Matched tokens lost because no window was retained there",
-    "windows_retained": "Sliding-window windows retained",
+    "windows_retained": "Planned sliding-window windows retained",
+    "spare_windows_retained": "Spare sliding-window windows kept at other block boundaries",
     "windows_dropped": "Retained windows dropped under memory pressure",
     "evictions": "Cache entries moved off the device",
     "promotions": "Cache entries loaded back to the device on a hit",
@@ -107,6 +130,28 @@ def render_prometheus(metrics: CacheMetrics, prefix: str = "hybatch_kv_cache") -
         lines.append(
             f'{prefix}_hit_tokens_by_tier_total{{tier="{tier}"}} {getattr(metrics, "hit_tokens_" + tier)}'
         )
+    lines += [
+        f"# HELP {prefix}_hits_short_total Lookups whose hit was shorter than the cache once allowed, by reason",
+        f"# TYPE {prefix}_hits_short_total counter",
+    ]
+    lines += [
+        f'{prefix}_hits_short_total{{reason="{r}"}} {getattr(metrics, "hits_short_" + r)}'
+        for r in SHORT_REASONS
+    ]
+    lines += [
+        f"# HELP {prefix}_tokens_short_total Prompt tokens those short hits lost, by reason",
+        f"# TYPE {prefix}_tokens_short_total counter",
+    ]
+    lines += [
+        f'{prefix}_tokens_short_total{{reason="{r}"}} {getattr(metrics, "tokens_short_" + r)}'
+        for r in SHORT_REASONS
+    ]
+    lines += [
+        f"# HELP {prefix}_hit_tokens_by_origin_total Hit tokens cached by an earlier engine call or this one",
+        f"# TYPE {prefix}_hit_tokens_by_origin_total counter",
+        f'{prefix}_hit_tokens_by_origin_total{{origin="earlier_calls"}} {metrics.hit_tokens_earlier_calls}',
+        f'{prefix}_hit_tokens_by_origin_total{{origin="this_call"}} {metrics.hit_tokens_this_call}',
+    ]
     for name, help_text, value in (
         ("cached_tokens", "Tokens whose KV the cache holds on the device", metrics.cached_tokens_device),
         ("device_bytes", "Device bytes the cache holds", metrics.device_bytes),

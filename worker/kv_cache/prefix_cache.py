@@ -21,13 +21,14 @@ from dataclasses import dataclass, replace
 from worker.kv_cache.block_manager import BlockManager
 from worker.kv_cache.cache_stats import CacheStats
 from worker.kv_cache.disk_store import DiskStore
+from worker.kv_cache.evicted_hashes import EvictedHashes
 from worker.kv_cache.eviction_queue import EvictionQueue
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.kv_sequence import KVSequence
 from worker.kv_cache.kv_transfer import KVTransfer, PendingLoad
 from worker.kv_cache.lower_tiers import LowerTiers
 from worker.kv_cache.prefix_match import MatchStop, PrefixMatch
-from worker.kv_cache.radix import Node, RadixTree, Tier
+from worker.kv_cache.radix import Node, RadixTree, Tier, WindowKind
 from worker.kv_cache.window_retention import WindowRetention
 
 
@@ -49,14 +50,19 @@ class PrefixCache:
         transfer: KVTransfer | None = None,
         host: HostStore | None = None,
         disk: DiskStore | None = None,
+        opportunistic_windows: bool = True,
     ):
+        """``opportunistic_windows`` keeps spare windows at every block boundary while the SWA pool
+        has room (``window_retention.py``); off, windows exist only where they were planned."""
         self.blocks = blocks
         self.tree = RadixTree()
-        self.windows = WindowRetention(blocks, retain_every_tokens)  # window holders, LRU first
+        self.windows = WindowRetention(blocks, retain_every_tokens, opportunistic_windows)
         self.transfer = transfer
         self.stats = CacheStats()
         self.needs_window = blocks.window > 0
         self._index: dict[bytes, Node] = {}
+        self._evicted = EvictedHashes()  # dropped lately: tells "evicted" from "never cached"
+        self._call_start = 0  # tree clock when the current engine call began
         self._eviction = EvictionQueue()  # device entries with no device children, LRU first
         # Lower tiers need the transfer object to copy KV out of and into device blocks.
         self.tiers = (
@@ -69,27 +75,18 @@ class PrefixCache:
         size = self.blocks.block_size
         return [tuple(seq.token_ids[i * size : (i + 1) * size]) for i in range(num_blocks)]
 
-    def _resumable(self, node: Node) -> bool:
-        return not self.needs_window or node.window_len > 0
-
     def match(self, seq: KVSequence) -> PrefixMatch:
         """The deepest hit for ``seq`` (at least one token is left to compute). Read-only."""
-        size = self.blocks.block_size
-        max_blocks = (seq.num_tokens - 1) // size
+        max_blocks = (seq.num_tokens - 1) // self.blocks.block_size
         hashes = self.blocks.hashes_for(seq, max_blocks)
         path = self.tree.walk(hashes, self._blocks_of(seq, max_blocks))
-        depth = len(path)
-        while depth and not self._resumable(path[depth - 1]):
-            depth -= 1
-        if depth == max_blocks:
-            stop = MatchStop.PROMPT_END
-        elif depth == len(path):
-            stop = MatchStop.DIVERGED
-        elif any(node.window_dropped for node in path[depth:]):
-            stop = MatchStop.WINDOW_DROPPED
-        else:
-            stop = MatchStop.NO_WINDOW
-        return PrefixMatch.of(tuple(path[:depth]), len(path) * size, stop, size)
+        evicted = self._evicted.run_length(hashes[len(path) :])
+        return PrefixMatch.along(path, max_blocks, self.blocks.block_size, self.needs_window, evicted)
+
+    def begin_call(self) -> None:
+        """A new engine call (a batch, or a shard of one) starts: hits on entries cached before now
+        count as hits from earlier calls."""
+        self._call_start = self.tree.now
 
     def take(self, seq: KVSequence, match: PrefixMatch) -> TakenPrefix:
         """Takes one reference on every block of ``match`` for ``seq`` (a match made just before,
@@ -131,9 +128,16 @@ class PrefixCache:
             tuple(window or ()),
         )
 
+    def plan_window(self, node: Node) -> None:
+        """Makes the spare window at ``node`` (a hit's end) a planned one: a later prompt is likely to
+        resume there too."""
+        if self.windows.plan(node):
+            self.stats.windows_retained += 1
+
     def record_lookup(self, seq: KVSequence, match: PrefixMatch) -> None:
         """Counts one admission's lookup (``match`` as taken) in the cache's stats."""
-        self.stats.record_lookup(seq.prompt_len, match)
+        earlier = sum(1 for node in match.nodes if node.inserted_at <= self._call_start)
+        self.stats.record_lookup(seq.prompt_len, match, earlier * self.blocks.block_size)
 
     # -- tiers -------------------------------------------------------------------------------------
     def _promote(self, node: Node, with_window: bool) -> bool:
@@ -162,13 +166,24 @@ class PrefixCache:
         return self.blocks.full.num_free >= full and self.blocks.swa.num_free >= swa
 
     def _demote(self, node: Node) -> None:
-        """Moves a device entry (no device children, no other holder) down a tier, or out."""
+        """Moves a device entry (no device children, no other holder) down a tier, or out. A spare
+        window goes down with it only where the tier has room for it without pushing anything out."""
+        if (
+            self.tiers.enabled
+            and node.window_kind is WindowKind.SPARE
+            and not self._room_below(node.window_len)
+        ):
+            self.windows.drop(node)
+            self.stats.windows_dropped += 1
         payload = self.transfer.save(node.full_block, node.window or ()) if self.tiers.enabled else None
         self._release_device(node)
         self._eviction.left_device(node)
         self.stats.nodes_evicted += 1
         if payload is None or not self._store_below(node, payload):
             self._drop_subtree(node)
+
+    def _room_below(self, window_len: int) -> bool:
+        return self.tiers.has_room(self.transfer.payload_bytes(window_len))
 
     def _store_below(self, node: Node, payload) -> bool:
         stored, lost = self.tiers.store(node, payload)
@@ -191,6 +206,7 @@ class PrefixCache:
         self.tiers.discard(node)
         self.tree.remove_leaf(node)
         self._index.pop(node.block_hash, None)
+        self._evicted.dropped(node.block_hash)
         self.stats.nodes_dropped += 1
 
     def _load_disk_index(self) -> None:
@@ -200,6 +216,8 @@ class PrefixCache:
                 continue
             node = self.tree.insert(parent, entry.block_hash, entry.token_ids, None, tier=Tier.DISK)
             node.window_len = entry.window_len
+            if entry.window_len:
+                node.window_kind = WindowKind.SPARE if entry.spare_window else WindowKind.PLANNED
             self._index[entry.block_hash] = node
 
     def persist(self) -> int:
@@ -233,9 +251,12 @@ class PrefixCache:
                 seq.full_blocks[i],
             )
             self._index[parent.block_hash] = parent
+            self._evicted.cached(parent.block_hash)
             self._eviction.entered_device(parent)
             path.append(parent)
-        self.stats.windows_retained += self.windows.retain_passed(seq, previous_computed, path)
+        retained = self.windows.retain_passed(seq, previous_computed, path)
+        self.stats.windows_retained += retained[WindowKind.PLANNED]
+        self.stats.spare_windows_retained += retained[WindowKind.SPARE]
 
     # -- eviction ----------------------------------------------------------------------------------
     def reclaim(self, full_needed: int, swa_needed: int) -> None:

@@ -12,16 +12,19 @@ class MatchStop(Enum):
     """Why a hit is no deeper than it is."""
 
     PROMPT_END = "prompt_end"  # it covers every block before the prompt's last token
-    DIVERGED = "diverged"  # the cache holds nothing further along this prompt
+    DIVERGED = "diverged"  # the cache holds nothing further along this prompt, and never did lately
+    EVICTED = "evicted"  # the cache held the next blocks of this prompt and dropped them
     NO_WINDOW = "no_window"  # full KV goes deeper, but no window was ever retained down there
     WINDOW_DROPPED = "window_dropped"  # full KV goes deeper; a window there was dropped under pressure
     LOAD_FAILED = "load_failed"  # an entry on the host or disk could not be brought back (``take``)
 
 
-# Which stops count as a hit cut short (full KV matched deeper than the hit), and under which reason.
-CUT_SHORT = {
+# Why a hit came out shorter than the cache once allowed, as the metrics count it.
+SHORT_REASONS = ("missing_window", "eviction", "tier")
+_SHORT_REASON = {
     MatchStop.NO_WINDOW: "missing_window",
     MatchStop.WINDOW_DROPPED: "eviction",
+    MatchStop.EVICTED: "eviction",
     MatchStop.LOAD_FAILED: "tier",
 }
 
@@ -39,15 +42,42 @@ class PrefixMatch:
     stop: MatchStop
     block_size: int
     tokens_by_tier: dict[str, int]  # hit tokens by the tier each entry was in when matched
+    # Where the prompt leaves a cached path (the end of its full-KV match, before its last block
+    # boundary); None when it matches nothing, follows the cache to its end, or was evicted there.
+    diverges_at: int | None
+    evicted_tokens: int = 0  # tokens right after the full-KV match that the cache held and dropped
 
     @classmethod
-    def of(
-        cls, nodes: tuple[Node, ...], matched_tokens: int, stop: MatchStop, block_size: int
+    def along(
+        cls, path: list[Node], max_blocks: int, block_size: int, needs_window: bool, evicted_blocks: int
     ) -> PrefixMatch:
+        """The match along ``path`` (the tree's nodes matching the prompt's first blocks, of at most
+        ``max_blocks``): it ends at the deepest node a computation can resume from. ``evicted_blocks``
+        counts the prompt's blocks right after ``path`` that the cache dropped lately."""
+        depth = len(path)
+        while depth and needs_window and not path[depth - 1].window_len:
+            depth -= 1
+        if depth == max_blocks:
+            stop = MatchStop.PROMPT_END
+        elif depth == len(path):
+            stop = MatchStop.EVICTED if evicted_blocks else MatchStop.DIVERGED
+        elif any(node.window_dropped for node in path[depth:]):
+            stop = MatchStop.WINDOW_DROPPED
+        else:
+            stop = MatchStop.NO_WINDOW
+        diverges = 0 < len(path) < max_blocks and not evicted_blocks
         by_tier = {t.value: 0 for t in Tier}
-        for node in nodes:
+        for node in path[:depth]:
             by_tier[node.tier.value] += block_size
-        return cls(nodes, matched_tokens, stop, block_size, by_tier)
+        return cls(
+            tuple(path[:depth]),
+            len(path) * block_size,
+            stop,
+            block_size,
+            by_tier,
+            len(path) * block_size if diverges else None,
+            evicted_blocks * block_size,
+        )
 
     @property
     def num_cached_tokens(self) -> int:
@@ -57,6 +87,20 @@ class PrefixMatch:
     def cut_short_tokens(self) -> int:
         """Matched full KV beyond the hit, which had no window to resume from."""
         return self.matched_tokens - self.num_cached_tokens
+
+    @property
+    def short_reason(self) -> str | None:
+        """Why the hit is shorter than the cache once allowed (``SHORT_REASONS``); None if it is not."""
+        if not self.lost_tokens:
+            return None
+        if self.evicted_tokens and self.stop is MatchStop.NO_WINDOW:
+            return "eviction"  # deeper KV was cached and dropped: with it, a window might be there
+        return _SHORT_REASON.get(self.stop)
+
+    @property
+    def lost_tokens(self) -> int:
+        """Tokens the hit would also have covered: deeper full KV without a window, or evicted KV."""
+        return self.cut_short_tokens + self.evicted_tokens
 
     @property
     def tier(self) -> Tier | None:

@@ -19,6 +19,13 @@ class Tier(Enum):
     DISK = "disk"
 
 
+class WindowKind(Enum):
+    """Why an entry keeps a sliding-window window (``window_retention.py``); spare ones go first."""
+
+    PLANNED = "planned"  # prompt end, branch point, divergence, message boundary, every N tokens
+    SPARE = "spare"  # left behind by a sequence's sliding window while the SWA pool has room
+
+
 @dataclass(eq=False)
 class Node:
     block_hash: bytes
@@ -28,10 +35,12 @@ class Node:
     full_block: int | None  # the device block; None when the entry lives on the host or disk
     window: tuple[int, ...] | None = None  # device SWA blocks of logical blocks [depth + 1 - len, depth]
     window_len: int = 0  # blocks of the retained window in whichever tier holds the entry (0: none)
+    window_kind: WindowKind | None = None  # set exactly when window_len > 0
     window_dropped: bool = False  # a window retained here was dropped under pressure (none since)
     tier: Tier = Tier.DEVICE
     children: dict[bytes, Node] = field(default_factory=dict)
     last_access: int = 0
+    inserted_at: int = 0  # the access stamp it was inserted with
 
     @property
     def end_token(self) -> int:
@@ -48,6 +57,11 @@ class RadixTree:
         self.root_children: dict[bytes, Node] = {}
         self.num_nodes = 0
         self._clock = 0
+
+    @property
+    def now(self) -> int:
+        """The latest access stamp handed out (stamps after it are newer)."""
+        return self._clock
 
     def tick(self) -> int:
         """A new access stamp. Each goes to one new node (``insert``) or to the nodes of one hit path,
@@ -82,7 +96,10 @@ class RadixTree:
         if block_hash in siblings:
             raise ValueError("node already present")
         depth = 0 if parent is None else parent.depth + 1
-        node = Node(block_hash, token_ids, depth, parent, full_block, tier=tier, last_access=self.tick())
+        stamp = self.tick()
+        node = Node(
+            block_hash, token_ids, depth, parent, full_block, tier=tier, last_access=stamp, inserted_at=stamp
+        )
         siblings[block_hash] = node
         self.num_nodes += 1
         return node
@@ -118,6 +135,10 @@ class RadixTree:
                 )
             if node.window is not None and len(node.window) != node.window_len:
                 raise AssertionError("window length out of date")
+            if (node.window_kind is None) != (node.window_len == 0):
+                raise AssertionError(
+                    f"window kind {node.window_kind} with a window of {node.window_len} blocks"
+                )
             if on_device and node.parent is not None and node.parent.tier is not Tier.DEVICE:
                 raise AssertionError("a device node under an evicted parent")
         if count != self.num_nodes:

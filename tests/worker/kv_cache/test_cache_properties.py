@@ -48,25 +48,61 @@ def predicted_hit(windows: set, prompt: list[int], salt: str) -> int:
     return best
 
 
+def computed_blocks(prompt: list[int], output: list[int]) -> list[tuple[int, ...]]:
+    """Every block-aligned prefix a request computed, so cached full KV for: the prompt and every
+    generated token but the last, which is sampled and never computed."""
+    computed = prompt + output[:-1]
+    return [tuple(computed[:p]) for p in range(B, len(computed) // B * B + 1, B)]
+
+
+def retained_windows(
+    full: set, prompt: list[int], output: list[int], salt: str, opportunistic: bool
+) -> list[tuple[int, ...]]:
+    """The prefixes a request leaves a window at, with nothing evicted (``full``: the cached full-KV
+    prefixes before it ran). With spare windows, every block boundary it computed. Planned ones: its
+    prompt's last block boundary, and where it left a cached path before its last block boundary."""
+    if opportunistic:
+        return computed_blocks(prompt, output)
+    windows = []
+    end = len(prompt) // B * B
+    if end:
+        windows.append(tuple(prompt[:end]))
+    matched = 0
+    while matched + B <= (len(prompt) - 1) // B * B and (salt, tuple(prompt[: matched + B])) in full:
+        matched += B
+    if 0 < matched < (len(prompt) - 1) // B * B:
+        windows.append(tuple(prompt[:matched]))
+    return windows
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests)
-def test_hits_match_a_model_of_retained_windows_with_an_ample_budget(path, reference, reqs):
-    llm = LLM(path, device="cpu", dtype="float32", block_size=B, kv_cache_gb=0.01, enable_prefix_caching=True)
+@given(requests, st.booleans())
+def test_hits_match_a_model_of_retained_windows_with_an_ample_budget(path, reference, reqs, opportunistic):
+    llm = LLM(
+        path,
+        device="cpu",
+        dtype="float32",
+        block_size=B,
+        kv_cache_gb=0.01,
+        enable_prefix_caching=True,
+        opportunistic_windows=opportunistic,
+    )
     windows: set = set()
+    full: set = set()
     for prompt, salt in reqs:
         out = llm.generate([{"prompt_token_ids": prompt, "cache_salt": salt}], PARAMS)[0]
-        assert out.outputs[0].token_ids == reference(prompt)
+        output = out.outputs[0].token_ids
+        assert output == reference(prompt)
         assert out.num_cached_tokens == predicted_hit(windows, prompt, salt)
         llm.engine.check_integrity()
-        end = len(prompt) // B * B
-        if end:
-            windows.add((salt, tuple(prompt[:end])))
+        windows.update((salt, w) for w in retained_windows(full, prompt, output, salt, opportunistic))
+        full.update((salt, block) for block in computed_blocks(prompt, output))
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests, st.integers(9, 14), st.integers(5, 9))
+@given(requests, st.integers(9, 14), st.integers(5, 9), st.booleans())
 def test_under_eviction_hits_never_exceed_the_model_and_outputs_stay_exact(
-    path, reference, reqs, num_full_blocks, num_swa_blocks
+    path, reference, reqs, num_full_blocks, num_swa_blocks, opportunistic
 ):
     llm = LLM(
         path,
@@ -77,6 +113,7 @@ def test_under_eviction_hits_never_exceed_the_model_and_outputs_stay_exact(
         num_swa_blocks=num_swa_blocks,
         max_num_batched_tokens=5,
         enable_prefix_caching=True,
+        opportunistic_windows=opportunistic,
     )
     outs = llm.generate([{"prompt_token_ids": p, "cache_salt": s} for p, s in reqs], PARAMS)
     for (prompt, _salt), out in zip(reqs, outs, strict=True):

@@ -26,7 +26,7 @@ from worker.kv_cache.block_manager import BlockManager
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.kv_cache_manager import KVCacheManager
 from worker.kv_cache.prefix_cache import PrefixCache
-from worker.kv_cache.radix import Node, RadixTree, Tier
+from worker.kv_cache.radix import Node, RadixTree, Tier, WindowKind
 from worker.kv_cache.window_retention import WindowRetention
 
 B = 4
@@ -62,17 +62,24 @@ def scan_choice(cache: PrefixCache) -> Node | None:
     return min(candidates, key=lambda n: (n.last_access, id(n)), default=None)
 
 
+def drop_key(node: Node) -> tuple[bool, int]:
+    """Spare windows before planned ones, each kind least recently used first."""
+    return node.window_kind is WindowKind.PLANNED, node.last_access
+
+
 def scan_window_choice(tree: RadixTree) -> Node | None:
-    """The window the former scan drops next: the least recently used holder, ties in the order the
-    tree's traversal meets them (the scan sorted that traversal by ``last_access``, a stable sort)."""
-    return min((n for n in tree.nodes() if n.window), key=lambda n: n.last_access, default=None)
+    """The window a scan drops next: the first by ``drop_key``, ties in the order the tree's
+    traversal meets them (the former scan sorted that traversal, a stable sort)."""
+    return min((n for n in tree.nodes() if n.window), key=drop_key, default=None)
 
 
 class RecordingWindows(WindowRetention):
     """The real drop order; records each dropped window and checks it against the scan's choice."""
 
-    def __init__(self, blocks: BlockManager, retain_every_tokens, tree: RadixTree) -> None:
-        super().__init__(blocks, retain_every_tokens)
+    def __init__(
+        self, blocks: BlockManager, retain_every_tokens, tree: RadixTree, opportunistic: bool
+    ) -> None:
+        super().__init__(blocks, retain_every_tokens, opportunistic)
         self.tree = tree
         self.dropped: list[bytes] = []
         self.tied_drops = 0  # drops where several holders shared the least recent access stamp
@@ -80,8 +87,8 @@ class RecordingWindows(WindowRetention):
     def _drop(self, node: Node) -> None:
         assert node is scan_window_choice(self.tree), "the drop order's window is not the scan's"
         self.dropped.append(node.block_hash)
-        stamps = [n.last_access for n in self.tree.nodes() if n.window]
-        self.tied_drops += stamps.count(min(stamps)) > 1
+        keys = [drop_key(n) for n in self.tree.nodes() if n.window]
+        self.tied_drops += keys.count(min(keys)) > 1
         super()._drop(node)
 
 
@@ -89,7 +96,7 @@ class ScanWindows(RecordingWindows):
     """Drops windows by the former scan and sort of the whole tree on every call (the reference)."""
 
     def drop_least_recent(self, swa_needed: int) -> int:
-        holders = sorted((n for n in self.tree.nodes() if n.window), key=lambda n: n.last_access)
+        holders = sorted((n for n in self.tree.nodes() if n.window), key=drop_key)
         dropped = 0
         for node in holders:
             if self.blocks.swa.num_free >= swa_needed:
@@ -104,9 +111,12 @@ class RecordingCache(PrefixCache):
 
     window_retention = RecordingWindows
 
-    def __init__(self, blocks: BlockManager, retain_every_tokens=None, **kwargs) -> None:
-        super().__init__(blocks, retain_every_tokens, **kwargs)
-        self.windows = self.window_retention(blocks, retain_every_tokens, self.tree)  # nothing retained yet
+    def __init__(
+        self, blocks: BlockManager, retain_every_tokens=None, opportunistic_windows=True, **kwargs
+    ) -> None:
+        super().__init__(blocks, retain_every_tokens, opportunistic_windows=opportunistic_windows, **kwargs)
+        # Nothing retained yet: swap in the recording drop order.
+        self.windows = self.window_retention(blocks, retain_every_tokens, self.tree, opportunistic_windows)
         self.victims: list[bytes] = []
 
     def _demote(self, node: Node) -> None:
@@ -144,10 +154,20 @@ class World:
     arrivals: int = 0
 
     @classmethod
-    def make(cls, kind: type[RecordingCache], *, full: int, swa: int, window: int, host_bytes: int, every):
+    def make(
+        cls,
+        kind: type[RecordingCache],
+        *,
+        full: int,
+        swa: int,
+        window: int,
+        host_bytes: int,
+        every,
+        opportunistic: bool = True,
+    ):
         blocks = BlockManager(B, full, swa, window)
         host = HostStore(host_bytes)
-        cache = kind(blocks, every, transfer=FakeTransfer(), host=host)
+        cache = kind(blocks, every, opportunistic, transfer=FakeTransfer(), host=host)
         return cls(blocks, cache, KVCacheManager(blocks, cache))
 
     def run(self, prompt: list[int], salt: str, chunk: int, *, hold: bool) -> None:
@@ -225,9 +245,14 @@ operations = st.one_of(  # runs three times as often as each other operation: th
     window=st.sampled_from([0, 6]),
     host_bytes=st.sampled_from([0, 24, 4096]),
     every=st.sampled_from([None, 8]),
+    opportunistic=st.booleans(),
 )
-def test_victims_match_the_full_scan_on_random_operations(ops, full, window, host_bytes, every):
-    run_both(ops, full=full, swa=12, window=window, host_bytes=host_bytes, every=every)
+def test_victims_match_the_full_scan_on_random_operations(
+    ops, full, window, host_bytes, every, opportunistic
+):
+    run_both(
+        ops, full=full, swa=12, window=window, host_bytes=host_bytes, every=every, opportunistic=opportunistic
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -269,13 +294,14 @@ def test_a_long_random_run_drops_windows_in_the_scans_order(seed):
             ops.append(("reclaim", rng.randint(1, 8)))
         else:
             ops.append(("demote_all",))
-    cache = run_both(ops, full=48, swa=20, window=6, host_bytes=64, every=8)
+    # Even seeds with spare windows at every block boundary, odd ones with planned windows only.
+    cache = run_both(ops, full=48, swa=20, window=6, host_bytes=64, every=8, opportunistic=seed % 2 == 0)
     # The run did drop windows, some of them among holders one hit stamped alike (the tie-break).
     assert cache.stats.windows_dropped > 50 and cache.windows.tied_drops > 0
 
 
 def test_windows_one_hit_stamped_alike_drop_shallowest_first():
-    world = World.make(RecordingCache, full=32, swa=16, window=6, host_bytes=0, every=8)
+    world = World.make(RecordingCache, full=32, swa=16, window=6, host_bytes=0, every=8, opportunistic=False)
     prompt = list(range(1, 18))  # 4 full blocks; windows retained every 8 tokens: depths 1 and 3
     world.run(prompt, "a", 64, hold=False)
     world.run(prompt, "a", 64, hold=False)  # a hit: one access stamp for the whole path
@@ -284,6 +310,22 @@ def test_windows_one_hit_stamped_alike_drop_shallowest_first():
     world.cache.reclaim(0, world.blocks.swa.num_free + 1)
     world.check()
     assert world.cache.windows.dropped == [holders[0].block_hash]  # the scan's traversal meets it first
+
+
+def test_spare_windows_are_dropped_before_any_planned_one():
+    world = World.make(RecordingCache, full=32, swa=24, window=6, host_bytes=0, every=None)
+    first = list(range(1, 18))  # 4 full blocks: a planned window at 16 (the prompt's end), spare at 4-12
+    world.run(first, "a", 64, hold=False)
+    world.run(list(range(40, 57)), "a", 64, hold=False)  # newer: the same shape on another path
+    kinds = {(n.token_ids[0], n.depth): n.window_kind for n in world.cache.tree.nodes() if n.window}
+    assert kinds[(13, 3)] is WindowKind.PLANNED and kinds[(1, 0)] is WindowKind.SPARE
+    assert sum(k is WindowKind.SPARE for k in kinds.values()) == 6
+    world.cache.reclaim(0, world.blocks.swa.num_blocks)  # asks for every block: drops all windows
+    world.check()
+    by_hash = {n.block_hash: n for n in world.cache.tree.nodes()}
+    dropped = [(by_hash[h].token_ids[0], by_hash[h].depth) for h in world.cache.windows.dropped]
+    # The six spare windows first, the older path's first, shallowest first; then the planned ones.
+    assert dropped == [(1, 0), (5, 1), (9, 2), (40, 0), (44, 1), (48, 2), (13, 3), (52, 3)]
 
 
 def test_an_entry_in_use_is_skipped_and_stays_queued():

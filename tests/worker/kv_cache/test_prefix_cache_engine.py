@@ -5,6 +5,7 @@ import random
 import pytest
 
 from worker.engine import LLM, SamplingParams
+from worker.kv_cache.radix import WindowKind
 
 PARAMS = SamplingParams(temperature=0, max_tokens=10)
 
@@ -93,7 +94,7 @@ def _subtree(node):
 
 
 def test_hit_without_a_window_is_cut_short_and_counted(path):
-    llm = make(path, enable_prefix_caching=True)
+    llm = make(path, enable_prefix_caching=True, opportunistic_windows=False)
     first = list(range(1, 42))  # 41 tokens: full KV for 10 blocks, one window retained at token 40
     llm.generate([{"prompt_token_ids": first}], PARAMS)
     # Shares 38 tokens: full KV matches 9 blocks (36 tokens) but no window ends at 36, so no hit.
@@ -127,8 +128,85 @@ def test_tiny_budgets_force_eviction_mid_batch_and_outputs_stay_identical(
 
 
 def test_retain_every_n_tokens_lets_longer_shared_prefixes_hit(path):
-    llm = make(path, enable_prefix_caching=True, retain_every_tokens=8)
+    llm = make(path, enable_prefix_caching=True, retain_every_tokens=8, opportunistic_windows=False)
     base = list(range(1, 41))
     llm.generate([{"prompt_token_ids": base + [60, 61, 62]}], PARAMS)
     out = llm.generate([{"prompt_token_ids": base[:30] + [90, 91]}], PARAMS)[0]
     assert out.num_cached_tokens == 24  # the deepest multiple of 8 inside the shared 30 tokens
+
+
+def test_spare_windows_hit_at_any_block_boundary_while_the_swa_pool_has_room(path):
+    llm = make(path, enable_prefix_caching=True)
+    first = list(range(1, 42))
+    llm.generate([{"prompt_token_ids": first}], PARAMS)
+    probe = first[:38] + [90, 91, 92]  # the planned-only cache hits nothing here (test above)
+    out = llm.generate([{"prompt_token_ids": probe}], PARAMS)[0]
+    assert out.num_cached_tokens == 36
+    assert llm.engine.cache.stats.hits_cut_short == 0
+    llm.engine.check_integrity()
+
+
+def test_under_swa_pressure_spare_windows_go_first_and_planned_ones_still_hit(path):
+    # 14 SWA blocks: a running sequence needs ceil(8/4) + 1 + a chunk of 2 blocks; the first prompt's
+    # spare windows fill the rest, and the second prompt's prefill must drop them.
+    llm = make(path, enable_prefix_caching=True, num_swa_blocks=14, max_num_batched_tokens=8)
+    first = list(range(1, 42))
+    llm.generate([{"prompt_token_ids": first}], PARAMS)
+    llm.generate([{"prompt_token_ids": list(range(50, 91))}], PARAMS)
+    stats = llm.engine.cache.stats
+    assert stats.spare_windows_retained > 0 and stats.windows_dropped > 0
+    llm.engine.check_integrity()
+    again = llm.generate([{"prompt_token_ids": first}], PARAMS)[0]
+    assert again.num_cached_tokens == 40  # the planned window at the prompt's end survived
+
+
+def test_a_window_is_planned_where_a_new_prompt_leaves_a_cached_path(path):
+    llm = make(path, enable_prefix_caching=True, opportunistic_windows=False)
+    base = list(range(1, 41))
+    llm.generate([{"prompt_token_ids": base + [60, 61, 62]}], PARAMS)
+    # Leaves the cached path inside block 7 (token 30): full KV for 28 tokens, but no window there.
+    second = llm.generate([{"prompt_token_ids": base[:30] + [90, 91, 92, 93, 94]}], PARAMS)[0]
+    assert second.num_cached_tokens == 0
+    # It planned a window at 28 as it computed past it: the next prompt with that prefix hits there.
+    third = llm.generate([{"prompt_token_ids": base[:30] + [70, 71, 72]}], PARAMS)[0]
+    assert third.num_cached_tokens == 28
+    llm.engine.check_integrity()
+
+
+def test_a_spare_window_hit_where_a_prompt_diverges_becomes_planned(path):
+    llm = make(path, enable_prefix_caching=True)
+    base = list(range(1, 41))
+    llm.generate([{"prompt_token_ids": base + [60, 61, 62]}], PARAMS)
+    cache = llm.engine.cache
+    at_28 = next(n for n in cache.tree.nodes() if n.end_token == 28)
+    assert at_28.window_kind is WindowKind.SPARE
+    out = llm.generate([{"prompt_token_ids": base[:30] + [90, 91, 92, 93, 94]}], PARAMS)[0]
+    assert out.num_cached_tokens == 28
+    assert at_28.window_kind is WindowKind.PLANNED
+    llm.engine.check_integrity()
+
+
+def test_windows_are_planned_at_chat_message_boundaries(path):
+    llm = make(path, enable_prefix_caching=True, opportunistic_windows=False)
+    system = list(range(1, 24))  # a 23-token system prompt: its message ends at offset 23
+    first = {"prompt_token_ids": system + [50, 51, 52, 53, 54, 55, 56], "message_boundaries": [23]}
+    llm.generate([first], PARAMS)
+    out = llm.generate([{"prompt_token_ids": system + [80, 81, 82, 83]}], PARAMS)[0]
+    assert out.num_cached_tokens == 20  # the last block boundary inside the system prompt
+
+
+def test_without_message_boundaries_the_same_turn_misses(path):
+    llm = make(path, enable_prefix_caching=True, opportunistic_windows=False)
+    system = list(range(1, 24))
+    llm.generate([{"prompt_token_ids": system + [50, 51, 52, 53, 54, 55, 56]}], PARAMS)
+    out = llm.generate([{"prompt_token_ids": system + [80, 81, 82, 83]}], PARAMS)[0]
+    assert out.num_cached_tokens == 0  # the test above is not passing by accident
+
+
+@pytest.mark.parametrize("boundaries", [[3, "7"], [99], 5, [True]])
+def test_bad_message_boundaries_are_refused_by_name(path, boundaries):
+    llm = make(path, enable_prefix_caching=True)
+    bad = {"prompt_token_ids": list(range(1, 10)), "message_boundaries": boundaries}
+    outs = llm.generate([bad, {"prompt_token_ids": list(range(1, 10))}], PARAMS)
+    assert outs[0].error is not None and "message_boundaries" in outs[0].error
+    assert outs[1].error is None and len(outs[1].outputs[0].token_ids) == PARAMS.max_tokens

@@ -7,7 +7,7 @@ import pytest
 
 from worker.engine import LLM, SamplingParams
 from worker.kv_cache.disk_store import CacheDirectoryInUse, DiskStore
-from worker.kv_cache.radix import Tier
+from worker.kv_cache.radix import Tier, WindowKind
 
 PARAMS = SamplingParams(temperature=0, max_tokens=8)
 
@@ -158,3 +158,36 @@ def test_disk_store_survives_an_unwritable_directory(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         store = DiskStore(blocker / "cache", 10**6, "ns")
     assert not store.enabled and "unavailable" in caplog.text
+
+
+def test_spare_windows_move_down_with_their_entries_where_the_tier_has_room(path, prompts):
+    probe = prompts[0][:30] + [95, 96, 3]  # parts from the cached path inside the shared system prompt
+    plain = LLM(path, device="cpu", dtype="float32", block_size=4, kv_cache_gb=0.01)
+    expected = plain.generate([{"prompt_token_ids": probe}], PARAMS)[0].outputs[0].token_ids
+    llm = make(path, host_cache_gb=0.01)
+    run(llm, prompts)
+    cache = llm.engine.cache
+    cache.demote_all()
+    spare_below = [n for n in cache.tree.nodes() if n.tier is Tier.HOST and n.window_kind is WindowKind.SPARE]
+    assert spare_below and all(n.window_len > 0 for n in spare_below)
+    out = run(llm, [probe])[0]
+    assert out.num_cached_tokens == 28  # a spare window's boundary, served from the host
+    assert cache.stats.hit_tokens_by_tier["host"] == 28
+    assert out.outputs[0].token_ids == expected
+
+
+def test_a_spare_window_without_room_below_is_dropped_and_its_entry_still_moves(path, prompts):
+    llm = make(path, host_cache_gb=0.01)
+    run(llm, prompts)
+    cache = llm.engine.cache
+    spare = [n for n in cache.tree.nodes() if n.window_kind is WindowKind.SPARE]
+    assert spare
+    # A host tier too small for any entry with its window, but not for a bare one.
+    cache.tiers.host.budget_bytes = cache.transfer.payload_bytes(max(n.window_len for n in spare)) - 1
+    assert cache.transfer.payload_bytes(0) <= cache.tiers.host.budget_bytes
+    dropped_before = cache.stats.windows_dropped
+    cache.demote_all()
+    llm.engine.check_integrity()
+    bare = [n for n in cache.tree.nodes() if n.tier is Tier.HOST]
+    assert bare and all(n.window_len == 0 and n.window_dropped for n in bare)
+    assert cache.stats.windows_dropped > dropped_before
