@@ -157,6 +157,14 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     parser.add_argument("--backend", default="torch", help="attention backend: torch or triton")
     parser.add_argument("--repeats", type=int, default=1, help="timed prefills per length (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--variants",
+        default=",".join(v.name for v in VARIANTS),
+        help="which models to time (hybrid-70 always)",
+    )
+    parser.add_argument(
+        "--flops-only", action="store_true", help="print the analytic FLOPs table, time nothing"
+    )
     args = parser.parse_args(argv)
     args.lengths = [int(x) for x in args.lengths.split(",")]
     args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
@@ -167,9 +175,16 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
         f"hidden {args.hidden}, {args.heads} heads, KV {args.kv_heads}/{2 * args.kv_heads}, "
         f"q/k {args.head_dim}, v {args.v_head_dim}, window {args.window}, chunk {args.chunk}"
     )
-    results: dict[tuple[str, int], tuple[Flops, float]] = {}
+    chosen = {"hybrid-70", *args.variants.split(",")}
+    variants = [v for v in VARIANTS if v.name in chosen]
+    results: dict[tuple[str, int], tuple[Flops, float | None]] = {}
+    if args.flops_only:
+        for variant in variants:
+            config = ModelConfig.from_dict(raw_config(variant, args))
+            results |= {(variant.name, n): (flops_per_token(config, n), None) for n in args.lengths}
+        return print_table(results, args.lengths, variants)
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in VARIANTS:
+        for variant in variants:
             raw = raw_config(variant, args)
             path = write_random_checkpoint(raw, Path(tmp) / variant.name, dtype=torch.float32, std=0.02)
             config = ModelConfig.from_dict(raw)
@@ -177,41 +192,58 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
                 seconds = time_prefill(path, config, length, args)
                 results[variant.name, length] = (flops_per_token(config, length), seconds)
                 print(f"  {variant.name:10s} {length:6d} tokens: {seconds:8.2f} s", flush=True)
-    return print_table(results, args.lengths)
+    return print_table(results, args.lengths, variants)
 
 
-def print_table(results, lengths) -> dict[int, dict[str, float]]:
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def print_table(results, lengths, variants) -> dict[int, dict[str, float | None]]:
     print(
         "\n| prompt | model | linear MFLOP/token | attention MFLOP/token | total MFLOP/token "
         "| ms/token | time vs hybrid-70 |"
     )
     print("|---|---|---|---|---|---|---|")
+
+    def fmt(value: float | None, spec: str, unit: str = "") -> str:
+        return "not timed" if value is None else format(value, spec) + unit
+
     for length in lengths:
-        _, hybrid_s = results["hybrid-70", length]
-        for variant in VARIANTS:
+        hybrid_s = results["hybrid-70", length][1]
+        for variant in variants:
             flops, seconds = results[variant.name, length]
+            per_token = None if seconds is None else 1e3 * seconds / length
             print(
                 f"| {length:,} | {variant.name} | {flops.linear / 1e6:,.1f} | {flops.attention / 1e6:,.1f} "
-                f"| {flops.total / 1e6:,.1f} | {1e3 * seconds / length:.3f} | {seconds / hybrid_s:.2f}x |"
+                f"| {flops.total / 1e6:,.1f} | {fmt(per_token, '.3f')} | {fmt(_ratio(seconds, hybrid_s), '.2f', 'x')} |"
             )
     print()
     ratios = {}
+    names = {v.name for v in variants}
     for length in lengths:
-        (h, hs), (f70, f70s), (f10, f10s) = (results[v.name, length] for v in VARIANTS)
-        ratios[length] = {
-            "speedup_vs_full_70": f70s / hs,
-            "flops_full_70_vs_hybrid": f70.total / h.total,
-            "time_vs_full_10": hs / f10s,
-            "flops_vs_full_10": h.total / f10.total,
-            "attention_flops_vs_full_10": h.attention / f10.attention,
-        }
-        print(
-            f"{length:>6,} tokens: hybrid-70 is {f70s / hs:.2f}x faster than full-70 (FLOPs {f70.total / h.total:.2f}x); "
-            f"takes {hs / f10s:.2f}x the time of full-10 (FLOPs {h.total / f10.total:.2f}x, attention FLOPs "
-            f"{h.attention / f10.attention:.2f}x)"
-        )
+        h, hs = results["hybrid-70", length]
+        ratios[length] = row = {}
+        line = [f"{length:>6,} tokens: hybrid-70"]
+        if "full-70" in names:
+            f70, f70s = results["full-70", length]
+            row["speedup_vs_full_70"] = _ratio(f70s, hs)
+            row["flops_full_70_vs_hybrid"] = f70.total / h.total
+            line.append(
+                f"is {fmt(row['speedup_vs_full_70'], '.2f', 'x')} faster than full-70 (FLOPs {f70.total / h.total:.2f}x)"
+            )
+        if "full-10" in names:
+            f10, f10s = results["full-10", length]
+            row["time_vs_full_10"] = _ratio(hs, f10s)
+            row["flops_vs_full_10"] = h.total / f10.total
+            row["attention_flops_vs_full_10"] = h.attention / f10.attention
+            line.append(
+                f"takes {fmt(row['time_vs_full_10'], '.2f', 'x')} the time of full-10 (FLOPs {h.total / f10.total:.2f}x, "
+                f"attention FLOPs {h.attention / f10.attention:.2f}x)"
+            )
+        print(" ".join(line[:2]) + ("; " + line[2] if len(line) > 2 else ""))
     return ratios
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -42,3 +42,12 @@ def test_bench_runs_all_three_models(capsys):
     assert ratios[40]["speedup_vs_full_70"] > 0
     # 40 tokens, window 8: 70 full layers do more attention than 10 full + 60 SWA
     assert ratios[40]["flops_full_70_vs_hybrid"] > 1
+
+
+def test_flops_only_at_the_issue_lengths_shows_the_claim():
+    """Analytic: at 32K the hybrid's attention FLOPs are within 5% of the 10-layer full model's."""
+    ratios = prefill.main(["--flops-only", "--lengths", "2048,32768", "--variants", "full-10"])
+    assert ratios[32768]["time_vs_full_10"] is None
+    assert (
+        1.0 < ratios[32768]["attention_flops_vs_full_10"] < 1.05 < ratios[2048]["attention_flops_vs_full_10"]
+    )
