@@ -1,4 +1,5 @@
-"""The ``hybatch billing ...`` commands as plain functions (the CLI imports only this module).
+"""The ``hybatch billing ...`` and ``hybatch credits ...`` commands as plain functions (the CLI
+imports only this module).
 
 Each opens its own unit of work from the settings, does one thing and returns what to print;
 failures are ``HybatchError``s carrying a message for the operator.
@@ -7,19 +8,23 @@ failures are ``HybatchError``s carrying a message for the operator.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from billing.credits.balance import credit_balance
+from billing.credits.grants import grant_credits
 from billing.invoicing import exports
 from billing.invoicing.close_schedule import close_previous_month
 from billing.invoicing.invoices import close_period, list_invoices
-from billing.money import minor_to_decimal
+from billing.money import decimal_string, minor_to_decimal
 from billing.periods import Period
 from billing.pricing import schedule_store
 from billing.pricing.schedule_parser import read_schedule_file
 from billing.sample_ledger import write_sample_ledger
+from billing.usage.buckets import account_currency
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import InvalidRequestError
@@ -174,3 +179,74 @@ def sample_account(settings: Settings, name: str, num_requests: int, days: int) 
         "its API key (shown once) — sign in to /dashboard with it:",
         f"    {ledger.api_key_secrets[0]}",
     ]
+
+
+def grant(
+    settings: Settings,
+    account_name: str,
+    amount_text: str,
+    expires_text: str | None,
+    priority: int,
+    currency: str | None,
+) -> list[str]:
+    """Grant prepaid credit: ``amount_text`` major units (``10.00``), usable through the UTC day
+    ``expires_text`` (YYYY-MM-DD; it expires at the next midnight) or forever. The currency
+    defaults to the account's earlier grants', else its price schedule's."""
+    try:
+        amount = Decimal(amount_text)
+    except InvalidOperation as error:
+        raise InvalidRequestError(
+            f"--amount {amount_text!r} is not a decimal number", param="amount"
+        ) from error
+    expires_at = None
+    if expires_text is not None:
+        try:
+            day = date.fromisoformat(expires_text)
+        except ValueError as error:
+            raise InvalidRequestError(
+                f"--expires {expires_text!r} is not YYYY-MM-DD", param="expires"
+            ) from error
+        expires_at = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    with unit_of_work(_session_factory(settings)) as session:
+        account = accounts.get_account(session, account_name)
+        now = datetime.now(UTC)
+        existing = credit_balance(session, account.id, now)
+        if currency is None:
+            currency = existing.currency if existing else account_currency(session, account.id, now)
+        made = grant_credits(
+            session,
+            account.id,
+            amount=amount,
+            currency=currency,
+            expires_at=expires_at,
+            priority=priority,
+            now=now,
+        )
+        after = credit_balance(session, account.id, now)
+    until = f", usable until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    return [
+        f"granted {decimal_string(amount)} {made.currency} to {account_name} ({made.id}, priority {priority}{until})",
+        f"balance: {decimal_string(after.balance)} {after.currency}",
+    ]
+
+
+def balance(settings: Settings, account_name: str) -> list[str]:
+    """The account's credit balance and each grant, in draw order."""
+    with _session_factory(settings)() as session:
+        account = accounts.get_account(session, account_name)
+        state = credit_balance(session, account.id)
+    if state is None:
+        return [f"{account_name} has no credit grants (it is billed after use)"]
+    out = [
+        f"{account_name}: balance {decimal_string(state.balance)} {state.currency} "
+        f"(held by running requests {decimal_string(state.held)}, spendable {decimal_string(state.spendable)})"
+    ]
+    for grant_state in state.grants:
+        expiry = grant_state.expires_at.strftime("%Y-%m-%d %H:%M UTC") if grant_state.expires_at else "never"
+        status = "" if grant_state.is_live else "  (expired)"
+        out.append(
+            f"  {grant_state.grant_id}  granted {decimal_string(grant_state.amount)}  drawn "
+            f"{decimal_string(grant_state.drawn)}  left {decimal_string(grant_state.remaining)}  "
+            f"priority {grant_state.priority}  expires {expiry}{status}"
+        )
+    return out

@@ -2,7 +2,8 @@
 
 ``HYBATCH_STRIPE_API_KEY`` enables pushing invoices to Stripe; ``HYBATCH_STRIPE_WEBHOOK_SECRET``
 (``whsec_...``) enables the webhook; ``HYBATCH_STRIPE_API_BASE`` points the SDK elsewhere than
-``https://api.stripe.com`` (a local test server).
+``https://api.stripe.com`` (a local test server). ``HYBATCH_CREDIT_LOW_BALANCE`` (major units of
+the account's credit currency, default 1.00): a prepaid account's balance at or below it is alerted.
 
 ``HYBATCH_INVOICE_ISSUER``: who sends invoices (name and address, lines separated by ``\n``),
 printed at the top of invoice PDFs.
@@ -10,6 +11,7 @@ printed at the top of invoice PDFs.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 
 from pydantic import Field
@@ -24,6 +26,7 @@ class BillingSettings(BaseSettings):
     stripe_api_base: str | None = None
     stripe_webhook_tolerance_s: int = Field(default=300, ge=1)  # older signatures are refused
     invoice_issuer: str | None = None
+    credit_low_balance: Decimal = Field(default=Decimal("1.00"), ge=0)
 
 
 @lru_cache(maxsize=1)

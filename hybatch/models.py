@@ -520,3 +520,84 @@ class StripeEvent(Base):
     invoice_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
     outcome: Mapped[str] = mapped_column(sa.String(32))
     received_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+# -- prepaid credits and billing alerts (billing.credits, billing.limits) ---------------------------
+
+
+class CreditGrant(Base):
+    """Prepaid credit of an account, drawn down as its requests are recorded; never edited.
+
+    Grants are drawn in order of ``priority`` (lower first), then the earliest ``expires_at`` (none
+    last), then creation. What is left of a grant when it expires is forfeited.
+    """
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (sa.Index("ix_credit_grants_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)  # cg_...
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    amount: Mapped[Decimal] = mapped_column(DecimalText())  # major units, whole minor units
+    priority: Mapped[int] = mapped_column(default=0)
+    expires_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class CreditDraw(Base):
+    """What one grant paid of one recorded request (exact, major units), written in the transaction
+    that records the request's usage; the key makes a request draw from a grant once."""
+
+    __tablename__ = "credit_draws"
+
+    batch_id: Mapped[str] = mapped_column(sa.ForeignKey("batches.id"), primary_key=True)
+    custom_id: Mapped[str] = mapped_column(sa.String(MAX_CUSTOM_ID_CHARS), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(sa.ForeignKey("credit_grants.id"), primary_key=True, index=True)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(DecimalText())
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class CreditHold(Base):
+    """The worst-case cost of a request admitted on a prepaid account and not yet recorded; it
+    counts against the balance while its batch is unfinished."""
+
+    __tablename__ = "credit_holds"
+
+    batch_id: Mapped[str] = mapped_column(sa.ForeignKey("batches.id"), primary_key=True)
+    custom_id: Mapped[str] = mapped_column(sa.String(MAX_CUSTOM_ID_CHARS), primary_key=True)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(DecimalText())
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class InvoiceCredit(Base):
+    """Prepaid credit applied on an invoice: what the grants paid of the usage it bills, as one
+    deduction rounded once. Immutable like the invoice (migration 0012), but for its Stripe item."""
+
+    __tablename__ = "invoice_credits"
+
+    invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id"), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(DecimalText())  # exact, major units, >= 0
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)  # amount rounded once, ROUND_HALF_UP
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    stripe_invoice_item_id: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+
+
+class BillingAlert(Base):
+    """A threshold an account crossed (low credit balance, credits used up, a spend limit), shown
+    on the dashboard and sent to its webhooks; ``dedupe_key`` makes each crossing one alert."""
+
+    __tablename__ = "billing_alerts"
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "kind", "dedupe_key"),
+        sa.Index("ix_billing_alerts_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)  # alert_...
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(sa.String(64))  # the webhook event type, e.g. credits.low_balance
+    dedupe_key: Mapped[str] = mapped_column(sa.String(130))
+    message: Mapped[str] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -45,6 +46,8 @@ BATCH_EVENTS = {
     BatchStatus.CANCELLED: "batch.cancelled",
 }
 EVENT_TYPES = tuple(BATCH_EVENTS.values())
+# Account events of billing (billing.alerts); an endpoint gets them only when it asks for them.
+BILLING_EVENT_TYPES = ("credits.low_balance", "credits.depleted", "spend_limit.soft_reached")
 SECRET_PREFIX = "whsec_"
 ATTEMPT_TIMEOUT_S = 10.0
 FIRST_RETRY_S = 5.0  # then 10, 20, 40 s ... capped at an hour, for up to a day
@@ -110,10 +113,11 @@ def create_endpoint(
     """Register an endpoint (all batch events when ``event_types`` is None); commits. Returns the row
     and its secret, which is not shown again."""
     events = list(EVENT_TYPES if event_types is None else event_types)
-    unknown = sorted(set(events) - set(EVENT_TYPES))
+    supported = EVENT_TYPES + BILLING_EVENT_TYPES
+    unknown = sorted(set(events) - set(supported))
     if unknown or not events:
         raise InvalidRequestError(
-            f"Unsupported event types {unknown or events}; supported: {', '.join(EVENT_TYPES)}.",
+            f"Unsupported event types {unknown or events}; supported: {', '.join(supported)}.",
             param="event_types",
             code="invalid_value",
         )
@@ -124,7 +128,7 @@ def create_endpoint(
         account_id=account_id,
         name=name or url,
         url=url,
-        event_types=sorted(set(events), key=EVENT_TYPES.index),
+        event_types=sorted(set(events), key=supported.index),
         secret=secret,
         created_at=utc_now(),
     )
@@ -170,7 +174,13 @@ def record_batch_event(session: Session, batch_id: str, status: BatchStatus) -> 
     if event_type is None:
         return 0
     account_id = session.scalar(sa.select(Batch.account_id).where(Batch.id == batch_id))
-    endpoints = session.scalars(_live_endpoints(account_id)).all() if account_id else []
+    return record_account_event(session, account_id, event_type, {"id": batch_id}) if account_id else 0
+
+
+def record_account_event(session: Session, account_id: str, event_type: str, data: dict[str, Any]) -> int:
+    """One delivery of the event ``{"type": event_type, "data": data}`` per live endpoint of the
+    account subscribed to it; does not commit. Returns how many."""
+    endpoints = session.scalars(_live_endpoints(account_id)).all()
     subscribed = [endpoint for endpoint in endpoints if event_type in endpoint.event_types]
     if not subscribed:
         return 0
@@ -180,7 +190,7 @@ def record_batch_event(session: Session, batch_id: str, status: BatchStatus) -> 
         "object": "event",
         "created_at": int(now.timestamp()),
         "type": event_type,
-        "data": {"id": batch_id},
+        "data": data,
     }
     for endpoint in subscribed:
         session.add(

@@ -2,7 +2,8 @@
 
 Without a budget cap that is one engine call (continuous batching and the prefix cache see the whole
 batch). With ``metadata.max_cost`` the requests run in the waves the cap admits; those it never admits
-end as ``skipped_budget`` error lines. As each request finishes it is recorded and committed on its
+end as ``skipped_budget`` error lines (``insufficient_credits`` when a prepaid account's balance
+is what they do not fit). As each request finishes it is recorded and committed on its
 own: an output line with ``x_billing`` and its usage record, or an error line without usage. Each
 engine call's prefix-cache counters are added to the batch row. An embeddings batch runs its
 requests through ``embed``, a group of requests per engine call (no prefix cache).
@@ -27,7 +28,7 @@ from hybatch.embeddings_body import EmbeddingRequest
 from hybatch.models import Batch, BatchEndpoint
 from hybatch.result_lines import TokenUsage, error_line
 from worker import embeddings, engine_requests
-from worker.costing import SKIPPED_BUDGET, X_BILLING, BatchCosting
+from worker.costing import X_BILLING, BatchCosting
 
 if TYPE_CHECKING:
     import torch
@@ -98,11 +99,8 @@ class BatchGeneration:
             wave, waiting = self.costing.admit(waiting)
             if not wave:
                 for request in waiting:
-                    self._record_error(
-                        request,
-                        code=SKIPPED_BUDGET,
-                        message=f"Skipped: running it could pass the batch's max_cost of {self.costing.max_cost}.",
-                    )
+                    code, message = self.costing.refusal(request)
+                    self._record_error(request, code=code, message=message)
                 return False
             if self._run_wave(wave, params):
                 return True

@@ -1,11 +1,14 @@
-"""A batch's money while it runs: the price on every output line and the optional budget cap.
+"""A batch's money while it runs: the price on every output line, the budget cap and prepaid credit.
 
 Prices come from ``billing`` (the marginal cost at the account's month-to-date tier, recorded on
-the line as ``x_billing``; the month's invoice is authoritative). A batch may carry
-``metadata.max_cost``: a request is admitted only while the recorded cost plus the worst case of
-every request in flight stays within it. Every request that fits is admitted, in the batch's order;
-one that does not waits for the running ones to settle and is tried again; those that still do not
-fit once nothing runs are skipped (``skipped_budget`` error lines, no usage, not billed).
+the line as ``x_billing``; the month's invoice is authoritative). Two limits decide which requests
+may start, both by a request's worst-case cost (every prompt token a cache miss plus ``max_tokens``
+of output): a batch's ``metadata.max_cost`` (the recorded cost plus the worst case of every request
+in flight stays within it) and, for a prepaid account, its credit (the worst case is held against
+the balance, ``billing.credits.holds``; the real cost is drawn when the request is recorded, in the
+same transaction). Every request that fits is admitted, in the batch's order; one that does not
+waits for the running ones to settle and is tried again; those that still do not fit once nothing
+runs end as ``skipped_budget`` or ``insufficient_credits`` error lines (no usage, not billed).
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
+from billing.alerts import check_credit_alerts
+from billing.credits.balance import is_prepaid
+from billing.credits.drawdown import draw_credits
+from billing.credits.holds import INSUFFICIENT_CREDITS, hold_credit, release_hold
 from billing.pricing.budget_cap import SKIPPED_BUDGET, parse_max_cost, should_skip, worst_case_cost
 from billing.pricing.request_cost import X_BILLING, RequestCost, batch_cost_so_far, price_request
 from billing.pricing.schedule_store import price_book
+from billing.settings import get_billing_settings
 from hybatch.batch_input import BatchRequest
 from hybatch.batch_results import usage_model
 from hybatch.errors import HybatchError
@@ -27,7 +35,7 @@ from hybatch.result_lines import TokenUsage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SKIPPED_BUDGET", "X_BILLING", "BatchCosting"]
+__all__ = ["INSUFFICIENT_CREDITS", "SKIPPED_BUDGET", "X_BILLING", "BatchCosting"]
 
 
 @dataclass
@@ -35,45 +43,85 @@ class BatchCosting:
     session: Session
     batch: Batch
     max_cost: Decimal | None
+    is_prepaid: bool
+    low_balance: Decimal  # credit alerts at or below this balance, major units
     spent: Decimal = Decimal(0)
     in_flight: dict[str, Decimal] = field(default_factory=dict)  # custom_id -> worst case
+    refused: dict[str, str] = field(default_factory=dict)  # custom_id -> why it waits (an error code)
 
     @classmethod
     def open(cls, session: Session, batch: Batch) -> BatchCosting:
-        """Reads the cap (a bad ``max_cost`` raises ValueError) and what the batch already cost."""
+        """Reads the cap (a bad ``max_cost`` raises ValueError), whether the account is prepaid and
+        what the batch already cost."""
         max_cost = parse_max_cost(batch.metadata_)
         spent = batch_cost_so_far(session, batch.id).amount
-        return cls(session, batch, max_cost, spent)
+        prepaid = is_prepaid(session, batch.account_id)
+        return cls(session, batch, max_cost, prepaid, get_billing_settings().credit_low_balance, spent)
 
     def admit(self, requests: list[BatchRequest]) -> tuple[list[BatchRequest], list[BatchRequest]]:
         """Splits ``requests`` (in order) into those that may start now and those that must wait.
 
-        Without a cap everything starts. With one, every request whose worst case still fits beside
-        the running ones starts, in order, skipping over those that do not (a long prompt early in
-        the batch must not hold back the short ones after it); those wait for the running ones to
-        settle (their real cost is usually below the worst case) and are offered again.
+        Without a cap or credit everything starts. Otherwise every request whose worst case still
+        fits beside the running ones starts, in order, skipping over those that do not (a long prompt
+        early in the batch must not hold back the short ones after it); those wait for the running
+        ones to settle (their real cost is usually below the worst case) and are offered again.
+        On a prepaid account the admitted requests' holds are committed here.
         """
-        if self.max_cost is None:
+        if self.max_cost is None and not self.is_prepaid:
             return list(requests), []
         version = price_book(self.session, self.batch.account_id).at(utc_now())
-        admitted: list[BatchRequest] = []
-        waiting: list[BatchRequest] = []
+        fits_cap: list[tuple[BatchRequest, Decimal]] = []
         in_flight = sum(self.in_flight.values(), Decimal(0))
         for request in requests:
-            generation = request.generation
-            worst = worst_case_cost(
-                version, usage_model(self.batch), len(generation.prompt_token_ids), generation.max_tokens
-            )
+            worst = self._worst_case(version, request)
             if should_skip(self.spent, in_flight + worst, self.max_cost):
-                waiting.append(request)
+                self.refused[request.custom_id] = SKIPPED_BUDGET
                 continue
-            self.in_flight[request.custom_id] = worst
             in_flight += worst
-            admitted.append(request)
+            fits_cap.append((request, worst))
+        held = {request.custom_id for request, _ in fits_cap}
+        if self.is_prepaid and fits_cap:
+            held = hold_credit(
+                self.session,
+                account_id=self.batch.account_id,
+                batch_id=self.batch.id,
+                candidates=[(request.custom_id, worst) for request, worst in fits_cap],
+            )
+            self.session.commit()  # ends the account lock; a hold alone is harmless if the lease is lost
+        for request, worst in fits_cap:
+            if request.custom_id in held:
+                self.in_flight[request.custom_id] = worst
+                self.refused.pop(request.custom_id, None)
+            else:
+                self.refused[request.custom_id] = INSUFFICIENT_CREDITS
+        admitted = [request for request in requests if request.custom_id in self.in_flight]
+        waiting = [request for request in requests if request.custom_id not in self.in_flight]
         return admitted, waiting
 
+    def refusal(self, request: BatchRequest) -> tuple[str, str]:
+        """The error code and message of a request that never fitted."""
+        if self.refused.get(request.custom_id) == INSUFFICIENT_CREDITS:
+            return (
+                INSUFFICIENT_CREDITS,
+                "Skipped: its worst-case cost is more than the account's credit balance.",
+            )
+        return SKIPPED_BUDGET, f"Skipped: running it could pass the batch's max_cost of {self.max_cost}."
+
+    def _worst_case(self, version, request: BatchRequest) -> Decimal:
+        generation = request.generation
+        try:
+            return worst_case_cost(
+                version, usage_model(self.batch), len(generation.prompt_token_ids), generation.max_tokens
+            )
+        except HybatchError:
+            if self.max_cost is not None:
+                raise
+            return Decimal(0)  # a model no schedule prices is never billed, so it draws no credit
+
     def price(self, request: BatchRequest, usage: TokenUsage) -> RequestCost | None:
-        """The cost of a finished request (None when no schedule prices the model)."""
+        """The cost of a finished request (None when no schedule prices the model); on a prepaid
+        account also draws it from the credit (and drops its hold) in the session's transaction,
+        which must be the one that records the request."""
         self.in_flight.pop(request.custom_id, None)
         try:
             cost = price_request(
@@ -81,10 +129,25 @@ class BatchCosting:
             )
         except HybatchError as error:
             log.warning("batch %s: request %s is not priced: %s", self.batch.id, request.custom_id, error)
+            if self.is_prepaid:
+                release_hold(self.session, self.batch.id, request.custom_id)
             return None
         self.spent += cost.amount
+        if self.is_prepaid:
+            drawdown = draw_credits(
+                self.session,
+                account_id=self.batch.account_id,
+                batch_id=self.batch.id,
+                custom_id=request.custom_id,
+                amount=cost.amount,
+                currency=cost.currency,
+            )
+            if drawdown is not None:
+                check_credit_alerts(self.session, drawdown.after, self.low_balance)
         return cost
 
     def settle(self, request: BatchRequest) -> None:
         """A request that ended without output (an error line) costs nothing."""
         self.in_flight.pop(request.custom_id, None)
+        if self.is_prepaid:
+            release_hold(self.session, self.batch.id, request.custom_id)

@@ -1,4 +1,4 @@
-"""``/dashboard/invoices``: the upcoming invoice, past invoices, monthly exports, the price sheet."""
+"""``/dashboard/invoices``: the upcoming invoice, prepaid credit and alerts, past invoices, exports, the price sheet."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from api.dashboard.pages import render
 from api.dashboard.price_view import price_bands
 from api.deps import SessionsDep
 from api.downloads import ExportFormat, export_download
+from billing.alerts import recent_alerts
+from billing.credits.balance import credit_balance
 from billing.invoicing import invoices
 from billing.invoicing.line_labels import line_labels
 from billing.invoicing.upcoming import upcoming_invoices
@@ -67,6 +69,8 @@ def _invoices_page(request: Request, viewer: Developer, db: Session) -> HTMLResp
         upcoming_problem=upcoming_problem,
         period=Period.containing(now),
         past=invoices.list_invoices(db, viewer.account_id),
+        credits=credit_balance(db, viewer.account_id, now),
+        alerts=recent_alerts(db, viewer.account_id),
         sheet=sheet,
         bands=price_bands(sheet) if sheet is not None else [],
         token_classes=list(TokenClass),
@@ -81,6 +85,7 @@ def invoice_page(
     with sessions() as db:
         invoice = invoices.get_invoice(db, viewer.account_id, invoice_id)
         lines = invoices.invoice_lines(db, invoice.id)
+        credit = invoices.invoice_credit(db, invoice.id)
         versions = schedule_versions(db, {line.price_version for line in lines})
         closed_months = _closed_months(db)
     return render(
@@ -89,6 +94,7 @@ def invoice_page(
         viewer,
         active="invoices",
         invoice=invoice,
+        credit=credit,
         lines=lines,
         labels=line_labels(versions, lines),
         closed_months=closed_months,

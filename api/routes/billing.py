@@ -1,4 +1,4 @@
-"""``/v1/billing``: price preview, a batch's cost so far, invoices, exports, the Stripe webhook."""
+"""``/v1/billing``: price preview, a batch's cost so far, prepaid credit, invoices, exports, the Stripe webhook."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentCaller, SessionsDep, SettingsDep, StorageDep
 from api.downloads import export_download
 from api.openapi import error_responses
+from billing.credits.balance import credit_balance
 from billing.invoicing import invoices
 from billing.money import decimal_string, minor_to_decimal
 from billing.payments import stripe_sync
@@ -20,7 +21,7 @@ from billing.pricing.request_cost import batch_cost_so_far
 from billing.settings import BillingSettings, get_billing_settings
 from hybatch import batches
 from hybatch.db import unit_of_work
-from hybatch.models import Invoice, InvoiceLine
+from hybatch.models import Invoice, InvoiceCredit, InvoiceLine
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 
@@ -80,7 +81,48 @@ def batch_cost(caller: CurrentCaller, sessions: SessionsDep, batch_id: str) -> d
     }
 
 
-def _invoice_object(invoice: Invoice, lines: list[InvoiceLine] | None = None) -> dict[str, Any]:
+@router.get("/credits", responses=error_responses(401))
+def credits(caller: CurrentCaller, sessions: SessionsDep) -> dict[str, Any]:
+    """The caller's prepaid credit: balance, what running requests hold, and every grant."""
+    with sessions() as session:
+        state = credit_balance(session, caller.account_id)
+    if state is None:
+        return {
+            "object": "billing.credit_balance",
+            "prepaid": False,
+            "currency": None,
+            "balance": None,
+            "held": None,
+            "spendable": None,
+            "grants": [],
+        }
+    return {
+        "object": "billing.credit_balance",
+        "prepaid": True,
+        "currency": state.currency,
+        "balance": decimal_string(state.balance),
+        "held": decimal_string(state.held),
+        "spendable": decimal_string(state.spendable),
+        "grants": [
+            {
+                "id": grant.grant_id,
+                "amount": decimal_string(grant.amount),
+                "drawn": decimal_string(grant.drawn),
+                "remaining": decimal_string(grant.remaining),
+                "priority": grant.priority,
+                "expires_at": int(grant.expires_at.timestamp()) if grant.expires_at else None,
+                "created_at": int(grant.created_at.timestamp()),
+                "expired": not grant.is_live,
+            }
+            for grant in state.grants
+        ],
+    }
+
+
+def _invoice_object(
+    invoice: Invoice, lines: list[InvoiceLine] | None = None, credit: InvoiceCredit | None = None
+) -> dict[str, Any]:
+    credit_minor = 0 if credit is None else credit.amount_minor
     body: dict[str, Any] = {
         "id": invoice.id,
         "object": "billing.invoice",
@@ -90,6 +132,7 @@ def _invoice_object(invoice: Invoice, lines: list[InvoiceLine] | None = None) ->
         "total_minor": invoice.total_minor,
         "total": str(minor_to_decimal(invoice.total_minor, invoice.currency)),
         "total_unrounded": decimal_string(invoice.total_amount),
+        "credit_applied_minor": credit_minor,  # prepaid credit deducted; total = lines - credit
         "finalized_at": int(invoice.finalized_at.timestamp()),
         "paid_at": int(invoice.paid_at.timestamp()) if invoice.paid_at else None,
     }
@@ -118,14 +161,16 @@ def _invoice_object(invoice: Invoice, lines: list[InvoiceLine] | None = None) ->
 def list_invoices(caller: CurrentCaller, sessions: SessionsDep) -> dict[str, Any]:
     with sessions() as session:
         rows = invoices.list_invoices(session, caller.account_id)
-        return {"object": "list", "data": [_invoice_object(row) for row in rows], "has_more": False}
+        data = [_invoice_object(row, credit=invoices.invoice_credit(session, row.id)) for row in rows]
+        return {"object": "list", "data": data, "has_more": False}
 
 
 @router.get("/invoices/{invoice_id}", responses=error_responses(401, 404))
 def retrieve_invoice(caller: CurrentCaller, sessions: SessionsDep, invoice_id: str) -> dict[str, Any]:
     with sessions() as session:
         invoice = invoices.get_invoice(session, caller.account_id, invoice_id)
-        return _invoice_object(invoice, invoices.invoice_lines(session, invoice.id))
+        lines = invoices.invoice_lines(session, invoice.id)
+        return _invoice_object(invoice, lines, invoices.invoice_credit(session, invoice.id))
 
 
 @router.get(

@@ -16,7 +16,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.money import add
+from billing.credits.applied import credit_for_records
+from billing.money import EXACT, add, round_to_minor
 from billing.periods import Period
 from billing.pricing.rating import (
     LineDraft,
@@ -59,8 +60,11 @@ class InvoiceDraft:
     period: Period
     currency: str
     lines: tuple[InvoiceLineDraft, ...]
-    total_minor: int  # sum of the lines' amount_minor
-    total_amount: Decimal  # exact sum of every priced piece (unrounded)
+    subtotal_minor: int  # sum of the lines' amount_minor
+    credit_amount: Decimal  # prepaid credit deducted, exact (billing.credits.applied), >= 0
+    credit_minor: int  # credit_amount rounded once, at most subtotal_minor
+    total_minor: int  # subtotal_minor - credit_minor: what is due
+    total_amount: Decimal  # exact sum of every priced piece (unrounded) - credit_amount
 
 
 def unbilled_records(session: Session, account_id: str, before: datetime) -> list[UsageRecord]:
@@ -149,13 +153,22 @@ def draft_invoice(
     # stable sort: the period's own lines first, adjustments after, each in line_drafts order
     ordered = sorted(drafts, key=lambda draft: draft.key.origin_period != str(period))
     lines = tuple(_line(number, draft, period) for number, draft in enumerate(ordered, start=1))
+    currency = currencies.pop()
+    subtotal_minor = sum(line.amount_minor for line in lines)
+    subtotal_amount = add(*(piece.amount for piece in pieces))
+    credit = credit_for_records(session, account_id, records, currency, subtotal_amount)
+    # Lines round one by one, so their sum can be a cent below the rounded credit: cap it there.
+    credit_minor = min(round_to_minor(credit, currency), max(0, subtotal_minor))
     return InvoiceDraft(
         account_id=account_id,
         period=period,
-        currency=currencies.pop(),
+        currency=currency,
         lines=lines,
-        total_minor=sum(line.amount_minor for line in lines),
-        total_amount=add(*(piece.amount for piece in pieces)),
+        subtotal_minor=subtotal_minor,
+        credit_amount=credit,
+        credit_minor=credit_minor,
+        total_minor=subtotal_minor - credit_minor,
+        total_amount=EXACT.subtract(subtotal_amount, credit),
     )
 
 

@@ -1,6 +1,7 @@
 """Billing exports of a closed period: one row per invoice line and one per priced request piece.
 
-Both kinds share one table (``row_type`` = ``line`` or ``request``), so a single CSV opens in a
+Both kinds share one table (``row_type`` = ``line``, ``credit`` (prepaid credit deducted, negative)
+or ``request``), so a single CSV opens in a
 spreadsheet and filters either way; a request row names its invoice line (``line_number``).
 Request rows are re-rated from the ledger exactly as the close rated them (schedule versions
 are immutable and never start inside a closed period) and checked against the stored lines:
@@ -24,13 +25,22 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.invoicing.draft import rate_invoice_usage
-from billing.invoicing.invoices import invoice_lines, list_invoices
+from billing.invoicing.invoices import invoice_credit, invoice_lines, list_invoices
 from billing.money import add, decimal_string, minor_to_decimal, round_to_minor
 from billing.periods import Period
 from billing.pricing.rating import LineKey, line_key
 from billing.pricing.schedule_store import price_book
 from hybatch.errors import ConflictError
-from hybatch.models import Account, ApiKey, BilledUsage, BillingPeriodClose, Invoice, InvoiceLine, UsageRecord
+from hybatch.models import (
+    Account,
+    ApiKey,
+    BilledUsage,
+    BillingPeriodClose,
+    Invoice,
+    InvoiceCredit,
+    InvoiceLine,
+    UsageRecord,
+)
 
 FORMATS = ("csv", "json")
 COLUMNS = (
@@ -107,24 +117,32 @@ def export_rows(
         list_invoices(session, account_id, period), key=lambda i: (names.get(i.account_id, ""), i.id)
     ):
         lines = invoice_lines(session, invoice.id)
-        _check_totals(invoice, lines)
+        credit = invoice_credit(session, invoice.id)
+        _check_totals(invoice, lines, credit)
         summary += [_line_row(invoice, line, names) for line in lines]
+        if credit is not None:
+            summary.append(_credit_row(invoice, credit, names))
         detail += _request_rows(session, invoice, lines, names)
     return summary, detail
 
 
-def _check_totals(invoice: Invoice, lines: list[InvoiceLine]) -> None:
-    """Each line's billed amount is its exact amount rounded once, and the lines add up to the
-    invoice's totals; raises ExportIntegrityError otherwise (an edit the database let through)."""
+def _check_totals(invoice: Invoice, lines: list[InvoiceLine], credit: InvoiceCredit | None) -> None:
+    """Each line's billed amount is its exact amount rounded once, and the lines less the prepaid
+    credit add up to the invoice's totals; raises ExportIntegrityError otherwise (an edit the
+    database let through)."""
+    credit_minor = 0 if credit is None else credit.amount_minor
+    credit_amount = Decimal(0) if credit is None else credit.amount
+    if credit is not None and credit.amount_minor > round_to_minor(credit.amount, credit.currency):
+        raise ExportIntegrityError(f"invoice {invoice.id}: its credit deducts more than its amount")
     for line in lines:
         if line.amount_minor != round_to_minor(line.amount, line.currency):
             raise ExportIntegrityError(
                 f"invoice {invoice.id} line {line.line_number}: billed {line.amount_minor} minor units "
                 f"for an amount of {decimal_string(line.amount)}"
             )
-    if sum(line.amount_minor for line in lines) != invoice.total_minor:
+    if sum(line.amount_minor for line in lines) - credit_minor != invoice.total_minor:
         raise ExportIntegrityError(f"invoice {invoice.id}: its lines do not add up to its total")
-    if add(*(line.amount for line in lines)) != invoice.total_amount:
+    if add(*(line.amount for line in lines), -credit_amount) != invoice.total_amount:
         raise ExportIntegrityError(f"invoice {invoice.id}: its lines do not add up to its exact total")
 
 
@@ -149,6 +167,21 @@ def _line_row(invoice: Invoice, line: InvoiceLine, names: dict[str, str]) -> dic
         "amount_minor": line.amount_minor,
         "billed_amount": str(minor_to_decimal(line.amount_minor, line.currency)),
         "currency": line.currency,
+    }
+
+
+def _credit_row(invoice: Invoice, credit: InvoiceCredit, names: dict[str, str]) -> dict[str, Any]:
+    """The prepaid credit deducted, as a negative summary row (``row_type`` = ``credit``)."""
+    return {
+        "row_type": "credit",
+        "period": invoice.period,
+        "invoice_id": invoice.id,
+        "invoice_status": invoice.status.value,
+        "account": names.get(invoice.account_id, invoice.account_id),
+        "amount": decimal_string(-credit.amount),
+        "amount_minor": -credit.amount_minor,
+        "billed_amount": str(minor_to_decimal(-credit.amount_minor, credit.currency)),
+        "currency": credit.currency,
     }
 
 

@@ -29,6 +29,7 @@ from hybatch.models import (
     BilledUsage,
     BillingPeriodClose,
     Invoice,
+    InvoiceCredit,
     InvoiceLine,
     InvoiceStatus,
     UsageRecord,
@@ -111,6 +112,15 @@ def bill_account(session: Session, account_id: str, period: Period, now: datetim
     session.flush()
     # A draft line has exactly the columns of InvoiceLine (the upcoming invoice renders drafts too).
     session.add_all(InvoiceLine(invoice_id=invoice.id, **asdict(line)) for line in draft.lines)
+    if draft.credit_amount > 0:
+        session.add(
+            InvoiceCredit(
+                invoice_id=invoice.id,
+                amount=draft.credit_amount,
+                amount_minor=draft.credit_minor,
+                currency=draft.currency,
+            )
+        )
     session.execute(
         sa.insert(BilledUsage), [{"usage_record_id": r.id, "invoice_id": invoice.id} for r in records]
     )
@@ -126,6 +136,11 @@ def invoice_lines(session: Session, invoice_id: str) -> list[InvoiceLine]:
             .order_by(InvoiceLine.line_number)
         )
     )
+
+
+def invoice_credit(session: Session, invoice_id: str) -> InvoiceCredit | None:
+    """The prepaid credit deducted on the invoice (None: none)."""
+    return session.get(InvoiceCredit, invoice_id)
 
 
 def list_invoices(

@@ -35,8 +35,10 @@ class UpcomingInvoice:
     as_of: datetime  # usage created before this moment is on it
     currency: str
     lines: tuple[InvoiceLineDraft, ...]  # the fields of hybatch.models.InvoiceLine
-    total_minor: int  # sum of the lines' amount_minor
-    total_amount: Decimal  # exact, unrounded
+    subtotal_minor: int  # sum of the lines' amount_minor
+    credit_minor: int  # prepaid credit deducted (billing.credits.applied), rounded once
+    total_minor: int  # subtotal_minor - credit_minor
+    total_amount: Decimal  # exact, unrounded, after the credit
     num_usage_records: int  # records the lines bill
     has_ended: bool  # True: a past month not closed yet; False: the open period, so far
 
@@ -102,6 +104,8 @@ def _preview(
         as_of=as_of,
         currency=draft.currency,
         lines=draft.lines,
+        subtotal_minor=draft.subtotal_minor,
+        credit_minor=draft.credit_minor,
         total_minor=draft.total_minor,
         total_amount=draft.total_amount,
         num_usage_records=len(records),

@@ -6,6 +6,7 @@ already made instead of a second one::
 
     hybatch-customer-{account_id}            hybatch-invoice-{invoice_id}
     hybatch-invoice-item-{invoice_id}-{line_number}     hybatch-finalize-{invoice_id}
+    hybatch-invoice-credit-{invoice_id}
 
 ``push_invoice`` commits after recording each Stripe object, so a crash never forgets an object
 that exists. Webhook events are verified with ``stripe.Webhook.construct_event`` and handled once
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.invoicing.invoices import invoice_lines
+from billing.invoicing.invoices import invoice_credit, invoice_lines
 from billing.periods import Period
 from billing.settings import BillingSettings
 from billing.sql import insert_ignoring_conflicts
@@ -111,7 +112,8 @@ def push_invoice(session: Session, client: stripe.StripeClient, invoice_id: str)
     """Mirror one finalized invoice in Stripe and finalize it there; safe to repeat.
 
     Creates the account's customer if needed, a draft invoice, one invoice item per line with a
-    non-zero amount (amount = the line's ``amount_minor``), then finalizes it (Stripe collects).
+    non-zero amount (amount = the line's ``amount_minor``) and a negative one for the prepaid
+    credit deducted, then finalizes it (Stripe collects).
     Commits after each Stripe object. Raises StripeMismatchError when Stripe's subtotal differs.
     """
     invoice = session.get(Invoice, invoice_id)
@@ -159,6 +161,23 @@ def push_invoice(session: Session, client: stripe.StripeClient, invoice_id: str)
             options=_key("invoice-item", invoice.id, line.line_number),
         )
         session.add(StripeInvoiceItem(invoice_line_id=line.id, stripe_invoice_item_id=item.id))
+        session.commit()
+        items_created += 1
+    credit = invoice_credit(session, invoice.id)
+    if credit is not None and credit.amount_minor > 0 and credit.stripe_invoice_item_id is None:
+        # Prepaid credit as one negative invoice item: Stripe's subtotal is then what is due.
+        item = client.v1.invoice_items.create(
+            params={
+                "customer": customer_id,
+                "invoice": invoice.stripe_invoice_id,
+                "amount": -credit.amount_minor,
+                "currency": credit.currency,
+                "description": "Prepaid credit applied",
+                "metadata": {"hybatch_invoice_id": invoice.id, "hybatch_credit": "prepaid"},
+            },
+            options=_key("invoice-credit", invoice.id),
+        )
+        credit.stripe_invoice_item_id = item.id
         session.commit()
         items_created += 1
     finalized = client.v1.invoices.finalize_invoice(

@@ -84,7 +84,7 @@ def test_estimate_errors(api, caller) -> None:
     missing = post(alice, input_file_id="file-nope", endpoint="/v1/chat/completions")
     assert missing.status_code == 404
     assert post(bob, input_file_id=file_id, endpoint="/v1/chat/completions").status_code == 404
-    bad_endpoint = post(alice, input_file_id=file_id, endpoint="/v1/embeddings")
+    bad_endpoint = post(alice, input_file_id=file_id, endpoint="/v1/no-such-endpoint")
     assert bad_endpoint.status_code == 400 and bad_endpoint.json()["error"]["param"] == "endpoint"
     invalid = post(alice, input_file_id=file_id, endpoint="/v1/chat/completions")
     assert invalid.status_code == 400 and invalid.json()["error"]["code"] == "invalid_batch_input"

@@ -1,0 +1,82 @@
+"""Billing alerts: a threshold an account crossed, recorded once and sent to its webhooks.
+
+Each alert has a ``dedupe_key`` that says which crossing it is, so a threshold crossed again by
+the same episode is not alerted twice: for credits the latest grant (a new grant re-arms both
+alerts), for spend limits the month and the limit. An alert is a row (the dashboard lists them)
+and a webhook event of the same type (``hybatch.webhooks``), written in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.credits.balance import CreditBalance
+from billing.money import decimal_string
+from billing.sql import insert_ignoring_conflicts
+from hybatch import webhooks
+from hybatch.ids import new_id
+from hybatch.models import BillingAlert, utc_now
+
+CREDITS_LOW = "credits.low_balance"
+CREDITS_DEPLETED = "credits.depleted"
+
+
+def record_alert(
+    session: Session, account_id: str, kind: str, dedupe_key: str, message: str, data: dict
+) -> bool:
+    """Record the alert unless this crossing already was; True when new (then its webhook event is
+    queued too). Does not commit."""
+    alert_id = new_id("alert_")
+    now = utc_now()
+    inserted = insert_ignoring_conflicts(
+        session,
+        BillingAlert,
+        {
+            "id": alert_id,
+            "account_id": account_id,
+            "kind": kind,
+            "dedupe_key": dedupe_key,
+            "message": message[:500],
+            "created_at": now,
+        },
+    )
+    if inserted:
+        webhooks.record_account_event(session, account_id, kind, {"id": alert_id, "message": message, **data})
+    return inserted
+
+
+def check_credit_alerts(session: Session, after: CreditBalance, low_balance: Decimal) -> list[str]:
+    """Alert when the balance is at or below ``low_balance`` (major units) and when it is used up;
+    returns the kinds newly alerted."""
+    balance = after.balance
+    data = {"balance": decimal_string(balance), "currency": after.currency}
+    key = after.latest_grant_id
+    kinds = []
+    if balance <= low_balance and record_alert(
+        session,
+        after.account_id,
+        CREDITS_LOW,
+        key,
+        f"Credit balance {decimal_string(balance)} {after.currency} is at or below {decimal_string(low_balance)}.",
+        data,
+    ):
+        kinds.append(CREDITS_LOW)
+    if balance <= 0 and record_alert(
+        session, after.account_id, CREDITS_DEPLETED, key, f"Credits used up ({after.currency}).", data
+    ):
+        kinds.append(CREDITS_DEPLETED)
+    return kinds
+
+
+def recent_alerts(session: Session, account_id: str, limit: int = 20) -> list[BillingAlert]:
+    return list(
+        session.scalars(
+            sa.select(BillingAlert)
+            .where(BillingAlert.account_id == account_id)
+            .order_by(BillingAlert.created_at.desc(), BillingAlert.id)
+            .limit(limit)
+        )
+    )

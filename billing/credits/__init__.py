@@ -1,0 +1,1 @@
+"""Prepaid credits: grants per account, the balance, holds for running requests, the draw-down."""

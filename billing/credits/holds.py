@@ -1,0 +1,78 @@
+"""Holds: a prepaid account admits a request only if its worst-case cost still fits.
+
+Admission and the draw-down both run under a lock on the account's row, so requests admitted by
+several workers at once never hold more than the balance: each hold is the request's worst case
+(every prompt token a cache miss plus ``max_tokens`` of output) and counts until the request is
+recorded (``billing.credits.drawdown`` replaces it with the real cost) or ends without output. A
+hold of a batch that ended no longer counts; a request offered again (a shard taken over after a
+worker died) replaces its own earlier hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.credits.balance import credit_balance
+from billing.money import EXACT
+from hybatch.models import Account, CreditHold, utc_now
+
+INSUFFICIENT_CREDITS = "insufficient_credits"  # the error code of a request the balance cannot cover
+
+
+def lock_account(session: Session, account_id: str) -> None:
+    """Take the account's row lock (Postgres) or the write lock (SQLite) until the transaction ends."""
+    session.execute(sa.update(Account).where(Account.id == account_id).values(name=Account.name))
+
+
+def hold_credit(
+    session: Session,
+    *,
+    account_id: str,
+    batch_id: str,
+    candidates: Sequence[tuple[str, Decimal]],
+    at: datetime | None = None,
+) -> set[str]:
+    """Hold the worst case of every candidate ``(custom_id, worst_case)`` that still fits, in order,
+    passing over those that do not; returns the custom ids held. Does not commit (the caller's
+    commit ends the lock). The account must be prepaid."""
+    at = at or utc_now()
+    lock_account(session, account_id)
+    session.execute(
+        sa.delete(CreditHold).where(
+            CreditHold.batch_id == batch_id,
+            CreditHold.custom_id.in_([custom_id for custom_id, _ in candidates]),
+        )
+    )
+    balance = credit_balance(session, account_id, at)
+    if balance is None:
+        raise ValueError(f"account {account_id} has no credit grant")
+    spendable = balance.spendable
+    held: set[str] = set()
+    for custom_id, worst_case in candidates:
+        if worst_case > spendable:
+            continue
+        spendable = EXACT.subtract(spendable, worst_case)
+        session.add(
+            CreditHold(
+                batch_id=batch_id,
+                custom_id=custom_id,
+                account_id=account_id,
+                amount=worst_case,
+                created_at=at,
+            )
+        )
+        held.add(custom_id)
+    session.flush()
+    return held
+
+
+def release_hold(session: Session, batch_id: str, custom_id: str) -> None:
+    """Drop a request's hold (it ended without output, or its real cost is being drawn)."""
+    session.execute(
+        sa.delete(CreditHold).where(CreditHold.batch_id == batch_id, CreditHold.custom_id == custom_id)
+    )

@@ -1,0 +1,84 @@
+"""The invoices page's prepaid credit panel: balance, grants in draw order, billing alerts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing.alerts import check_credit_alerts
+from billing.credits.balance import credit_balance
+from billing.credits.grants import grant_credits
+from hybatch import accounts
+from hybatch.db import make_engine, make_session_factory, unit_of_work
+from hybatch.models import CreditDraw, utc_now
+from hybatch.settings import Settings
+
+
+@pytest.fixture
+def session_factory(settings: Settings) -> sessionmaker[Session]:
+    engine = make_engine(settings.database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _panel(page: str) -> str:
+    return re.search(r'<section aria-labelledby="credits-heading".*?</section>', page, re.S).group(0)
+
+
+def test_a_postpaid_account_is_told_so(sign_in: Callable[[str], TestClient], session_factory) -> None:
+    with unit_of_work(session_factory) as session:
+        account = accounts.create_account(session, "dave")
+        secret = accounts.create_api_key(session, account.id).secret
+    panel = _panel(sign_in(secret).get("/dashboard/invoices").text)
+    assert "billed after use" in panel and "credit-grants" not in panel
+
+
+def test_the_balance_grants_and_alerts(sign_in: Callable[[str], TestClient], session_factory) -> None:
+    now = utc_now()
+    with unit_of_work(session_factory) as session:
+        account = accounts.create_account(session, "erin")
+        secret = accounts.create_api_key(session, account.id).secret
+        late = grant_credits(session, account.id, amount=Decimal("10.00"), currency="usd", now=now)
+        first = grant_credits(
+            session,
+            account.id,
+            amount=Decimal("2.00"),
+            currency="usd",
+            expires_at=now + timedelta(days=9),
+            now=now,
+        )
+        # 1.50 drawn from the expiring grant (a draw by hand; the worker writes these)
+        session.add(
+            CreditDraw(
+                batch_id=_a_batch(session, account.id),
+                custom_id="r1",
+                grant_id=first.id,
+                account_id=account.id,
+                amount=Decimal("1.50"),
+                created_at=now,
+            )
+        )
+        session.flush()
+        check_credit_alerts(session, credit_balance(session, account.id), Decimal("11.00"))
+    panel = _panel(sign_in(secret).get("/dashboard/invoices").text)
+    assert 'data-metric="credit_balance" data-value="10.50"' in panel and "$10.50" in panel
+    grants = re.findall(r"<code>(cg_\w+)</code>", panel)
+    assert grants == [first.id, late.id]  # draw order: the expiring one first
+    assert "$0.50" in panel and "credits.low_balance" in panel
+
+
+def _a_batch(session: Session, account_id: str) -> str:
+    from hybatch.models import File, FilePurpose
+    from tests.billing.ledger import add_batch
+
+    key_id = accounts.create_api_key(session, account_id).key.id
+    upload = File(account_id=account_id, filename="in.jsonl", purpose=FilePurpose.BATCH, size_bytes=1)
+    session.add(upload)
+    session.flush()
+    return add_batch(session, account_id, key_id, upload.id, model="tiny-test").id
