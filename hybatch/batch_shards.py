@@ -23,6 +23,7 @@ class PlannedShard:
     input_key: str
     continues_previous: bool = False  # one subtree with the shard before it
     routed_to: str | None = None  # the worker whose own queue its task goes to (None: the shared one)
+    affinity_key: str | None = None  # its prefix's key (worker.affinity)
 
 
 def add_shards(session: Session, batch_id: str, shards: Sequence[PlannedShard]) -> None:
@@ -42,6 +43,7 @@ def add_shards(session: Session, batch_id: str, shards: Sequence[PlannedShard]) 
                 "attempts": 0,
                 "published_at": now,
                 "routed_to": shard.routed_to,
+                "affinity_key": shard.affinity_key,
                 "created_at": now,
             }
             for shard in shards
@@ -115,3 +117,27 @@ def num_unfinished_shards(session: Session, batch_id: str) -> int:
 
 def has_shards(session: Session, batch_id: str) -> bool:
     return session.scalar(sa.select(sa.exists().where(BatchShard.batch_id == batch_id))) or False
+
+
+def last_runners(
+    session: Session, affinity_keys: Sequence[str], lease_owners: Sequence[str]
+) -> dict[str, str]:
+    """For each affinity key, the lease owner among ``lease_owners`` that most recently finished a
+    shard with that key (its cache most likely holds the prefix); keys never run there are absent."""
+    if not affinity_keys or not lease_owners:
+        return {}
+    runners: dict[str, str] = {}
+    keys = sorted(set(affinity_keys))
+    for start in range(0, len(keys), 500):
+        rows = session.execute(
+            sa.select(BatchShard.affinity_key, BatchShard.done_by)
+            .where(
+                BatchShard.affinity_key.in_(keys[start : start + 500]),
+                BatchShard.done_by.in_(list(lease_owners)),
+                BatchShard.status == ShardStatus.DONE,
+            )
+            .order_by(BatchShard.done_at.desc())
+        )
+        for key, owner in rows:
+            runners.setdefault(key, owner)
+    return runners

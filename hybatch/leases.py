@@ -117,7 +117,13 @@ def finish_shard(session: Session, batch_id: str, shard_index: int, lease: Lease
     finished = session.execute(
         sa.update(BatchShard)
         .where(_held_by(batch_id, shard_index, lease))
-        .values(status=ShardStatus.DONE, lease_owner=None, lease_expires_at=None, done_at=utc_now())
+        .values(
+            status=ShardStatus.DONE,
+            lease_owner=None,
+            lease_expires_at=None,
+            done_at=utc_now(),
+            done_by=lease.owner,
+        )
     )
     session.commit()
     return finished.rowcount == 1

@@ -2,10 +2,11 @@
 
 A worker's prefix cache keeps what its shards computed, salted with the account; a later batch of
 the same account with the same prefix hits it only on that worker. So the first shard of each
-subtree (``sharding.continues_previous`` is False) goes to the worker that rendezvous hashing picks
-from a key of the account id and the first ``AFFINITY_TOKENS`` prompt tokens of the shard's first
-request (in prompt order): the same prefix picks the same worker for as long as it is alive, and
-when workers come or go only the keys of those workers move.
+subtree (``sharding.continues_previous`` is False) goes to the worker that last finished a shard
+with the same key (the account id and the first ``AFFINITY_TOKENS`` prompt tokens of the shard's
+first request, in prompt order), if it is alive; else to the one rendezvous hashing picks for the
+key: the same prefix picks the same worker for as long as it is alive, and when workers come or go
+only the keys of those workers move.
 
 Continuation shards go to the shared queue: they spread a large subtree over the fleet (and the
 worker that ran the shard before one takes it directly when it can: ``worker.shard_job``). One
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hybatch.worker_registry import WorkerIdentity
@@ -31,23 +32,23 @@ from worker.sharding import MIN_SHARED_TOKENS
 AFFINITY_TOKENS = 2 * MIN_SHARED_TOKENS
 
 
-def affinity_key(salt: str, prompt_token_ids: Sequence[int]) -> bytes:
-    """A digest of the cache salt (the account id) and the prompt's first ``AFFINITY_TOKENS`` tokens."""
+def affinity_key(salt: str, prompt_token_ids: Sequence[int]) -> str:
+    """A hex digest of the cache salt (the account id) and the prompt's first ``AFFINITY_TOKENS`` tokens."""
     head = prompt_token_ids[:AFFINITY_TOKENS]
     material = salt.encode() + b"\x00" + b",".join(str(token).encode() for token in head)
-    return hashlib.blake2b(material, digest_size=16).digest()
+    return hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
-def _ranked(key: bytes, workers: Sequence[WorkerIdentity]) -> list[WorkerIdentity]:
+def _ranked(key: str, workers: Sequence[WorkerIdentity]) -> list[WorkerIdentity]:
     """Rendezvous (highest random weight) order: the worker whose hash with ``key`` is largest first."""
     return sorted(
         workers,
-        key=lambda worker: hashlib.blake2b(key + worker.name.encode(), digest_size=8).digest(),
+        key=lambda worker: hashlib.blake2b(f"{key}:{worker.name}".encode(), digest_size=8).digest(),
         reverse=True,
     )
 
 
-def pick_worker(key: bytes, workers: Sequence[WorkerIdentity]) -> WorkerIdentity | None:
+def pick_worker(key: str, workers: Sequence[WorkerIdentity]) -> WorkerIdentity | None:
     """The worker rendezvous hashing picks for ``key`` (None when there are none)."""
     ranked = _ranked(key, workers)
     return ranked[0] if ranked else None
@@ -75,22 +76,31 @@ LOAD_BOUND = 1.5
 
 
 def route_head_shards(
-    keys: Sequence[bytes], workers: Sequence[WorkerIdentity], busy_lease_owners: set[str]
+    keys: Sequence[str],
+    workers: Sequence[WorkerIdentity],
+    busy_lease_owners: set[str],
+    last_runners: Mapping[str, str] | None = None,
 ) -> list[Route]:
     """The routes of one batch's subtree-first shards, one per key, in order.
 
-    Each goes to the first worker in its rendezvous order that has fewer than
-    ``ceil(LOAD_BOUND * len(keys) / len(workers))`` of them; to the shared queue instead when that
-    worker is running a shard while another worker is idle.
+    A key's first choice is the live worker that last finished a shard with that key
+    (``last_runners``: key -> lease owner), else its rendezvous pick. Each shard goes to the first
+    worker in that order that has fewer than ``ceil(LOAD_BOUND * len(keys) / len(workers))`` of
+    them; to the shared queue instead when that worker is running a shard while another is idle.
     """
     if not workers:
         return [SHARED] * len(keys)
+    by_owner = {worker.lease_owner: worker for worker in workers}
     cap = math.ceil(LOAD_BOUND * len(keys) / len(workers))
     load = dict.fromkeys((worker.name for worker in workers), 0)
     someone_idle = any(worker.lease_owner not in busy_lease_owners for worker in workers)
     routes = []
     for key in keys:
-        chosen = next(worker for worker in _ranked(key, workers) if load[worker.name] < cap)
+        ranked = _ranked(key, workers)
+        holder = by_owner.get((last_runners or {}).get(key, ""))
+        if holder is not None:
+            ranked = [holder, *(worker for worker in ranked if worker != holder)]
+        chosen = next(worker for worker in ranked if load[worker.name] < cap)
         if chosen.lease_owner in busy_lease_owners and someone_idle:
             routes.append(SHARED)
             continue

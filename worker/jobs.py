@@ -285,7 +285,8 @@ class _BatchJob:
                     count,
                     key,
                     continues[shard_index],
-                    None if routed_to is None else routed_to.name,
+                    routed_to=None if routed_to is None else routed_to.name,
+                    affinity_key=affinity_key(self.batch.account_id, prompts[group[0]]),
                 )
             )
         batch_shards.add_shards(self.session, self.batch.id, shards)
@@ -318,8 +319,9 @@ class _BatchJob:
         busy = worker_registry.busy_lease_owners(self.session) if workers else set()
         heads = [index for index, continuing in enumerate(continues) if not continuing]
         keys = [affinity_key(self.batch.account_id, prompts[groups[index][0]]) for index in heads]
+        ran = batch_shards.last_runners(self.session, keys, [worker.lease_owner for worker in workers])
         routes = [SHARED] * len(groups)
-        for index, route in zip(heads, route_head_shards(keys, workers, busy), strict=True):
+        for index, route in zip(heads, route_head_shards(keys, workers, busy, ran), strict=True):
             routes[index] = route
         return routes
 

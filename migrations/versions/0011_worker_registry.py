@@ -1,4 +1,5 @@
-"""Live workers and their own queues, and where each shard's task went (cache affinity).
+"""Live workers and their own queues; where each shard's task went, its prefix's key and who ran it
+(cache affinity).
 
 Revision ID: 0011
 Revises: 0010
@@ -28,9 +29,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("batch_shards") as batch_op:
         batch_op.add_column(sa.Column("routed_to", sa.String(length=128), nullable=True))
+        batch_op.add_column(sa.Column("affinity_key", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("done_by", sa.String(length=128), nullable=True))
+    op.create_index("ix_batch_shards_affinity_key", "batch_shards", ["affinity_key"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_batch_shards_affinity_key", table_name="batch_shards")
     with op.batch_alter_table("batch_shards") as batch_op:
+        batch_op.drop_column("done_by")
+        batch_op.drop_column("affinity_key")
         batch_op.drop_column("routed_to")
     op.drop_table("workers")

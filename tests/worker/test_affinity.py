@@ -72,3 +72,14 @@ def test_one_batch_spreads_with_bounded_loads_and_keeps_most_first_choices() -> 
 def test_own_queue_names_are_safe_for_the_broker() -> None:
     assert own_queue("hybatch", "gpu-7") == "hybatch.worker.gpu-7"
     assert own_queue("hybatch", "node 1/é") == "hybatch.worker.node_1__"
+
+
+def test_the_worker_that_last_ran_a_prefix_comes_before_the_hash() -> None:
+    fleet = [worker("w-a"), worker("w-b")]
+    keys = [affinity_key("acct", [i, 2]) for i in range(6)]
+    ran_elsewhere = {key: next(w for w in fleet if w != pick_worker(key, fleet)).lease_owner for key in keys}
+    routes = route_head_shards(keys, fleet, set(), ran_elsewhere)
+    assert [route.worker.lease_owner for route in routes] == [ran_elsewhere[key] for key in keys]
+    # A runner that is no longer alive counts for nothing: the hash decides.
+    gone = {key: "host:9:gone" for key in keys}
+    assert route_head_shards(keys, fleet, set(), gone) == route_head_shards(keys, fleet, set())

@@ -48,6 +48,14 @@ def test_our_cache_hits_a_system_prompt_from_an_earlier_batch():
     assert ours.holding().cached_tokens == 2 * 64  # the system prompt's 4 blocks under each salt
 
 
+def test_our_cache_hits_a_prefix_shared_within_a_batch():
+    shared = tuple(range(1, 65))
+    batch = (TraceRequest("a", shared + (900,) * 40), TraceRequest("a", shared + (901,) * 40))
+    # One engine call, planned: the branch point (token 64) keeps a window, so the second prompt
+    # resumes there; neither prompt's end (token 96) is shared.
+    assert OurCache(KV, ROOMY, chunk_tokens=2048).serve_batch(batch) == 64
+
+
 def test_workloads_are_seeded_and_share_what_they_say():
     assert SystemPromptWorkload().build(3) == SystemPromptWorkload().build(3)
     assert DocumentWorkload().build(3) != DocumentWorkload().build(4)

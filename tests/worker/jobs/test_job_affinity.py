@@ -5,6 +5,7 @@ queue; a routed shard its worker does not take is sent to the shared queue after
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from hybatch.worker_registry import WorkerIdentity, own_queue
 from tests.worker.jobs.batches import chat_line, read_outcome, submit
 from tests.worker.jobs.task_queue import drain
 from worker import jobs
+from worker.affinity import LOAD_BOUND
 
 SYSTEM_PROMPTS = [f"{i}{i}{i}: you answer from a long list of facts. " * 4 for i in range(12)]
 
@@ -156,3 +158,15 @@ def test_a_routed_shard_left_waiting_goes_to_the_shared_queue_once_another_worke
             ).all()
         )
     assert all(routed_to[index] is None for index in waiting_for_a)  # now on the shared queue
+
+
+def test_a_prefix_goes_back_to_the_worker_that_ran_it(routed: jobs.JobContext) -> None:
+    # The first batch runs wholly on gpu-b (whatever the hash says), as after a fallback.
+    on_b = dataclasses.replace(routed, lease=Lease(fleet()[1].lease_owner, timedelta(seconds=30)))
+    plan(on_b, lines("First"), account="ran")
+    drain(on_b)
+    _, _, rows = plan(routed, lines("Second"), account="ran")
+    heads = [row for row in rows if not row.continues_previous]
+    cap = math.ceil(LOAD_BOUND * len(heads) / len(fleet()))  # 9 of the 12 prefixes
+    assert [row.routed_to for row in heads].count("gpu-b") == cap < len(heads)
+    assert {row.routed_to for row in heads} == {"gpu-a", "gpu-b"}  # the rest: their next choice
