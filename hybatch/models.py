@@ -273,7 +273,11 @@ class BatchShard(Base):
 
     __tablename__ = "batch_shards"
     # The sweepers' question: which unfinished shards have a stale lease or publication.
-    __table_args__ = (sa.Index("ix_batch_shards_status", "status"),)
+    __table_args__ = (
+        sa.Index("ix_batch_shards_status", "status"),
+        # Cache affinity's question: which worker last ran a shard starting with this prefix.
+        sa.Index("ix_batch_shards_affinity_key", "affinity_key"),
+    )
 
     batch_id: Mapped[str] = mapped_column(sa.ForeignKey("batches.id"), primary_key=True)
     shard_index: Mapped[int] = mapped_column(primary_key=True)
@@ -295,6 +299,10 @@ class BatchShard(Base):
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     done_at: Mapped[datetime | None]
 
+    # A hash of the account and the first prompt tokens of the shard's first request
+    # (worker.affinity), and the lease owner that finished it: the worker whose cache that prefix is in.
+    affinity_key: Mapped[str | None] = mapped_column(sa.String(32))
+    done_by: Mapped[str | None] = mapped_column(sa.String(128))
 
 class Worker(Base):
     """A live worker process and the queue that reaches it alone (hybatch.worker_registry).
