@@ -10,7 +10,7 @@ from api.enqueue import CeleryEnqueuer
 from api.errors import install_error_handlers
 from api.lifespan import lifespan
 from api.openapi import install_openapi
-from api.routes import batches, billing, files, health, models, quotas, usage, webhooks
+from api.routes import batches, billing, files, health, message_batches, models, quotas, usage, webhooks
 from hybatch.batches import BatchEnqueuer
 from hybatch.db import engine_from_settings, make_session_factory
 from hybatch.settings import Settings, get_settings
@@ -42,7 +42,7 @@ def create_app(
     app.state.enqueue = enqueue or CeleryEnqueuer.from_settings(settings)
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, files, batches, models, usage, billing, quotas, webhooks):
+    for module in (health, files, batches, message_batches, models, usage, billing, quotas, webhooks):
         app.include_router(module.router)
     install_dashboard(app, settings)
     return app

@@ -4,7 +4,8 @@ Request validation failures answer 400 like OpenAI (not FastAPI's 422 ``detail``
 unknown URL answers 404 "Invalid URL" like OpenAI, except OpenAI's direct inference endpoints
 (``POST /v1/chat/completions`` ...): their 404 says that this service runs them only as batches.
 Under ``/dashboard`` a browser is asking, so the same error is rendered as a page instead, by
-the renderer the dashboard registers (``app.state.render_page_error``).
+the renderer the dashboard registers (``app.state.render_page_error``). Under ``/v1/messages``
+the Anthropic SDK is asking: the error takes Anthropic's shape (``api.anthropic_errors``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from api.anthropic_errors import anthropic_error_response, is_anthropic_path
 from hybatch.errors import (
     AuthenticationError,
     ConflictError,
@@ -77,6 +79,8 @@ def _respond(
     render_page = getattr(request.app.state, "render_page_error", None)
     if render_page is not None and request.url.path.startswith(PAGE_PATH_PREFIX):
         return render_page(request, status_code, message)
+    if is_anthropic_path(request.url.path):
+        return anthropic_error_response(request.url.path, status_code, message, headers=headers)
     return error_response(
         status_code, message, error_type=error_type, param=param, code=code, headers=headers
     )

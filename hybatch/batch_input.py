@@ -15,6 +15,7 @@ from typing import Any
 
 from hybatch.embeddings_body import EmbeddingRequest, check_embeddings_body
 from hybatch.jsonl import JsonlProblem, iter_jsonl
+from hybatch.message_params import check_message_params
 from hybatch.models import MAX_CUSTOM_ID_CHARS, BatchEndpoint
 from hybatch.prompt_tokenizer import PromptTokenizer
 from hybatch.request_body import FieldProblem, GenerationRequest, check_body
@@ -125,6 +126,8 @@ def _check_line_body(
         return check_responses_body(body, served_model, tokenizer)
     if endpoint is BatchEndpoint.EMBEDDINGS:
         return check_embeddings_body(body, served_model, tokenizer)
+    if endpoint is BatchEndpoint.MESSAGES:
+        return check_message_params(body, served_model, tokenizer)
     return check_body(body, endpoint, served_model, tokenizer)
 
 

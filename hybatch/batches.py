@@ -16,6 +16,7 @@ from hybatch import quotas, webhooks
 from hybatch.accounts import Caller
 from hybatch.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 from hybatch.files import get_file
+from hybatch.ids import new_batch_id, new_id
 from hybatch.models import Account, Batch, BatchEndpoint, BatchStatus, FilePurpose, utc_now
 from hybatch.pagination import Page, paginate
 from hybatch.settings import completion_window_duration
@@ -84,6 +85,8 @@ def create_batch(
             raise
     created_at = utc_now()
     batch = Batch(
+        # Anthropic's Message Batches have ids of their own shape (hybatch.message_batches).
+        id=new_id("msgbatch_") if endpoint is BatchEndpoint.MESSAGES else new_batch_id(),
         account_id=caller.account_id,
         api_key_id=caller.api_key_id,
         endpoint=endpoint,
@@ -161,9 +164,14 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> None:
             )
 
 
+def _visible(account_id: str) -> sa.Select[tuple[Batch]]:
+    # A Message Batch deleted through Anthropic's API keeps its row for the ledger, out of sight.
+    return sa.select(Batch).where(Batch.account_id == account_id, Batch.deleted_at.is_(None))
+
+
 def get_batch(session: Session, account_id: str, batch_id: str) -> Batch:
-    """The account's batch ``batch_id``; raises NotFoundError for unknown or foreign ids."""
-    batch = session.scalar(sa.select(Batch).where(Batch.id == batch_id, Batch.account_id == account_id))
+    """The account's batch ``batch_id``; raises NotFoundError for unknown, deleted or foreign ids."""
+    batch = session.scalar(_visible(account_id).where(Batch.id == batch_id))
     if batch is None:
         raise NotFoundError(f"No such Batch object: {batch_id}", param="id")
     return batch
@@ -173,13 +181,13 @@ def find_batches(session: Session, account_id: str, batch_ids: list[str]) -> lis
     """The account's batches among ``batch_ids`` (others' and unknown ids are left out), newest first."""
     if not batch_ids:
         return []
-    query = sa.select(Batch).where(Batch.account_id == account_id, Batch.id.in_(batch_ids))
+    query = _visible(account_id).where(Batch.id.in_(batch_ids))
     return list(session.scalars(query.order_by(Batch.created_at.desc(), Batch.id.desc())))
 
 
 def list_batches(session: Session, account_id: str, *, after: str | None, limit: int) -> Page[Batch]:
     """The account's batches, newest first."""
-    query = sa.select(Batch).where(Batch.account_id == account_id)
+    query = _visible(account_id)
     return paginate(session, query, Batch, after=after, limit=limit)
 
 

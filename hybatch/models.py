@@ -112,6 +112,7 @@ class BatchEndpoint(StrEnum):
     COMPLETIONS = "/v1/completions"
     RESPONSES = "/v1/responses"
     EMBEDDINGS = "/v1/embeddings"
+    MESSAGES = "/v1/messages"  # Anthropic Message Batches (hybatch.message_batches)
 
 
 class Account(Base):
@@ -237,6 +238,8 @@ class Batch(Base):
     expired_at: Mapped[datetime | None]
     cancelling_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # Set by DELETE /v1/messages/batches/{id}: the row stays (its usage records point at it).
+    deleted_at: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
     lease_expires_at: Mapped[datetime | None]
     published_at: Mapped[datetime | None]  # when a task for the batch's own work was last sent

@@ -45,6 +45,7 @@ class GenerationRequest:
     top_p: float
     seed: int | None
     stop: tuple[str, ...]
+    top_k: int | None = None  # sample from the k likeliest tokens (/v1/messages); None: all of them
     echo: dict[str, Any] | None = None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hybatch.batch_input import BatchRequest
+from hybatch.message_lines import message_line
 from hybatch.models import BatchEndpoint, utc_now
 from hybatch.result_lines import TokenUsage, success_line
 from worker.responses_output import response_line
@@ -34,6 +35,7 @@ def sampling_params(request: BatchRequest) -> SamplingParams:
         max_tokens=generation.max_tokens,
         seed=generation.seed,
         stop=generation.stop,
+        top_k=generation.top_k or 0,  # the sampler's 0 is "off"
     )
 
 
@@ -60,6 +62,15 @@ def output_line(
             finish_reason=finish_reason,
             usage=usage,
             finished_at=utc_now(),
+        )
+    if endpoint is BatchEndpoint.MESSAGES:
+        return message_line(
+            request.custom_id,
+            model=model,
+            text=completion.text,
+            finish_reason=finish_reason,
+            stop=completion.stop_reason,
+            usage=usage,
         )
     return success_line(
         request.custom_id,

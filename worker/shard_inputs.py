@@ -43,6 +43,7 @@ def write_shard_input(storage: FileStorage, key: str, requests: Iterable[BatchRe
                 "top_p": generation.top_p,
                 "seed": generation.seed,
                 "stop": list(generation.stop),
+                "top_k": generation.top_k,
                 "echo": generation.echo,
             }
             writer.write(_encoded(record))
@@ -65,6 +66,7 @@ def read_shard_input(storage: FileStorage, key: str) -> Iterator[BatchRequest]:
                 top_p=record["top_p"],
                 seed=record["seed"],
                 stop=tuple(record["stop"]),
+                top_k=record.get("top_k"),  # absent from shards stored before it existed
                 echo=record.get("echo"),
             )
             yield BatchRequest(record["line"], record["custom_id"], {}, generation)

@@ -10,6 +10,7 @@ from api.deps import CurrentCaller, EnqueueDep, SessionsDep, SettingsDep, Storag
 from api.openapi import error_responses
 from api.schemas import BatchCreate, BatchObject, ListPage
 from hybatch import batches, files, quotas
+from hybatch.errors import InvalidRequestError
 from hybatch.models import BatchEndpoint
 from hybatch.prompt_tokenizer import PromptTokenizer
 
@@ -28,6 +29,12 @@ def create_batch(
     storage: StorageDep,
     enqueue: EnqueueDep,
 ) -> BatchObject:
+    if body.endpoint == BatchEndpoint.MESSAGES:
+        raise InvalidRequestError(
+            "Anthropic Message Batches are created with POST /v1/messages/batches.",
+            param="endpoint",
+            code="invalid_value",
+        )
     with sessions() as session:
         limit = quotas.token_limit(
             session, caller.account_id, settings.model_name, settings.enqueued_token_limit
