@@ -72,14 +72,14 @@ class PromptTokenizer:
             ids = [bos_id, *ids]
         return ids
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
-        """The conversation as text, ending with the assistant's generation prompt."""
+    def render_chat(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        """The conversation as text, ending with the assistant's generation prompt (unless told not)."""
         if not self.chat_template:
             raise ChatTemplateError("The served model has no chat template; use /v1/completions.")
         try:
             return _compiled_template(self.chat_template).render(
                 messages=list(messages),
-                add_generation_prompt=True,
+                add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token or "",
                 eos_token=self.eos_token or "",
             )
@@ -88,6 +88,25 @@ class PromptTokenizer:
 
     def encode_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         return self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False).ids
+
+    def encode_chat_with_boundaries(
+        self, messages: Sequence[dict[str, Any]]
+    ) -> tuple[list[int], tuple[int, ...]]:
+        """``encode_chat(messages)``, and the token offsets in it where each message ends: where the
+        text of the first ``k`` messages rendered alone ends on a token boundary of the whole. The
+        prefix cache keeps a window there, where later requests repeating the conversation so far
+        (the same system prompt, the next turn) part from this one. One encode; one render per
+        message (a compiled template)."""
+        text = self.render_chat(messages)
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        token_ends = {end: i + 1 for i, (_, end) in enumerate(encoding.offsets)}
+        boundaries = []
+        for k in range(1, len(messages) + 1):
+            prefix = self.render_chat(messages[:k], add_generation_prompt=False)
+            offset = token_ends.get(len(prefix)) if text.startswith(prefix) else None
+            if offset is not None and offset < len(encoding.ids) and offset not in boundaries:
+                boundaries.append(offset)
+        return encoding.ids, tuple(boundaries)
 
 
 @lru_cache(maxsize=4)

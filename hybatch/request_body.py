@@ -47,6 +47,8 @@ class GenerationRequest:
     stop: tuple[str, ...]
     top_k: int | None = None  # sample from the k likeliest tokens (/v1/messages); None: all of them
     echo: dict[str, Any] | None = None
+    # Chat: token offsets where each message ends (the prefix cache keeps a window there).
+    message_boundaries: tuple[int, ...] = ()
 
 
 def _is_int(value: Any) -> bool:
@@ -206,13 +208,14 @@ def check_body(
     top_p = checker.optional_number("top_p", 0.0, 1.0, low_open=True)
     stop = checker.stop()
     max_tokens = checker.optional_positive_int("max_tokens")
+    boundaries: tuple[int, ...] = ()
     if endpoint is BatchEndpoint.CHAT_COMPLETIONS:
         max_tokens = checker.optional_positive_int("max_completion_tokens") or max_tokens
         messages = checker.chat_messages()
         prompt_ids = None
         if messages is not None:
             try:
-                prompt_ids = tokenizer.encode_chat(messages)
+                prompt_ids, boundaries = tokenizer.encode_chat_with_boundaries(messages)
             except ChatTemplateError as error:
                 checker.problem("invalid_value", "messages", str(error))
     else:
@@ -229,6 +232,7 @@ def check_body(
         top_p=1.0 if top_p is None else top_p,
         seed=body.get("seed"),
         stop=stop,
+        message_boundaries=boundaries,
     )
     return request, []
 

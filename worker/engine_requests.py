@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 
 def engine_prompt(request: BatchRequest, *, account_id: str) -> dict[str, Any]:
-    return {"prompt_token_ids": list(request.generation.prompt_token_ids), "cache_salt": account_id}
+    generation = request.generation
+    prompt = {"prompt_token_ids": list(generation.prompt_token_ids), "cache_salt": account_id}
+    if generation.message_boundaries:  # chat: the engine keeps cache windows where messages end
+        prompt["message_boundaries"] = list(generation.message_boundaries)
+    return prompt
 
 
 def sampling_params(request: BatchRequest) -> SamplingParams:

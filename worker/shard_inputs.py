@@ -45,6 +45,7 @@ def write_shard_input(storage: FileStorage, key: str, requests: Iterable[BatchRe
                 "stop": list(generation.stop),
                 "top_k": generation.top_k,
                 "echo": generation.echo,
+                "message_boundaries": list(generation.message_boundaries),
             }
             writer.write(_encoded(record))
             count += 1
@@ -68,6 +69,7 @@ def read_shard_input(storage: FileStorage, key: str) -> Iterator[BatchRequest]:
                 stop=tuple(record["stop"]),
                 top_k=record.get("top_k"),  # absent from shards stored before it existed
                 echo=record.get("echo"),
+                message_boundaries=tuple(record.get("message_boundaries", ())),  # absent from older shards
             )
             yield BatchRequest(record["line"], record["custom_id"], {}, generation)
 

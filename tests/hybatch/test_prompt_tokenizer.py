@@ -43,3 +43,23 @@ def test_same_ids_as_the_engine_tokenizer(tiny_checkpoint: Path, tokenizer: Prom
     assert tokenizer.encode_completion("hello world") == engine_tokenizer.encode(
         "hello world", add_special_tokens=True
     )
+
+
+def test_message_boundaries_are_where_each_message_ends(tokenizer: PromptTokenizer) -> None:
+    messages = [*MESSAGES, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "and?"}]
+    ids, boundaries = tokenizer.encode_chat_with_boundaries(messages)
+    assert ids == tokenizer.encode_chat(messages)
+    # Reference: the first k messages encoded on their own are a prefix of the whole.
+    expected = []
+    for k in range(1, len(messages) + 1):
+        text = tokenizer.render_chat(messages[:k], add_generation_prompt=False)
+        alone = tokenizer.tokenizer.encode(text, add_special_tokens=False).ids
+        assert ids[: len(alone)] == alone
+        expected.append(len(alone))
+    assert list(boundaries) == expected and boundaries[-1] < len(ids)
+    for offset, message in zip(boundaries, messages, strict=True):
+        before = tokenizer.tokenizer.decode(ids[:offset], skip_special_tokens=False)
+        assert before.endswith(message["content"] + "<|im_end|>\n")  # the message and its end marker
+    # A later request repeating the first two messages shares the ids up to the second boundary.
+    other = tokenizer.encode_chat(messages[:2] + [{"role": "user", "content": "other"}])
+    assert other[: boundaries[1]] == ids[: boundaries[1]]
