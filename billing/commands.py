@@ -93,6 +93,44 @@ def invoice_pdf(settings: Settings, period_text: str, account_name: str, out: Pa
     ]
 
 
+def serving_cost(
+    settings: Settings,
+    inputs_path: Path | None,
+    given: dict[str, str],
+    account_name: str | None,
+    model: str | None,
+) -> list[str]:
+    """What each token class costs to serve per 1M tokens, from the measured figures in
+    ``inputs_path`` (default: the shipped ``measured_serving.yaml``) with the ``given`` figures on
+    top (the options' text by input name; per-tier ones as ``device=N,host=N``),
+    and the margin of the schedule in force (the account's, else the default) for ``model``
+    (default: the served model); the lines to print."""
+    from billing.pricing.serving_cost_report import (
+        TIERED_INPUTS,
+        parse_tier_figures,
+        report_lines,
+        serving_cost_report,
+    )
+    from billing.pricing.serving_inputs import MEASURED_SERVING_FILE, read_serving_document
+
+    overrides = {
+        key: parse_tier_figures(text, key) if key in TIERED_INPUTS else text for key, text in given.items()
+    }
+    document = read_serving_document(inputs_path or MEASURED_SERVING_FILE)
+    # A unit of work: the default schedule is loaded on first use.
+    with unit_of_work(_session_factory(settings)) as session:
+        account_id = accounts.get_account(session, account_name).id if account_name else None
+        report = serving_cost_report(
+            session,
+            document,
+            overrides,
+            account_id=account_id,
+            model=model or settings.model_name,
+            at=datetime.now(UTC),
+        )
+    return report_lines(report)
+
+
 def load_schedules(settings: Settings, path: Path) -> list[str]:
     schedule_file = read_schedule_file(path)
     with unit_of_work(_session_factory(settings)) as session:

@@ -1,4 +1,5 @@
-"""How money and token counts are written for people: the dashboard and the invoice PDF share these.
+"""How money, token counts and rates are written for people: the dashboard, the invoice PDF and the
+serving-cost report share these.
 
 Money arrives as ``Decimal`` (never float) and is shown with two decimals, or with two significant
 digits when the amount is below one cent, so that small batches do not read as free. Every
@@ -71,3 +72,11 @@ def unit_price(price_per_1m: Decimal, currency: str, with_unit: bool = True) -> 
         digits = f"{price_per_1m:.2f}"
     text = _with_currency(digits, code)
     return f"{text} / 1M tokens" if with_unit else text
+
+
+def percent(fraction: Decimal | float | None) -> str:
+    """``Decimal("0.9342")`` -> ``93.4%``."""
+    if fraction is None:
+        return "—"
+    value = (Decimal(str(fraction)) * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    return f"{value}%"

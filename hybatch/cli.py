@@ -324,6 +324,47 @@ def billing_pdf(
     _echo_lines(lambda: commands.invoice_pdf(Settings(), period, account, out))
 
 
+@billing_app.command("serving-cost")
+def billing_serving_cost(
+    inputs: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON of measured figures; default: the shipped measured_serving.yaml"),
+    ] = None,
+    gpu_hourly: Annotated[str | None, typer.Option(help="price of one GPU (serving unit) per hour")] = None,
+    utilization: Annotated[str | None, typer.Option(help="share of paid hours spent serving, (0, 1]")] = None,
+    prefill_tps: Annotated[str | None, typer.Option(help="prompt tokens computed per second")] = None,
+    decode_tps: Annotated[str | None, typer.Option(help="output tokens generated per second")] = None,
+    hit_tps: Annotated[
+        str | None, typer.Option(help="cached tokens served per second: device=N,host=N,disk=N")
+    ] = None,
+    hit_shares: Annotated[
+        str | None, typer.Option(help="share of hits per tier: device=0.9,host=0.08,disk=0.02")
+    ] = None,
+    hardware: Annotated[str | None, typer.Option(help="what the figures were measured on")] = None,
+    currency: Annotated[str | None, typer.Option(help="of the hourly price; must be the schedule's")] = None,
+    account: Annotated[
+        str | None, typer.Option(help="price by this account's schedule; default: the default one")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="default: the served model (HYBATCH_MODEL_NAME)")] = None,
+) -> None:
+    """What a cache-miss input, a cache-hit input and an output token cost to serve per 1M tokens, and
+    the margin of the price schedule in force against them. Figures not given come from the file."""
+    from billing import commands
+
+    given = {
+        "hourly_price": gpu_hourly,
+        "utilization": utilization,
+        "prefill_tokens_per_s": prefill_tps,
+        "decode_tokens_per_s": decode_tps,
+        "cache_hit_tokens_per_s": hit_tps,
+        "cache_hit_shares": hit_shares,
+        "hardware": hardware,
+        "currency": currency,
+    }
+    options = {key: value for key, value in given.items() if value is not None}
+    _echo_lines(lambda: commands.serving_cost(Settings(), inputs, options, account, model))
+
+
 @billing_app.command("stripe-push")
 def billing_stripe_push(
     period: Annotated[str | None, typer.Option(help="YYYY-MM; default: all")] = None,

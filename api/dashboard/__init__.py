@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.dashboard import admin, auth, batches, invoice_pdf, invoices, usage, webhooks
+from api.dashboard import admin, auth, batches, invoice_pdf, invoices, serving_cost, usage, webhooks
 from api.dashboard.deps import AdminHasNoAccount, SignInRequired
 from api.dashboard.pages import STATIC_DIR, render_page_error
 from api.dashboard.security import SecurityHeaders
@@ -40,7 +40,7 @@ def install_dashboard(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(AdminHasNoAccount, _to_admin)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
-    for module in (auth, usage, batches, invoices, invoice_pdf, webhooks, admin):
+    for module in (auth, usage, batches, invoices, invoice_pdf, webhooks, admin, serving_cost):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

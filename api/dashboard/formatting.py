@@ -1,24 +1,20 @@
 """How the dashboard writes numbers: tokens with separators, money with its currency, rates as %.
 
-Money and token counts are written by ``billing.money_text`` (the invoice PDF prints the same
-words); this module adds rates, times and durations, and the Jinja filters.
+Money, token counts and rates are written by ``billing.money_text`` (the invoice PDF and the
+serving-cost report print the same words); this module adds times and durations, and the Jinja filters.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 
-from billing.invoicing.line_labels import adjustment_note, token_class_label
-from billing.money_text import compact, integer, minor_money, money, unit_price
-
-
-def percent(fraction: Decimal | float | None) -> str:
-    """``Decimal("0.9342")`` -> ``93.4%``."""
-    if fraction is None:
-        return "—"
-    value = (Decimal(str(fraction)) * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
-    return f"{value}%"
+from billing.invoicing.line_labels import (
+    adjustment_note,
+    monthly_tokens_label,
+    prompt_length_label,
+    token_class_label,
+)
+from billing.money_text import compact, integer, minor_money, money, percent, unit_price
 
 
 def timestamp(moment: datetime | None) -> str:
@@ -52,4 +48,6 @@ FILTERS = {
     "duration": duration,
     "token_class": token_class_label,  # invoice lines: as the invoice PDF writes them
     "adjustment_note": adjustment_note,
+    "prompt_length": prompt_length_label,  # (above, up_to] prompt tokens, as the price table
+    "monthly_tokens": monthly_tokens_label,
 }
