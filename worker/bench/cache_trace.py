@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from worker.bench.cache_trace_every_layer import EveryLayerCache
 from worker.bench.cache_trace_memory import Budget, BudgetTooSmall, Holding, KVBytes, pro_kv_bytes
@@ -40,6 +41,20 @@ from worker.kv_cache.planner import plan_batch
 DEFAULT_BUDGETS = "2+2,4+4,8+4,16+4,12+8,32+8,64+16"
 UNBOUNDED_BYTES = 10**15
 BINDS_BELOW = 0.99  # memory binds where the best peer hits under 99% of what the trace allows
+
+
+class CachePolicy(Protocol):
+    """What every policy of the bench offers (ours and each peer)."""
+
+    name: str
+
+    def serve_batch(self, batch: Sequence[TraceRequest]) -> int:
+        """Runs one batch; returns its cache-hit prompt tokens. Raises ``BudgetTooSmall``."""
+        ...
+
+    def holding(self) -> Holding:
+        """What the cache keeps between batches."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,7 @@ def depth_first(batch: tuple[TraceRequest, ...], block_size: int) -> list[TraceR
 
 
 def replay(
-    trace: Trace, make_policy: Callable[[], object], kv: KVBytes, ordered: bool
+    trace: Trace, make_policy: Callable[[], CachePolicy], kv: KVBytes, ordered: bool
 ) -> PolicyResult | None:
     """Runs every batch of ``trace`` through a fresh policy; None when one request does not fit."""
     policy = make_policy()
@@ -123,7 +138,12 @@ class BudgetResult:
 
 
 def run_budget(
-    trace: Trace, kv: KVBytes, budget: Budget, chunk_tokens: int, sglang_ratios: list[float]
+    trace: Trace,
+    kv: KVBytes,
+    budget: Budget,
+    chunk_tokens: int,
+    sglang_ratios: list[float],
+    message_boundaries: bool = True,
 ) -> BudgetResult:
     from worker.bench.cache_trace_ours import OurCache
 
@@ -137,7 +157,9 @@ def run_budget(
     )
     return BudgetResult(
         budget,
-        hybatch=replay(trace, lambda: OurCache(kv, budget, chunk_tokens), kv, ordered=False),
+        hybatch=replay(
+            trace, lambda: OurCache(kv, budget, chunk_tokens, message_boundaries), kv, ordered=False
+        ),
         vllm=replay(trace, lambda: VllmHybridCache(kv, total, chunk_tokens), kv, ordered=True),
         sglang=best_sglang,
         sglang_ratio=best_ratio,
@@ -211,6 +233,11 @@ def main(argv: list[str] | None = None) -> dict:
         default="0.8,0.4,0.2,0.1",
         help="SGLang SWA:full token ratios to try; the best is kept",
     )
+    parser.add_argument(
+        "--no-message-boundaries",
+        action="store_true",
+        help="run chat requests as plain prompts (no windows planned where their messages end)",
+    )
     args = parser.parse_args(argv)
     budgets = [Budget.parse(b) for b in args.budgets.split(",") if b]
     ratios = [float(r) for r in args.sglang_ratios.split(",") if r]
@@ -219,12 +246,16 @@ def main(argv: list[str] | None = None) -> dict:
         f"KV bytes per token: full layers {kv.full_block_bytes // kv.block_size}, SWA layers "
         f"{kv.swa_block_bytes // kv.block_size}, every layer {kv.every_layer_block_bytes // kv.block_size} "
         f"(MiMo-V2.5-Pro shape, bf16); block {kv.block_size} tokens, window {kv.window}, "
-        f"chunk {args.chunk_tokens} tokens; requests one at a time, in the planner's order"
+        f"chunk {args.chunk_tokens} tokens; requests one at a time, in the planner's order; "
+        f"message boundaries {'off' if args.no_message_boundaries else 'on'}"
     )
     result: dict = {}
     for trace in build_traces(args.seed, args.scale, [n for n in args.workloads.split(",") if n]):
         unbounded = replay(trace, lambda: EveryLayerCache(kv, UNBOUNDED_BYTES, args.chunk_tokens), kv, True)
-        rows = [run_budget(trace, kv, b, args.chunk_tokens, ratios) for b in budgets]
+        rows = [
+            run_budget(trace, kv, b, args.chunk_tokens, ratios, not args.no_message_boundaries)
+            for b in budgets
+        ]
         print_table(trace, unbounded, rows, kv)
         result[trace.name] = {"unbounded": unbounded, "budgets": rows}
     return result

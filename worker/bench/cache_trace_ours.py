@@ -2,9 +2,10 @@
 
 Each trace batch is one engine call, as the worker makes it: the batch is planned
 (``plan_batch``: depth-first order, branch points, who waits for whom) and its requests go through
-``LLMEngine.add_request`` / ``step`` with the default cache settings. The model runner is replaced
-by one that builds no tensors and returns a logits row per finished prompt, so the scheduler, the
-KV-cache manager, window retention and eviction all run as in production on block ids alone.
+``LLMEngine.add_request`` / ``step`` with the default cache settings, chat requests with windows
+planned at their message boundaries. The model runner is replaced by one that builds no tensors and
+returns a logits row per finished prompt, so the scheduler, the KV-cache manager, window retention
+and eviction all run as in production on block ids alone.
 Requests run one at a time (``max_num_seqs = 1``), like the peers.
 """
 
@@ -44,8 +45,11 @@ class _ModelFreeRunner:
 class OurCache:
     name = "hybatch"
 
-    def __init__(self, kv: KVBytes, budget: Budget, chunk_tokens: int):
+    def __init__(self, kv: KVBytes, budget: Budget, chunk_tokens: int, message_boundaries: bool = True):
+        """``message_boundaries``: plan windows where a request's chat messages end, as ``LLM`` does
+        for a prompt dict's ``message_boundaries`` (off: every request is a plain prompt)."""
         self.kv = kv
+        self.message_boundaries = message_boundaries
         layout = KVCacheLayout(
             kv.block_size,
             budget.full_bytes // kv.full_block_bytes,
@@ -78,7 +82,7 @@ class OurCache:
                     list(request.token_ids),
                     _PARAMS,
                     cache_salt=request.salt,
-                    retain_at=plan.retain_at,
+                    retain_at=plan.retain_at | self._boundary_windows(request),
                     wait_for=None
                     if plan.wait_for is None
                     else (f"{prefix}{plan.wait_for[0]}", plan.wait_for[1]),
@@ -92,6 +96,14 @@ class OurCache:
         except RuntimeError as exc:  # the scheduler: no sequence fits the pools on its own
             raise BudgetTooSmall(f"{self.name}: {exc}") from exc
         return hit_tokens
+
+    def _boundary_windows(self, request: TraceRequest) -> frozenset[int]:
+        # As LLM._boundary_windows: each offset rounded down to a block boundary, the deepest point
+        # a later prompt that repeats the messages so far can resume at.
+        if not self.message_boundaries:
+            return frozenset()
+        size = self.kv.block_size
+        return frozenset(end // size * size for end in request.message_ends if end >= size)
 
     def holding(self) -> Holding:
         """Between batches every used block is the cache's."""

@@ -24,6 +24,9 @@ VOCAB_SIZE = 152576  # MiMo-V2's vocabulary; ids are drawn from [1, VOCAB_SIZE)
 class TraceRequest:
     salt: str  # the account: cache entries are shared only between equal salts
     token_ids: tuple[int, ...]
+    # Token offsets where chat messages end, as the worker passes them for a chat request (our
+    # cache plans windows there; the peers ignore them). Empty for a plain completion prompt.
+    message_ends: tuple[int, ...] = ()
 
     @property
     def prompt_len(self) -> int:
@@ -57,7 +60,8 @@ def _trace(name: str, num_batches: int, arrivals: list[tuple[int, TraceRequest]]
 
 @dataclass(frozen=True)
 class SystemPromptWorkload:
-    """One system prompt over many batches: ``system_len`` shared tokens + a unique question each."""
+    """One system prompt over many batches: ``system_len`` shared tokens + a unique question each,
+    as chat requests (a system message, then a user message)."""
 
     num_batches: int = 24
     requests_per_batch: int = 16
@@ -69,7 +73,7 @@ class SystemPromptWorkload:
         rng = random.Random(f"{seed}:{self.name}")
         system = _tokens(rng, (self.system_len, self.system_len))
         arrivals = [
-            (b, TraceRequest("acct-system", system + _tokens(rng, self.question_len)))
+            (b, TraceRequest("acct-system", system + _tokens(rng, self.question_len), (len(system),)))
             for b in range(self.num_batches)
             for _ in range(self.requests_per_batch)
         ]
@@ -79,7 +83,9 @@ class SystemPromptWorkload:
 @dataclass(frozen=True)
 class DocumentWorkload:
     """``num_documents`` documents (4 accounts), each asked ``questions_per_document`` questions: the
-    first at a random batch, each next one ``gap_batches`` later (every question lands in the trace)."""
+    first at a random batch, each next one ``gap_batches`` later (every question lands in the trace).
+    Plain completion prompts (document + question, no message boundary): the later question parts
+    from the earlier one at a point nothing marks."""
 
     num_batches: int = 24
     num_documents: int = 48
@@ -110,7 +116,7 @@ class DocumentWorkload:
 class ConversationWorkload:
     """``num_conversations`` chats of ``turns`` turns, one account each: turn 1 is a system prompt and
     a user message, turn k + 1 repeats turn k's prompt, its reply and a new user message; turns
-    arrive ``gap_batches`` apart."""
+    arrive ``gap_batches`` apart. Every message's end is a message boundary."""
 
     num_batches: int = 24
     num_conversations: int = 32
@@ -128,13 +134,18 @@ class ConversationWorkload:
             raise ValueError(f"{self.name}: the turns of one conversation span more than the trace")
         arrivals = []
         for c in range(self.num_conversations):
-            prompt = _tokens(rng, self.system_len) + _tokens(rng, self.message_len)
+            system = _tokens(rng, self.system_len)
+            prompt = system + _tokens(rng, self.message_len)
+            ends = [len(system), len(prompt)]
             batch = rng.randint(0, self.num_batches - 1 - span)
             for turn in range(self.turns):
                 if turn:
                     batch += rng.randint(*self.gap_batches)
-                    prompt = prompt + _tokens(rng, self.reply_len) + _tokens(rng, self.message_len)
-                arrivals.append((batch, TraceRequest(f"acct-chat-{c}", prompt)))
+                    prompt = prompt + _tokens(rng, self.reply_len)
+                    ends.append(len(prompt))
+                    prompt = prompt + _tokens(rng, self.message_len)
+                    ends.append(len(prompt))
+                arrivals.append((batch, TraceRequest(f"acct-chat-{c}", prompt, tuple(ends))))
         return _trace(self.name, self.num_batches, arrivals)
 
 

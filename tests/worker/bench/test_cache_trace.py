@@ -68,6 +68,11 @@ def test_workloads_are_seeded_and_share_what_they_say():
     chats = ConversationWorkload(num_batches=12, num_conversations=1, turns=3).build(0)
     turns = [r.token_ids for b in chats.batches for r in b]
     assert len(turns) == 3 and turns[1][: len(turns[0])] == turns[0] and turns[2][: len(turns[1])] == turns[1]
+    # Message ends: the system prompt, then each user message and reply; the last is the prompt end.
+    (third,) = chats.batches[[i for i, b in enumerate(chats.batches) if b][-1]]
+    assert len(third.message_ends) == 2 + 2 * 2 and third.message_ends[-1] == third.prompt_len
+    assert all(e > 0 for e in third.message_ends) and list(third.message_ends) == sorted(third.message_ends)
+    assert system.batches[0][0].message_ends == (32,)
     unshared = UnsharedWorkload(num_batches=1, requests_per_batch=3).build(0)
     assert len({r.salt for r in unshared.batches[0]}) == 3
     mixed = mix([system, trace])
