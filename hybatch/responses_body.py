@@ -70,7 +70,8 @@ _WHY_OFF = {
     "top_logprobs": "Log probabilities are not supported.",
     "max_tool_calls": "Tools are not supported.",
 }
-ECHO_KEYS = ("instructions", "metadata", "max_output_tokens", "temperature", "top_p", "user")
+# Repeated on the Response as sent; temperature and top_p are repeated as they ran (resolved).
+ECHO_KEYS = ("instructions", "metadata", "max_output_tokens", "user")
 
 
 def check_responses_body(

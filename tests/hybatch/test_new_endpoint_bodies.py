@@ -71,8 +71,6 @@ def test_instructions_and_parts_render_as_the_chat_conversation(tokenizer: Promp
         "instructions": "Be brief.",
         "metadata": {"k": "v"},
         "max_output_tokens": 7,
-        "temperature": 0.5,
-        "top_p": 0.9,
         "user": "u-1",
     }
 
