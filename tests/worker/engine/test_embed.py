@@ -62,3 +62,21 @@ def test_an_empty_or_too_long_prompt_is_refused(case):
 def test_groups_pack_consecutive_prompts_within_the_budget():
     assert _groups([3, 4, 5, 20, 1, 1], 10) == [[0, 1], [2], [3], [4, 5]]
     assert _groups([], 10) == []
+
+
+def test_embeddings_on_the_triton_kernels_match_transformers(checkpoint_factory):
+    # The interpreter on CPU: a few short prompts, packed into one pass, longer than the window.
+    path = checkpoint_factory(sliding_window=6, num_layers=3)
+    prompts = [[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5], [2, 7], [1, 8, 2, 8, 1, 8, 2, 8, 4]]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the interpreter runs tiny tiles; a thread pool only adds contention
+    try:
+        llm = LLM(
+            path, device="cpu", dtype="float32", block_size=4, kv_cache_gb=0.01, attention_backend="triton"
+        )
+        vectors = llm.embed(prompts)
+    finally:
+        torch.set_num_threads(previous)
+    reference = load_reference(path)
+    for vector, prompt in zip(vectors, prompts, strict=True):
+        torch.testing.assert_close(vector, reference_embedding(reference, prompt), atol=2e-5, rtol=1e-4)
