@@ -1,4 +1,6 @@
-"""Refuse request bodies over a byte limit with an OpenAI-shaped 413, before they are spooled.
+"""Refuse request bodies over a byte limit with a 413, before they are spooled.
+
+The 413 is OpenAI-shaped, or Anthropic-shaped under ``/v1/messages`` (``api.anthropic_errors``).
 
 A declared ``Content-Length`` over the limit is answered at once; a body that turns out larger
 (chunked transfer, lying header) is cut off while it is being read.
@@ -9,6 +11,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.anthropic_errors import anthropic_error_response, is_anthropic_path
 from api.errors import error_response
 
 TOO_LARGE_MESSAGE = "The request body is too large."
@@ -27,7 +30,11 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            response = error_response(413, TOO_LARGE_MESSAGE, code="request_too_large")
+            path = scope.get("path", "")
+            if is_anthropic_path(path):
+                response = anthropic_error_response(path, 413, TOO_LARGE_MESSAGE)
+            else:
+                response = error_response(413, TOO_LARGE_MESSAGE, code="request_too_large")
             await response(scope, receive, send)
             return
         received_bytes = 0
