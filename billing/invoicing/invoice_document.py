@@ -47,7 +47,9 @@ class InvoiceDocument:
     currency: str  # "USD"
     finalized_at: str  # "2026-04-01 00:00 UTC"
     lines: tuple[PrintedLine, ...]
-    total: str  # "$12.34"
+    subtotal: str  # "$12.34": the lines' rounded amounts added up
+    credit: str | None  # "-$2.00": the prepaid credit deducted (as the export's credit row); None: none
+    total: str  # "$10.34": what is due, the subtotal less the credit
 
     @property
     def filename(self) -> str:
@@ -65,6 +67,7 @@ def invoice_document(session: Session, account_id: str, invoice_id: str) -> Invo
     lines = invoices.invoice_lines(session, invoice.id)
     labels = line_labels(schedule_versions(session, {line.price_version for line in lines}), lines)
     closed_months = set(session.scalars(sa.select(BillingPeriodClose.period)))
+    credit = invoices.invoice_credit(session, invoice.id)
     currency = invoice.currency
     return InvoiceDocument(
         invoice_id=invoice.id,
@@ -87,6 +90,8 @@ def invoice_document(session: Session, account_id: str, invoice_id: str) -> Invo
             )
             for line in lines
         ),
+        subtotal=minor_money(sum(line.amount_minor for line in lines), currency),
+        credit=minor_money(-credit.amount_minor, currency) if credit is not None else None,
         total=minor_money(invoice.total_minor, currency),
     )
 

@@ -59,7 +59,7 @@ def render_invoice_pdf(document: InvoiceDocument, *, issuer: str | None = None) 
     pdf.set_creation_date(datetime.strptime(document.finalized_at, "%Y-%m-%d %H:%M UTC"))
     pdf.add_page()
     _heading(pdf, document, issuer)
-    _lines_table(pdf, document.lines, document.total)
+    _lines_table(pdf, document)
     pdf.ln(4)
     pdf.set_font(_FONT, size=8)
     pdf.set_text_color(*_GREY)
@@ -107,7 +107,7 @@ def _description(line: PrintedLine) -> str:
     return _printable("\n".join(parts))
 
 
-def _lines_table(pdf: FPDF, lines: tuple[PrintedLine, ...], total: str) -> None:
+def _lines_table(pdf: FPDF, document: InvoiceDocument) -> None:
     pdf.set_font(_FONT, size=9)
     pdf.set_text_color(0, 0, 0)
     pdf.set_draw_color(*_RULE_GREY)
@@ -121,7 +121,7 @@ def _lines_table(pdf: FPDF, lines: tuple[PrintedLine, ...], total: str) -> None:
         v_align="TOP",
     ) as table:
         table.row([title for title, _ in _COLUMNS])
-        for line in lines:
+        for line in document.lines:
             table.row(
                 [
                     str(line.line_number),
@@ -131,6 +131,14 @@ def _lines_table(pdf: FPDF, lines: tuple[PrintedLine, ...], total: str) -> None:
                     _printable(line.amount),
                 ]
             )
+        if document.credit is not None:  # the lines, less the prepaid credit, make the total
+            for label, amount in (
+                ("Subtotal", document.subtotal),
+                ("Prepaid credit applied", document.credit),
+            ):
+                row = table.row()
+                row.cell(label, colspan=4, align="RIGHT")
+                row.cell(_printable(amount))
         row = table.row()
         row.cell("Total", colspan=4, align="RIGHT", style=FontFace(emphasis="BOLD"))
-        row.cell(_printable(total), style=FontFace(emphasis="BOLD"))
+        row.cell(_printable(document.total), style=FontFace(emphasis="BOLD"))

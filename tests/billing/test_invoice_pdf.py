@@ -5,6 +5,7 @@ amount and the total, as the export shows them; late usage says so; ``hybatch bi
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 from pathlib import Path
 
 import pypdf
@@ -12,6 +13,8 @@ import pytest
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from billing.credits.drawdown import draw_credits
+from billing.credits.grants import grant_credits
 from billing.invoicing.exports import export_rows
 from billing.invoicing.invoice_document import invoice_document
 from billing.invoicing.invoices import close_period, list_invoices
@@ -24,6 +27,7 @@ from hybatch.db import make_engine, make_session_factory
 from tests.billing.ledger import Customer, add_customer, add_usage, at
 from tests.billing.schedule_docs import flat, model_entry, schedule, table, version
 
+D = Decimal
 M = 1_000_000
 MARCH, APRIL = Period(2026, 3), Period(2026, 4)
 SHORT, LONG = "up to 100,000 tokens", "over 100,000 tokens"
@@ -61,9 +65,26 @@ def _schedule(session: Session) -> None:
 
 
 def _march(session: Session, name: str = "acme") -> Customer:
+    return _march_usage(session, _account(session, name))
+
+
+def _account(session: Session, name: str) -> Customer:
     customer = add_customer(session, name)
     assign_schedule(session, customer.account_id, "pdf", at("2026-01-01 00:00"))
-    add_usage(session, customer, at("2026-03-02 09:00"), hit=90_000, miss=10_000, out=600_000, model="m")
+    return customer
+
+
+def _march_usage(session: Session, customer: Customer) -> Customer:
+    add_usage(
+        session,
+        customer,
+        at("2026-03-02 09:00"),
+        hit=90_000,
+        miss=10_000,
+        out=600_000,
+        model="m",
+        custom_id="r1",
+    )
     add_usage(session, customer, at("2026-03-09 09:00"), miss=150_000, out=500_000, model="m")
     add_usage(session, customer, at("2026-03-30 23:59"), hit=40_000, miss=2_000, out=700_000, model="m")
     return customer
@@ -95,6 +116,31 @@ def test_the_pdf_prints_the_hand_computed_invoice(session: Session) -> None:
     summary, _ = export_rows(session, MARCH, acme.account_id)
     assert sorted((r["token_class"], str(r["tokens"]), r["billed_amount"]) for r in summary) == EXPORTED
     assert invoice.total_minor == 477
+
+
+def test_prepaid_credit_is_deducted_as_the_export_shows_it(session: Session) -> None:
+    _schedule(session)
+    acme = _account(session, "acme")
+    grant_credits(session, acme.account_id, amount=D("5.00"), currency="usd", now=at("2026-03-01 00:00"))
+    draw_credits(
+        session,
+        account_id=acme.account_id,
+        batch_id=acme.batch_id,
+        custom_id="r1",
+        amount=D("2.00"),  # what the grant paid of r1 when it was recorded
+        currency="usd",
+        at=at("2026-03-02 09:00"),
+    )
+    _march_usage(session, acme)  # r1 is recorded after its draw, as the worker does
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    [invoice] = list_invoices(session, acme.account_id)
+    text = pdf_text(render_invoice_pdf(invoice_document(session, acme.account_id, invoice.id)))
+    assert all(printed_row("m", line) in text for line in MARCH_LINES)
+    # 4.77 of lines, less the 2.00 the grant paid: 2.77 due
+    assert "Subtotal $4.77\nPrepaid credit applied -$2.00\nTotal $2.77" in text
+    summary, _ = export_rows(session, MARCH, acme.account_id)
+    [credit_row] = [row for row in summary if row["row_type"] == "credit"]
+    assert credit_row["billed_amount"] == "-2.00" and invoice.total_minor == 277
 
 
 def test_late_usage_is_named_on_the_next_invoice(session: Session) -> None:
