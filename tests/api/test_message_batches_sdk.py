@@ -7,11 +7,13 @@ list paging both ways, delete, errors as the SDK's exception classes, x-api-key 
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import anthropic
@@ -32,6 +34,8 @@ from tests.worker.jobs.service_checkpoint import shared_service_checkpoint
 from tests.worker.jobs.task_queue import QueuedTasks, drive
 from worker.jobs import JobContext
 
+# The default schedule's first tier, USD per 1M tokens (billing/pricing/default_schedule.yaml).
+HIT, MISS, OUTPUT = Decimal("0.07"), Decimal("0.70"), Decimal("2.10")
 # Long enough to fill whole KV blocks, so later requests read it from the prefix cache.
 SYSTEM = "You are a counting assistant. " * 12
 
@@ -116,7 +120,7 @@ def _request(custom_id: str, text: str, **params) -> dict:
 
 
 def test_a_whole_batch_runs_unchanged_and_its_usage_is_the_ledger(
-    client: anthropic.Anthropic, context: JobContext, settings: Settings, enqueued: list[str]
+    client: anthropic.Anthropic, context: JobContext, settings: Settings, enqueued: list[str], api_key: str
 ) -> None:
     system_blocks = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}]
     requests = [
@@ -200,6 +204,24 @@ def test_a_whole_batch_runs_unchanged_and_its_usage_is_the_ledger(
     prefill = results["prefill"].result.message.usage
     prefill_ids = tokenizer.tokenizer.encode(prefill_prompt, add_special_tokens=False).ids
     assert prefill.input_tokens + prefill.cache_read_input_tokens == len(prefill_ids)
+    # The bill: each result's x_billing prices those same token classes by the default schedule,
+    # and the ledger row keeps that amount.
+    raw = httpx.get(ended.results_url, headers={"x-api-key": api_key})
+    assert raw.status_code == 200 and raw.headers["content-type"].startswith("application/x-jsonl")
+    for line in raw.text.splitlines():
+        result = json.loads(line)
+        usage, x_billing = result["result"]["message"]["usage"], result["x_billing"]
+        assert x_billing["token_classes"] == {
+            "cache_hit_input": usage["cache_read_input_tokens"],
+            "cache_miss_input": usage["input_tokens"],
+            "output": usage["output_tokens"],
+        }
+        expected = (
+            usage["cache_read_input_tokens"] * HIT
+            + usage["input_tokens"] * MISS
+            + usage["output_tokens"] * OUTPUT
+        ) / Decimal(1_000_000)
+        assert Decimal(x_billing["amount"]) == expected == ledger[result["custom_id"]].amount
     with context.session_factory() as session:
         batch = session.get(Batch, created.id)
         assert batch.endpoint == "/v1/messages" and batch.input_tokens == sum(
