@@ -8,12 +8,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from billing.pricing.schedule_parser import read_schedule_file
-from billing.pricing.schedule_store import DEFAULT_SCHEDULE_FILE
-from billing.pricing.schedule_version import TokenClass
+from billing.pricing.schedule_parser import parse_schedule, read_schedule_file
+from billing.pricing.schedule_store import DEFAULT_SCHEDULE_FILE, assign_schedule, load_schedule
+from billing.pricing.schedule_version import TokenClass, UnpricedModelError
 from billing.pricing.serving_cost import margins, round_per_1m, serving_cost
+from billing.pricing.serving_cost_report import serving_cost_report
 from billing.pricing.serving_inputs import (
     MEASURED_SERVING_FILE,
     CacheTier,
@@ -22,6 +24,8 @@ from billing.pricing.serving_inputs import (
     serving_inputs,
 )
 from hybatch import cli
+from tests.billing.ledger import add_customer, at
+from tests.billing.schedule_docs import flat, model_entry, schedule, version
 
 D = Decimal
 HIT, MISS, OUT = TokenClass.CACHE_HIT_INPUT, TokenClass.CACHE_MISS_INPUT, TokenClass.OUTPUT
@@ -185,3 +189,26 @@ def test_the_command_states_inputs_costs_and_margins(cli_database: str) -> None:
     assert "cache_hit_tokens_per_s.device: must be above 0, not 0" in bad.output
     typo = runner.invoke(cli.app, ["billing", "serving-cost", "--hit-tps", "gpu=5"])
     assert typo.exit_code == 1 and "cache_hit_tokens_per_s: 'gpu=5' is not TIER=NUMBER" in typo.output
+
+
+def test_an_accounts_schedule_prices_the_margins(session: Session) -> None:
+    prices = {"cache_hit_input": flat("0.002"), "cache_miss_input": flat("0.5"), "output": flat("0.6")}
+    load_schedule(
+        session, parse_schedule(schedule("cheap", version("v1", "2026-01-01", [model_entry("m", prices)])))
+    )
+    customer = add_customer(session, "cheapskate")
+    assign_schedule(session, customer.account_id, "cheap", at("2026-01-01 00:00"))
+    report = serving_cost_report(
+        session, FIGURES, {}, account_id=customer.account_id, model="m", at=at("2026-03-01 00:00")
+    )
+    assert (report.price_version, report.priced_by, report.overridden) == ("cheap@v1", "m", ())
+    short = {r.token_class: (r.margin, r.margin_share) for r in report.margins if r.context_tier == "short"}
+    assert short == {
+        HIT: (D("-0.001222"), D("-0.6111")),  # 0.002 - 0.0032222... = -0.0012222...; / 0.002
+        MISS: (D("0.388889"), D("0.7778")),  # 0.5 - 1/9 = 0.38888...; / 0.5
+        OUT: (D("-0.094444"), D("-0.1574")),  # 0.6 - 25/36 = -0.094444...; / 0.6 = -0.157407
+    }
+    with pytest.raises(UnpricedModelError):
+        serving_cost_report(
+            session, FIGURES, {}, account_id=customer.account_id, model="other", at=at("2026-03-01 00:00")
+        )
