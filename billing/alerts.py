@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.credits.balance import CreditBalance
-from billing.money import decimal_string
+from billing.limits.spend_limits import LimitState
+from billing.money import EXACT, decimal_string
 from billing.sql import insert_ignoring_conflicts
 from hybatch import webhooks
 from hybatch.ids import new_id
@@ -22,6 +23,7 @@ from hybatch.models import BillingAlert, utc_now
 
 CREDITS_LOW = "credits.low_balance"
 CREDITS_DEPLETED = "credits.depleted"
+SOFT_LIMIT_REACHED = "spend_limit.soft_reached"
 
 
 def record_alert(
@@ -69,6 +71,36 @@ def check_credit_alerts(session: Session, after: CreditBalance, low_balance: Dec
     ):
         kinds.append(CREDITS_DEPLETED)
     return kinds
+
+
+def check_soft_limits(
+    session: Session, account_id: str, states: list[LimitState], pending: Decimal
+) -> list[str]:
+    """Alert each soft limit that this month's spend plus ``pending`` (the request being recorded,
+    major units) reaches; once per limit and month. Returns the scopes newly alerted."""
+    alerted = []
+    for state in states:
+        if state.soft is None:
+            continue
+        spent = EXACT.add(state.spent, pending)
+        if spent < state.soft:
+            continue
+        message = (
+            f"The monthly soft spend limit of {state.label} is reached: {decimal_string(state.soft)} "
+            f"{state.currency}, {decimal_string(spent)} {state.currency} spent in {state.period}."
+        )
+        data = {
+            "scope": state.scope,
+            "period": str(state.period),
+            "soft_limit": decimal_string(state.soft),
+            "spent": decimal_string(spent),
+            "currency": state.currency,
+        }
+        if record_alert(
+            session, account_id, SOFT_LIMIT_REACHED, f"{state.period}:{state.scope}", message, data
+        ):
+            alerted.append(state.scope)
+    return alerted
 
 
 def recent_alerts(session: Session, account_id: str, limit: int = 20) -> list[BillingAlert]:

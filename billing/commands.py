@@ -1,5 +1,5 @@
-"""The ``hybatch billing ...`` and ``hybatch credits ...`` commands as plain functions (the CLI
-imports only this module).
+"""The ``hybatch billing ...``, ``hybatch credits ...`` and ``hybatch limits ...`` commands as plain
+functions (the CLI imports only this module).
 
 Each opens its own unit of work from the settings, does one thing and returns what to print;
 failures are ``HybatchError``s carrying a message for the operator.
@@ -18,8 +18,10 @@ from billing.credits.balance import credit_balance
 from billing.credits.grants import grant_credits
 from billing.invoicing import exports
 from billing.invoicing.close_schedule import close_previous_month
+from billing.invoicing.credit_notes import CreditRequest, issue_credit_note
 from billing.invoicing.invoices import close_period, list_invoices
-from billing.money import decimal_string, minor_to_decimal
+from billing.limits.spend_limits import ACCOUNT_SCOPE, limit_states, set_limit
+from billing.money import MINOR_UNIT_EXPONENTS, decimal_string, minor_to_decimal, places
 from billing.periods import Period
 from billing.pricing import schedule_store
 from billing.pricing.schedule_parser import read_schedule_file
@@ -28,7 +30,7 @@ from billing.usage.buckets import account_currency
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import InvalidRequestError
-from hybatch.models import Account
+from hybatch.models import Account, ApiKey, Invoice
 from hybatch.settings import Settings
 
 
@@ -158,17 +160,51 @@ def list_schedules(settings: Settings) -> list[str]:
 
 
 def stripe_push(settings: Settings, period_text: str | None) -> list[str]:
-    """Push the invoices not yet in Stripe (of one period when given)."""
-    from billing.payments.stripe_sync import push_open_invoices, stripe_client
+    """Push the invoices not yet in Stripe (of one period when given), then the credit notes."""
+    from billing.payments.stripe_sync import push_open_credit_notes, push_open_invoices, stripe_client
     from billing.settings import get_billing_settings
 
     client = stripe_client(get_billing_settings())
     period = Period.parse(period_text) if period_text else None
-    results = push_open_invoices(_session_factory(settings), client, period)
-    return [
+    session_factory = _session_factory(settings)
+    results = push_open_invoices(session_factory, client, period)
+    out = [
         f"{r.invoice_id}: " + (f"finalized as {r.stripe_invoice_id}" if r.finalized else "nothing to push")
         for r in results
     ] or ["no invoices to push"]
+    for note_id, stripe_id in push_open_credit_notes(session_factory, client):
+        out.append(
+            f"{note_id}: "
+            + (f"Stripe credit note {stripe_id}" if stripe_id else "its invoice is not in Stripe yet")
+        )
+    return out
+
+
+def credit_note(settings: Settings, invoice_id: str, reason: str, line_specs: list[str]) -> list[str]:
+    """Issue a credit note on an invoice: each of ``line_specs`` is ``N`` (all that invoice line has
+    left) or ``N:AMOUNT`` (major units, e.g. ``3:1.50``)."""
+    with unit_of_work(_session_factory(settings)) as session:
+        invoice = session.get(Invoice, invoice_id)
+        currency = invoice.currency if invoice is not None else "usd"
+        requests = [_credit_request(spec, currency) for spec in line_specs]
+        note = issue_credit_note(session, None, invoice_id, reason=reason, credits=requests)
+        total = minor_to_decimal(note.total_minor, note.currency)
+        return [f"issued credit note {note.id} (no. {note.number}) on {invoice_id}: {total} {note.currency}"]
+
+
+def _credit_request(spec: str, currency: str) -> CreditRequest:
+    number_text, _, amount_text = spec.partition(":")
+    try:
+        number = int(number_text)
+        amount = None if not amount_text else Decimal(amount_text)
+    except (ValueError, InvalidOperation) as error:
+        raise InvalidRequestError(f"--line {spec!r} is not N or N:AMOUNT", param="line") from error
+    if amount is None:
+        return CreditRequest(number)
+    exponent = MINOR_UNIT_EXPONENTS[currency]
+    if places(amount) > exponent:
+        raise InvalidRequestError(f"--line {spec!r}: more places than a {currency} minor unit", param="line")
+    return CreditRequest(number, int(amount.scaleb(exponent)))
 
 
 def _moment(text: str) -> datetime:
@@ -286,5 +322,73 @@ def balance(settings: Settings, account_name: str) -> list[str]:
             f"  {grant_state.grant_id}  granted {decimal_string(grant_state.amount)}  drawn "
             f"{decimal_string(grant_state.drawn)}  left {decimal_string(grant_state.remaining)}  "
             f"priority {grant_state.priority}  expires {expiry}{status}"
+        )
+    return out
+
+
+def _optional_amount(text: str | None, option: str) -> Decimal | None:
+    if text is None or text.lower() == "none":
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation as error:
+        raise InvalidRequestError(f"{option} {text!r} is not a decimal number", param=option) from error
+
+
+def set_limits(
+    settings: Settings,
+    account_name: str,
+    key_prefix: str | None,
+    soft_text: str | None,
+    hard_text: str | None,
+) -> list[str]:
+    """Set the monthly soft and hard spend limits of the account, or of one of its keys (by the
+    key's visible prefix); ``none`` for both removes them."""
+    with unit_of_work(_session_factory(settings)) as session:
+        account = accounts.get_account(session, account_name)
+        api_key_id = None
+        if key_prefix is not None:
+            key = session.scalar(
+                sa.select(ApiKey).where(
+                    ApiKey.account_id == account.id, ApiKey.prefix == key_prefix.removesuffix("...")
+                )
+            )
+            if key is None:
+                raise InvalidRequestError(f"{account_name} has no API key {key_prefix}", param="key")
+            api_key_id = key.id
+        soft, hard = _optional_amount(soft_text, "--soft"), _optional_amount(hard_text, "--hard")
+        currency = account_currency(session, account.id, datetime.now(UTC))
+        set_limit(session, account.id, api_key_id=api_key_id, soft=soft, hard=hard, currency=currency)
+    scope = f"key {key_prefix}" if key_prefix else account_name
+    if soft is None and hard is None:
+        return [f"removed the spend limits of {scope}"]
+    shown = ", ".join(
+        f"{name} {decimal_string(value)} {currency}"
+        for name, value in (("soft", soft), ("hard", hard))
+        if value
+    )
+    return [f"monthly spend limits of {scope}: {shown}"]
+
+
+def show_limits(settings: Settings, account_name: str) -> list[str]:
+    """Every spend limit of the account with this month's spend and holds."""
+    with _session_factory(settings)() as session:
+        account = accounts.get_account(session, account_name)
+        states = limit_states(session, account.id, None)
+        prefixes = dict(
+            session.execute(sa.select(ApiKey.id, ApiKey.prefix).where(ApiKey.account_id == account.id)).all()
+        )
+    if not states:
+        return [f"{account_name} has no spend limits"]
+    out = []
+    for state in states:
+        scope = (
+            account_name if state.scope == ACCOUNT_SCOPE else f"key {prefixes.get(state.scope, state.scope)}"
+        )
+        soft = "-" if state.soft is None else decimal_string(state.soft)
+        hard = "-" if state.hard is None else decimal_string(state.hard)
+        out.append(
+            f"{scope}: soft {soft}  hard {hard} {state.currency}  spent in {state.period} "
+            f"{decimal_string(state.spent)}  held {decimal_string(state.held)}"
         )
     return out

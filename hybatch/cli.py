@@ -39,6 +39,7 @@ billing_app = typer.Typer(
 )
 schedules_app = typer.Typer(no_args_is_help=True, help="Price schedules: load versions, assign to accounts.")
 credits_app = typer.Typer(no_args_is_help=True, help="Prepaid credit: grants per account and the balance.")
+limits_app = typer.Typer(no_args_is_help=True, help="Monthly spend limits per account and per API key.")
 bench_app = typer.Typer(
     no_args_is_help=True,
     help="Benchmarks, each against a peer measured in the same run; `hybatch bench NAME --help` for options.",
@@ -50,6 +51,7 @@ app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(billing_app, name="billing")
 billing_app.add_typer(schedules_app, name="schedules")
 app.add_typer(credits_app, name="credits")
+app.add_typer(limits_app, name="limits")
 app.add_typer(bench_app, name="bench")
 
 CELERY_APP_MODULE = "worker.celery_app"
@@ -365,6 +367,18 @@ def billing_serving_cost(
     _echo_lines(lambda: commands.serving_cost(Settings(), inputs, options, account, model))
 
 
+@billing_app.command("credit-note")
+def billing_credit_note(
+    invoice: Annotated[str, typer.Option(help="the invoice's id (inv_...)")],
+    reason: Annotated[str, typer.Option(help="why, as the customer will read it")],
+    line: Annotated[list[str], typer.Option(help="N (all that line has left) or N:AMOUNT; repeat")],
+) -> None:
+    """Correct an issued invoice with a credit note (invoices are never edited)."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.credit_note(Settings(), invoice, reason, line))
+
+
 @billing_app.command("stripe-push")
 def billing_stripe_push(
     period: Annotated[str | None, typer.Option(help="YYYY-MM; default: all")] = None,
@@ -417,6 +431,31 @@ def credits_grant(
     from billing import commands
 
     _echo_lines(lambda: commands.grant(Settings(), account, amount, expires, priority, currency))
+
+
+@limits_app.command("set")
+def limits_set(
+    account: Annotated[str, typer.Option(help="account name")],
+    soft: Annotated[
+        str | None, typer.Option(help="alert at this month's spend (major units); none: no soft")
+    ] = None,
+    hard: Annotated[
+        str | None, typer.Option(help="stop at this month's spend (major units); none: no hard")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="the limit of this API key (its prefix) instead")] = None,
+) -> None:
+    """Set monthly spend limits: soft raises an alert, hard refuses new batches and stops admitting."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.set_limits(Settings(), account, key, soft, hard))
+
+
+@limits_app.command("show")
+def limits_show(account: Annotated[str, typer.Option(help="account name")]) -> None:
+    """Show the account's spend limits with this month's spend."""
+    from billing import commands
+
+    _echo_lines(lambda: commands.show_limits(Settings(), account))
 
 
 @credits_app.command("balance")

@@ -612,3 +612,51 @@ class BillingAlert(Base):
     dedupe_key: Mapped[str] = mapped_column(sa.String(130))
     message: Mapped[str] = mapped_column(sa.String(500))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class SpendLimit(Base):
+    """Monthly soft and hard spend limits of an account (``scope`` "account") or one of its API
+    keys (``scope`` = the key's id), in the account's currency, major units (billing.limits)."""
+
+    __tablename__ = "spend_limits"
+    __table_args__ = (sa.UniqueConstraint("account_id", "scope"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    scope: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    soft: Mapped[Decimal | None] = mapped_column(DecimalText())
+    hard: Mapped[Decimal | None] = mapped_column(DecimalText())
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class CreditNote(Base):
+    """A correction of an issued invoice: money given back on some of its lines, with a reason.
+    Never edited (migration 0014); an invoice's credit notes never give back more than it charged."""
+
+    __tablename__ = "credit_notes"
+    __table_args__ = (sa.UniqueConstraint("invoice_id", "number"),)
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)  # cn_...
+    invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id"), index=True)
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
+    number: Mapped[int]  # 1-based per invoice
+    reason: Mapped[str] = mapped_column(sa.String(500))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    total_minor: Mapped[int] = mapped_column(sa.BigInteger)  # = sum of its lines' amount_minor, > 0
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    stripe_credit_note_id: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+
+
+class CreditNoteLine(Base):
+    """What a credit note gives back of one invoice line, in minor units (billed money is whole)."""
+
+    __tablename__ = "credit_note_lines"
+    __table_args__ = (sa.UniqueConstraint("credit_note_id", "line_number"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    credit_note_id: Mapped[str] = mapped_column(sa.ForeignKey("credit_notes.id"), index=True)
+    line_number: Mapped[int]  # 1-based within the credit note
+    invoice_line_number: Mapped[int]  # the invoice line it corrects
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)  # > 0

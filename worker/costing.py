@@ -6,9 +6,11 @@ may start, both by a request's worst-case cost (every prompt token a cache miss 
 of output): a batch's ``metadata.max_cost`` (the recorded cost plus the worst case of every request
 in flight stays within it) and, for a prepaid account, its credit (the worst case is held against
 the balance, ``billing.credits.holds``; the real cost is drawn when the request is recorded, in the
-same transaction). Every request that fits is admitted, in the batch's order; one that does not
-waits for the running ones to settle and is tried again; those that still do not fit once nothing
-runs end as ``skipped_budget`` or ``insufficient_credits`` error lines (no usage, not billed).
+same transaction); and the hard monthly spend limits of the account and the batch's key (the same
+holds count against them, ``billing.limits``). Every request that fits is admitted, in the batch's
+order; one that does not waits for the running ones to settle and is tried again; those that still
+do not fit once nothing runs end as ``skipped_budget``, ``insufficient_credits`` or
+``spend_limit_reached`` error lines (no usage, not billed).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from billing.alerts import check_credit_alerts
+from billing.alerts import check_credit_alerts, check_soft_limits
 from billing.credits.balance import is_prepaid
 from billing.credits.drawdown import draw_credits
 from billing.credits.holds import INSUFFICIENT_CREDITS, hold_credit, release_hold
+from billing.limits.spend_limits import SPEND_LIMIT_REACHED, limit_states, limits_in_force
 from billing.pricing.budget_cap import SKIPPED_BUDGET, parse_max_cost, should_skip, worst_case_cost
 from billing.pricing.request_cost import X_BILLING, RequestCost, batch_cost_so_far, price_request
 from billing.pricing.schedule_store import price_book
@@ -35,7 +38,7 @@ from hybatch.result_lines import TokenUsage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INSUFFICIENT_CREDITS", "SKIPPED_BUDGET", "X_BILLING", "BatchCosting"]
+__all__ = ["INSUFFICIENT_CREDITS", "SKIPPED_BUDGET", "SPEND_LIMIT_REACHED", "X_BILLING", "BatchCosting"]
 
 
 @dataclass
@@ -44,6 +47,8 @@ class BatchCosting:
     batch: Batch
     max_cost: Decimal | None
     is_prepaid: bool
+    has_limits: bool  # soft or hard spend limits apply (of the account or the batch's key)
+    has_hard_limit: bool
     low_balance: Decimal  # credit alerts at or below this balance, major units
     spent: Decimal = Decimal(0)
     in_flight: dict[str, Decimal] = field(default_factory=dict)  # custom_id -> worst case
@@ -56,7 +61,14 @@ class BatchCosting:
         max_cost = parse_max_cost(batch.metadata_)
         spent = batch_cost_so_far(session, batch.id).amount
         prepaid = is_prepaid(session, batch.account_id)
-        return cls(session, batch, max_cost, prepaid, get_billing_settings().credit_low_balance, spent)
+        has_limits, has_hard = limits_in_force(session, batch.account_id, batch.api_key_id)
+        low_balance = get_billing_settings().credit_low_balance
+        return cls(session, batch, max_cost, prepaid, has_limits, has_hard, low_balance, spent)
+
+    @property
+    def holds(self) -> bool:
+        """Admission holds worst cases in the database (credit or a hard limit is in force)."""
+        return self.is_prepaid or self.has_hard_limit
 
     def admit(self, requests: list[BatchRequest]) -> tuple[list[BatchRequest], list[BatchRequest]]:
         """Splits ``requests`` (in order) into those that may start now and those that must wait.
@@ -67,7 +79,7 @@ class BatchCosting:
         ones to settle (their real cost is usually below the worst case) and are offered again.
         On a prepaid account the admitted requests' holds are committed here.
         """
-        if self.max_cost is None and not self.is_prepaid:
+        if self.max_cost is None and not self.holds:
             return list(requests), []
         version = price_book(self.session, self.batch.account_id).at(utc_now())
         fits_cap: list[tuple[BatchRequest, Decimal]] = []
@@ -80,31 +92,37 @@ class BatchCosting:
             in_flight += worst
             fits_cap.append((request, worst))
         held = {request.custom_id for request, _ in fits_cap}
-        if self.is_prepaid and fits_cap:
-            held = hold_credit(
+        refused: dict[str, str] = {}
+        if self.holds and fits_cap:
+            result = hold_credit(
                 self.session,
                 account_id=self.batch.account_id,
                 batch_id=self.batch.id,
+                api_key_id=self.batch.api_key_id,
                 candidates=[(request.custom_id, worst) for request, worst in fits_cap],
             )
             self.session.commit()  # ends the account lock; a hold alone is harmless if the lease is lost
+            held, refused = set(result.held), result.refused
         for request, worst in fits_cap:
             if request.custom_id in held:
                 self.in_flight[request.custom_id] = worst
                 self.refused.pop(request.custom_id, None)
             else:
-                self.refused[request.custom_id] = INSUFFICIENT_CREDITS
+                self.refused[request.custom_id] = refused[request.custom_id]
         admitted = [request for request in requests if request.custom_id in self.in_flight]
         waiting = [request for request in requests if request.custom_id not in self.in_flight]
         return admitted, waiting
 
     def refusal(self, request: BatchRequest) -> tuple[str, str]:
         """The error code and message of a request that never fitted."""
-        if self.refused.get(request.custom_id) == INSUFFICIENT_CREDITS:
+        reason = self.refused.get(request.custom_id)
+        if reason == INSUFFICIENT_CREDITS:
             return (
                 INSUFFICIENT_CREDITS,
                 "Skipped: its worst-case cost is more than the account's credit balance.",
             )
+        if reason == SPEND_LIMIT_REACHED:
+            return SPEND_LIMIT_REACHED, "Skipped: its worst-case cost could pass a monthly hard spend limit."
         return SKIPPED_BUDGET, f"Skipped: running it could pass the batch's max_cost of {self.max_cost}."
 
     def _worst_case(self, version, request: BatchRequest) -> Decimal:
@@ -129,10 +147,16 @@ class BatchCosting:
             )
         except HybatchError as error:
             log.warning("batch %s: request %s is not priced: %s", self.batch.id, request.custom_id, error)
-            if self.is_prepaid:
+            if self.holds:
                 release_hold(self.session, self.batch.id, request.custom_id)
             return None
         self.spent += cost.amount
+        if self.has_limits:
+            states = limit_states(self.session, self.batch.account_id, self.batch.api_key_id)
+            same_currency = [state for state in states if state.currency == cost.currency]
+            check_soft_limits(self.session, self.batch.account_id, same_currency, cost.amount)
+        if self.has_hard_limit and not self.is_prepaid:
+            release_hold(self.session, self.batch.id, request.custom_id)  # its cost is now spent
         if self.is_prepaid:
             drawdown = draw_credits(
                 self.session,
@@ -149,5 +173,5 @@ class BatchCosting:
     def settle(self, request: BatchRequest) -> None:
         """A request that ended without output (an error line) costs nothing."""
         self.in_flight.pop(request.custom_id, None)
-        if self.is_prepaid:
+        if self.holds:
             release_hold(self.session, self.batch.id, request.custom_id)

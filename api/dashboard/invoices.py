@@ -15,6 +15,7 @@ from api.downloads import ExportFormat, export_download
 from billing.alerts import recent_alerts
 from billing.credits.balance import credit_balance
 from billing.invoicing import invoices
+from billing.invoicing.credit_notes import credit_notes_of
 from billing.invoicing.line_labels import line_labels
 from billing.invoicing.upcoming import upcoming_invoices
 from billing.periods import Period
@@ -86,6 +87,7 @@ def invoice_page(
         invoice = invoices.get_invoice(db, viewer.account_id, invoice_id)
         lines = invoices.invoice_lines(db, invoice.id)
         credit = invoices.invoice_credit(db, invoice.id)
+        notes = credit_notes_of(db, invoice.id)
         versions = schedule_versions(db, {line.price_version for line in lines})
         closed_months = _closed_months(db)
     return render(
@@ -95,6 +97,7 @@ def invoice_page(
         active="invoices",
         invoice=invoice,
         credit=credit,
+        credit_notes=notes,
         lines=lines,
         labels=line_labels(versions, lines),
         closed_months=closed_months,

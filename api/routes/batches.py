@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import CurrentCaller, EnqueueDep, SessionsDep, SettingsDep, StorageDep
 from api.openapi import error_responses
 from api.schemas import BatchCreate, BatchObject, ListPage
+from billing.limits.spend_limits import check_batch_creation
 from hybatch import batches, files, quotas
 from hybatch.errors import InvalidRequestError
 from hybatch.models import BatchEndpoint
@@ -36,6 +37,7 @@ def create_batch(
             code="invalid_value",
         )
     with sessions() as session:
+        check_batch_creation(session, caller.account_id, caller.api_key_id)  # hard spend limits
         limit = quotas.token_limit(
             session, caller.account_id, settings.model_name, settings.enqueued_token_limit
         )

@@ -14,6 +14,8 @@ from api.downloads import export_download
 from api.openapi import error_responses
 from billing.credits.balance import credit_balance
 from billing.invoicing import invoices
+from billing.invoicing.credit_notes import credit_notes_of
+from billing.limits.spend_limits import ACCOUNT_SCOPE, limit_states
 from billing.money import decimal_string, minor_to_decimal
 from billing.payments import stripe_sync
 from billing.pricing import cost_estimate
@@ -119,6 +121,32 @@ def credits(caller: CurrentCaller, sessions: SessionsDep) -> dict[str, Any]:
     }
 
 
+@router.get("/limits", responses=error_responses(401))
+def spend_limits(caller: CurrentCaller, sessions: SessionsDep) -> dict[str, Any]:
+    """The monthly spend limits that apply to the caller's key (the account's and the key's own),
+    with this month's spend and what running requests hold."""
+    with sessions() as session:
+        states = limit_states(session, caller.account_id, caller.api_key_id)
+    return {
+        "object": "list",
+        "data": [
+            {
+                "object": "billing.spend_limit",
+                "scope": "account" if state.scope == ACCOUNT_SCOPE else "api_key",
+                "api_key_id": None if state.scope == ACCOUNT_SCOPE else state.scope,
+                "period": str(state.period),
+                "currency": state.currency,
+                "soft": None if state.soft is None else decimal_string(state.soft),
+                "hard": None if state.hard is None else decimal_string(state.hard),
+                "spent": decimal_string(state.spent),
+                "held": decimal_string(state.held),
+            }
+            for state in states
+        ],
+        "has_more": False,
+    }
+
+
 def _invoice_object(
     invoice: Invoice, lines: list[InvoiceLine] | None = None, credit: InvoiceCredit | None = None
 ) -> dict[str, Any]:
@@ -170,7 +198,24 @@ def retrieve_invoice(caller: CurrentCaller, sessions: SessionsDep, invoice_id: s
     with sessions() as session:
         invoice = invoices.get_invoice(session, caller.account_id, invoice_id)
         lines = invoices.invoice_lines(session, invoice.id)
-        return _invoice_object(invoice, lines, invoices.invoice_credit(session, invoice.id))
+        body = _invoice_object(invoice, lines, invoices.invoice_credit(session, invoice.id))
+        body["credit_notes"] = [
+            {
+                "id": note.id,
+                "object": "billing.credit_note",
+                "number": note.number,
+                "reason": note.reason,
+                "currency": note.currency,
+                "total_minor": note.total_minor,
+                "created_at": int(note.created_at.timestamp()),
+                "lines": [
+                    {"invoice_line_number": line.invoice_line_number, "amount_minor": line.amount_minor}
+                    for line in note_lines
+                ],
+            }
+            for note, note_lines in credit_notes_of(session, invoice.id)
+        ]
+        return body
 
 
 @router.get(

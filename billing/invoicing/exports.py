@@ -1,7 +1,8 @@
 """Billing exports of a closed period: one row per invoice line and one per priced request piece.
 
-Both kinds share one table (``row_type`` = ``line``, ``credit`` (prepaid credit deducted, negative)
-or ``request``), so a single CSV opens in a
+Both kinds share one table (``row_type`` = ``line``, ``credit`` (prepaid credit deducted, negative),
+``credit_note`` (a correction of a line, negative, with its ``credit_note_id``) or ``request``), so a
+single CSV opens in a
 spreadsheet and filters either way; a request row names its invoice line (``line_number``).
 Request rows are re-rated from the ledger exactly as the close rated them (schedule versions
 are immutable and never start inside a closed period) and checked against the stored lines:
@@ -24,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from billing.invoicing.credit_notes import credit_notes_of
 from billing.invoicing.draft import rate_invoice_usage
 from billing.invoicing.invoices import invoice_credit, invoice_lines, list_invoices
 from billing.money import add, decimal_string, minor_to_decimal, round_to_minor
@@ -67,6 +69,7 @@ COLUMNS = (
     "amount_minor",
     "billed_amount",
     "currency",
+    "credit_note_id",
 )
 _TEXT_COLUMNS = {"account", "key_prefix", "batch_id", "custom_id", "model"}
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -122,6 +125,7 @@ def export_rows(
         summary += [_line_row(invoice, line, names) for line in lines]
         if credit is not None:
             summary.append(_credit_row(invoice, credit, names))
+        summary += _credit_note_rows(session, invoice, names)
         detail += _request_rows(session, invoice, lines, names)
     return summary, detail
 
@@ -183,6 +187,33 @@ def _credit_row(invoice: Invoice, credit: InvoiceCredit, names: dict[str, str]) 
         "billed_amount": str(minor_to_decimal(-credit.amount_minor, credit.currency)),
         "currency": credit.currency,
     }
+
+
+def _credit_note_rows(session: Session, invoice: Invoice, names: dict[str, str]) -> list[dict[str, Any]]:
+    """One negative row per credit note line (``row_type`` = ``credit_note``), naming the invoice line
+    it corrects; raises ExportIntegrityError for a note whose lines do not add up to its total."""
+    rows = []
+    for note, lines in credit_notes_of(session, invoice.id):
+        if sum(line.amount_minor for line in lines) != note.total_minor:
+            raise ExportIntegrityError(f"credit note {note.id}: its lines do not add up to its total")
+        for line in lines:
+            rows.append(
+                {
+                    "row_type": "credit_note",
+                    "period": invoice.period,
+                    "invoice_id": invoice.id,
+                    "invoice_status": invoice.status.value,
+                    "account": names.get(invoice.account_id, invoice.account_id),
+                    "line_number": line.invoice_line_number,
+                    "date": note.created_at.date().isoformat(),
+                    "amount": decimal_string(-minor_to_decimal(line.amount_minor, note.currency)),
+                    "amount_minor": -line.amount_minor,
+                    "billed_amount": str(minor_to_decimal(-line.amount_minor, note.currency)),
+                    "currency": note.currency,
+                    "credit_note_id": note.id,
+                }
+            )
+    return rows
 
 
 def _request_rows(

@@ -1,4 +1,4 @@
-"""Stripe: push finalized invoices (customer, invoice items, finalize) and apply webhook events.
+"""Stripe: push finalized invoices (customer, invoice items, finalize) and credit notes, apply webhook events.
 
 The only module that imports ``stripe``. Every Stripe write carries a deterministic idempotency
 key built from our ids, so a retry after a crash or a lost response gets the object Stripe
@@ -6,7 +6,7 @@ already made instead of a second one::
 
     hybatch-customer-{account_id}            hybatch-invoice-{invoice_id}
     hybatch-invoice-item-{invoice_id}-{line_number}     hybatch-finalize-{invoice_id}
-    hybatch-invoice-credit-{invoice_id}
+    hybatch-invoice-credit-{invoice_id}                 hybatch-credit-note-{credit_note_id}
 
 ``push_invoice`` commits after recording each Stripe object, so a crash never forgets an object
 that exists. Webhook events are verified with ``stripe.Webhook.construct_event`` and handled once
@@ -31,6 +31,8 @@ from hybatch.db import unit_of_work
 from hybatch.errors import ConflictError, InvalidRequestError, ServiceUnavailableError
 from hybatch.models import (
     Account,
+    CreditNote,
+    CreditNoteLine,
     Invoice,
     InvoiceStatus,
     StripeCustomer,
@@ -216,6 +218,71 @@ def push_open_invoices(
     for invoice_id in invoice_ids:
         with unit_of_work(session_factory) as session:
             results.append(push_invoice(session, client, invoice_id))
+    return results
+
+
+def push_credit_note(session: Session, client: stripe.StripeClient, credit_note_id: str) -> str | None:
+    """Mirror one credit note as a Stripe credit note on its Stripe invoice; safe to repeat.
+
+    One custom line per credit note line (amount = its ``amount_minor``), the reason as the memo,
+    idempotency key ``hybatch-credit-note-{id}``; commits once Stripe's id is recorded. Returns that
+    id, or None while the invoice is not finalized in Stripe yet (push the invoice first).
+    """
+    note = session.get(CreditNote, credit_note_id)
+    if note is None:
+        raise InvalidRequestError(f"no credit note {credit_note_id}", code="credit_note_not_found")
+    if note.stripe_credit_note_id is not None:
+        return note.stripe_credit_note_id
+    invoice = session.get(Invoice, note.invoice_id)
+    if invoice.stripe_invoice_id is None or invoice.stripe_finalized_at is None:
+        return None
+    lines = session.scalars(
+        sa.select(CreditNoteLine)
+        .where(CreditNoteLine.credit_note_id == note.id)
+        .order_by(CreditNoteLine.line_number)
+    ).all()
+    created = client.v1.credit_notes.create(
+        params={
+            "invoice": invoice.stripe_invoice_id,
+            "memo": note.reason,
+            "lines": [
+                {
+                    "type": "custom_line_item",
+                    "description": f"Correction of invoice line {line.invoice_line_number}",
+                    "quantity": 1,
+                    "unit_amount": line.amount_minor,
+                }
+                for line in lines
+            ],
+            "metadata": {"hybatch_credit_note_id": note.id, "hybatch_invoice_id": invoice.id},
+        },
+        options=_key("credit-note", note.id),
+    )
+    if created.total != note.total_minor:
+        raise StripeMismatchError(
+            f"Stripe credit note {created.id} totals {created.total}, {note.id} {note.total_minor}"
+        )
+    note.stripe_credit_note_id = created.id
+    session.commit()
+    return created.id
+
+
+def push_open_credit_notes(
+    session_factory: sessionmaker[Session], client: stripe.StripeClient
+) -> list[tuple[str, str | None]]:
+    """Push every credit note not yet in Stripe; (credit note id, Stripe id or None) for each."""
+    with session_factory() as session:
+        note_ids = list(
+            session.scalars(
+                sa.select(CreditNote.id)
+                .where(CreditNote.stripe_credit_note_id.is_(None))
+                .order_by(CreditNote.created_at, CreditNote.id)
+            )
+        )
+    results = []
+    for note_id in note_ids:
+        with unit_of_work(session_factory) as session:
+            results.append((note_id, push_credit_note(session, client, note_id)))
     return results
 
 

@@ -2,7 +2,7 @@
 
 It records every request (method, path, idempotency key, form params), honours idempotency
 keys the way Stripe does (the same key replays the first response, ``Idempotent-Replayed``),
-and answers customers, invoices, invoice items and finalize in Stripe's JSON shapes. Tests can
+and answers customers, invoices, invoice items, finalize and credit notes in Stripe's JSON shapes. Tests can
 make the next request to a path fail with ``fail_next(path, status)``.
 """
 
@@ -33,6 +33,7 @@ class FakeStripe:
     customers: dict[str, dict] = field(default_factory=dict)
     invoices: dict[str, dict] = field(default_factory=dict)
     items: dict[str, dict] = field(default_factory=dict)
+    credit_notes: dict[str, dict] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     _responses: dict[str, tuple[int, dict]] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: count(1))
@@ -141,11 +142,47 @@ class FakeStripe:
             total = sum(line["amount"] for line in invoice["lines"]["data"])
             invoice.update(status="open", subtotal=total, total=total, amount_due=total)
             return 200, invoice
+        if method == "POST" and parts == ["v1", "credit_notes"]:
+            invoice = self.invoices.get(params.get("invoice", ""))
+            if invoice is None or invoice["status"] == "draft":
+                return 400, _error("invalid_request_error", "a credit note needs a finalized invoice")
+            lines = _indexed(params, "lines")
+            total = sum(int(line["unit_amount"]) * int(line.get("quantity", "1")) for line in lines)
+            credited = sum(
+                note["total"] for note in self.credit_notes.values() if note["invoice"] == invoice["id"]
+            )
+            if total <= 0 or credited + total > invoice["total"]:
+                return 400, _error(
+                    "invalid_request_error", "The credit note's total is more than the invoice's"
+                )
+            note = {
+                "id": self._new_id("cn"),
+                "object": "credit_note",
+                "invoice": invoice["id"],
+                "currency": invoice["currency"],
+                "memo": params.get("memo"),
+                "total": total,
+                "lines": {"object": "list", "data": lines, "has_more": False},
+                "metadata": _metadata(params),
+                "livemode": False,
+            }
+            self.credit_notes[note["id"]] = note
+            return 200, note
         return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path})")
 
 
 def _metadata(params: dict[str, str]) -> dict[str, str]:
     return {key[len("metadata[") : -1]: value for key, value in params.items() if key.startswith("metadata[")}
+
+
+def _indexed(params: dict[str, str], name: str) -> list[dict[str, str]]:
+    """``lines[0][unit_amount]=5`` ... -> ``[{"unit_amount": "5", ...}, ...]`` (Stripe's form encoding)."""
+    rows: dict[int, dict[str, str]] = {}
+    for key, value in params.items():
+        if key.startswith(f"{name}["):
+            index, _, field_name = key[len(name) + 1 :].partition("][")
+            rows.setdefault(int(index), {})[field_name.rstrip("]")] = value
+    return [rows[index] for index in sorted(rows)]
 
 
 def _error(kind: str, message: str) -> dict:

@@ -155,16 +155,25 @@ def test_holds_admit_every_request_that_still_fits_in_order(session: Session) ->
         ("x5", D("0.01")),
     ]
     # 1.75: x1 (0.75 left), x2 does not fit, x3 (0.25 left), x4 (0 left), x5 does not fit.
-    held = hold_credit(
-        session, account_id=customer.account_id, batch_id=customer.batch_id, candidates=candidates
+    result = hold_credit(
+        session,
+        account_id=customer.account_id,
+        batch_id=customer.batch_id,
+        api_key_id=customer.api_key_id,
+        candidates=candidates,
     )
-    assert held == {"x1", "x3", "x4"}
+    assert result.held == {"x1", "x3", "x4"}
+    assert result.refused == {"x2": "insufficient_credits", "x5": "insufficient_credits"}
     assert credit_balance(session, customer.account_id).spendable == D("0")
     # Offered again (a shard taken over), a request replaces its own hold instead of adding one.
-    held = hold_credit(
-        session, account_id=customer.account_id, batch_id=customer.batch_id, candidates=[("x1", D("1"))]
+    result = hold_credit(
+        session,
+        account_id=customer.account_id,
+        batch_id=customer.batch_id,
+        api_key_id=customer.api_key_id,
+        candidates=[("x1", D("1"))],
     )
-    assert held == {"x1"} and credit_balance(session, customer.account_id).held == D("1.75")
+    assert result.held == {"x1"} and credit_balance(session, customer.account_id).held == D("1.75")
     release_hold(session, customer.batch_id, "x4")
     assert credit_balance(session, customer.account_id).spendable == D("0.25")
     batch.status = BatchStatus.CANCELLED  # holds of an ended batch stop counting

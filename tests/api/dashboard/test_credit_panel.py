@@ -16,7 +16,7 @@ from billing.credits.balance import credit_balance
 from billing.credits.grants import grant_credits
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
-from hybatch.models import CreditDraw, utc_now
+from hybatch.models import Batch, CreditDraw, utc_now
 from hybatch.settings import Settings
 
 
@@ -82,3 +82,31 @@ def _a_batch(session: Session, account_id: str) -> str:
     session.add(upload)
     session.flush()
     return add_batch(session, account_id, key_id, upload.id, model="tiny-test").id
+
+
+def test_an_invoice_page_lists_its_credit_notes(
+    sign_in: Callable[[str], TestClient], session_factory
+) -> None:
+    from billing.invoicing.credit_notes import CreditRequest, issue_credit_note
+    from billing.invoicing.invoices import close_period, list_invoices
+    from billing.periods import Period
+    from tests.billing.ledger import Customer, add_usage, at
+
+    with unit_of_work(session_factory) as session:
+        account = accounts.create_account(session, "fay")
+        secret = accounts.create_api_key(session, account.id).secret
+        batch_id = _a_batch(session, account.id)
+        key_id = session.get(Batch, batch_id).api_key_id
+        add_usage(
+            session, Customer(account.id, key_id, batch_id, "fay"), at("2026-03-05 10:00"), miss=200_000
+        )
+        close_period(session, Period(2026, 3), now=at("2026-04-01 02:00"))
+        (invoice,) = list_invoices(session, account.id)
+        note = issue_credit_note(
+            session, None, invoice.id, reason="Outage on 3 March", credits=[CreditRequest(1, 5)]
+        )
+        invoice_id, note_id = invoice.id, note.id
+    page = sign_in(secret).get(f"/dashboard/invoices/{invoice_id}").text
+    section = re.search(r'<section aria-labelledby="credit-notes-heading".*?</section>', page, re.S).group(0)
+    assert note_id in section and "Outage on 3 March" in section and "line 1: $0.05" in section
+    assert 'data-metric="credit_note_total" data-value="5"' in section
