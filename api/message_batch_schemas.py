@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
 
@@ -55,7 +56,7 @@ class MessageBatchObject(BaseModel):
         return cls(
             id=batch.id,
             processing_status=status,
-            request_counts=MessageBatchRequestCounts(**vars(counts)),
+            request_counts=MessageBatchRequestCounts(**asdict(counts)),
             ended_at=ended_at(batch),
             created_at=batch.created_at,
             expires_at=batch.expires_at,

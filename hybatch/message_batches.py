@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,6 +96,22 @@ def check_requests(
             f"The batch's requests are {len(content):,} bytes as JSONL; at most {MAX_BATCH_BYTES:,} are allowed.",
             code="request_too_large",
         )
+    problems = _envelope_problems(requests)
+    if problems:
+        raise _refusal(problems)
+    validated = validate_batch_input(
+        [content],
+        endpoint=BatchEndpoint.MESSAGES,
+        served_model=served_model,
+        tokenizer=tokenizer,
+        max_requests=MAX_REQUESTS,
+    )
+    if validated.errors:
+        raise _refusal([_request_problem(e.line, e.param, e.message) for e in validated.errors])
+    return sum(len(r.generation.prompt_token_ids) for r in validated.requests)
+
+
+def _envelope_problems(requests: Sequence[MessageRequest]) -> list[str]:
     problems: list[str] = []
     if not requests:
         problems.append("requests: at least one request is required.")
@@ -105,20 +122,13 @@ def check_requests(
             problems.append(
                 f"requests[{index}].custom_id: must be 1-64 characters of a-z, A-Z, 0-9, _ and -."
             )
-    if not problems:
-        validated = validate_batch_input(
-            [content],
-            endpoint=BatchEndpoint.MESSAGES,
-            served_model=served_model,
-            tokenizer=tokenizer,
-            max_requests=MAX_REQUESTS,
-        )
-        problems += [_request_problem(e.line, e.param, e.message) for e in validated.errors]
-    if problems:
-        more = len(problems) - _SHOWN_PROBLEMS
-        shown = "; ".join(problems[:_SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
-        raise InvalidRequestError(shown, code="invalid_request")
-    return sum(len(r.generation.prompt_token_ids) for r in validated.requests)
+    return problems
+
+
+def _refusal(problems: list[str]) -> InvalidRequestError:
+    more = len(problems) - _SHOWN_PROBLEMS
+    shown = "; ".join(problems[:_SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+    return InvalidRequestError(shown, code="invalid_request")
 
 
 def _request_problem(line: int | None, param: str | None, message: str) -> str:
@@ -228,7 +238,7 @@ def processing_status(batch: Batch) -> str:
     return "canceling" if batch.status is BatchStatus.CANCELLING else "in_progress"
 
 
-def ended_at(batch: Batch) -> Any:
+def ended_at(batch: Batch) -> datetime | None:
     return getattr(batch, _ENDED_AT[batch.status]) if batch.status in _ENDED_AT else None
 
 

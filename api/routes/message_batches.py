@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1/messages/batches", tags=["message batches"])
 DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 1000
 RESULTS_MEDIA_TYPE = "application/x-jsonl"
-jsonl_response = {
+JSONL_RESPONSE = {
     200: {
         "description": "One JSON result per line",
         "content": {RESULTS_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
@@ -149,7 +149,7 @@ def cancel_message_batch(
     "/{message_batch_id}/results",
     name="message_batch_results",
     response_class=StreamingResponse,
-    responses={**jsonl_response, **anthropic_error_responses(400, 401, 404)},
+    responses={**JSONL_RESPONSE, **anthropic_error_responses(400, 401, 404)},
 )
 def message_batch_results(
     caller: KeyCaller, sessions: SessionsDep, storage: StorageDep, message_batch_id: str
