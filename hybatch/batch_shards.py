@@ -122,22 +122,24 @@ def has_shards(session: Session, batch_id: str) -> bool:
 def last_runners(
     session: Session, affinity_keys: Sequence[str], lease_owners: Sequence[str]
 ) -> dict[str, str]:
-    """For each affinity key, the lease owner among ``lease_owners`` that most recently finished a
-    shard with that key (its cache most likely holds the prefix); keys never run there are absent."""
+    """For each affinity key, the lease owner among ``lease_owners`` running a shard with that key now,
+    else the one that most recently finished one: its cache most likely holds the prefix. Keys never
+    run there are absent."""
     if not affinity_keys or not lease_owners:
         return {}
     runners: dict[str, str] = {}
-    keys = sorted(set(affinity_keys))
+    keys, owners = sorted(set(affinity_keys)), list(lease_owners)
     for start in range(0, len(keys), 500):
-        rows = session.execute(
+        some_keys = BatchShard.affinity_key.in_(keys[start : start + 500])
+        running = sa.select(BatchShard.affinity_key, BatchShard.lease_owner).where(
+            some_keys, BatchShard.status == ShardStatus.RUNNING, BatchShard.lease_owner.in_(owners)
+        )
+        finished = (
             sa.select(BatchShard.affinity_key, BatchShard.done_by)
-            .where(
-                BatchShard.affinity_key.in_(keys[start : start + 500]),
-                BatchShard.done_by.in_(list(lease_owners)),
-                BatchShard.status == ShardStatus.DONE,
-            )
+            .where(some_keys, BatchShard.status == ShardStatus.DONE, BatchShard.done_by.in_(owners))
             .order_by(BatchShard.done_at.desc())
         )
-        for key, owner in rows:
-            runners.setdefault(key, owner)
+        for query in (running, finished):
+            for key, owner in session.execute(query):
+                runners.setdefault(key, owner)
     return runners

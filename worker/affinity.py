@@ -10,7 +10,7 @@ only the keys of those workers move.
 
 Continuation shards go to the shared queue: they spread a large subtree over the fleet (and the
 worker that ran the shard before one takes it directly when it can: ``worker.shard_job``). One
-batch's first shards are spread with bounded loads (``LOAD_BOUND``). When the picked worker is
+batch's first shards are spread with bounded loads (new prefixes evenly). When the picked worker is
 running a shard and another live worker is idle, the shard goes to the shared queue at once; when
 every worker is busy it waits in the picked worker's queue until a worker is idle and it has waited
 ``Settings.affinity_wait_s``; then the sweepers send it to the shared queue as well
@@ -67,12 +67,14 @@ class Route:
 
 SHARED = Route(worker=None)
 
-# One batch's first shards may load a worker up to this factor over an even share before they go to
-# its next choice (consistent hashing with bounded loads): a batch whose prefixes happen to hash
-# mostly to one worker must not leave the others idle. Generous, since every move is a likely cache
-# miss and the sweepers already hand a busy worker's waiting shards to an idle one (measured: 1.25
-# moved 1 of 8 prefixes of a later batch and cut its hits from 0.998 to 0.904 of the shared tokens).
-LOAD_BOUND = 1.5
+# Bounded loads (consistent hashing with bounded loads): in one batch a worker takes at most
+# ceil(bound x shards / workers) of the first shards; the rest go to their next choice. A prefix no
+# live worker has run is a miss wherever it goes, so new prefixes are spread evenly (bound 1): the
+# batch starts on every worker at once. A prefix a worker has run may load its holder up to half
+# again over an even share, since moving it is a likely miss and the sweepers hand a busy worker's
+# waiting shards to an idle one anyway.
+NEW_PREFIX_LOAD_BOUND = 1.0
+HELD_PREFIX_LOAD_BOUND = 1.5
 
 
 def route_head_shards(
@@ -83,22 +85,27 @@ def route_head_shards(
 ) -> list[Route]:
     """The routes of one batch's subtree-first shards, one per key, in order.
 
-    A key's first choice is the live worker that last finished a shard with that key
-    (``last_runners``: key -> lease owner), else its rendezvous pick. Each shard goes to the first
-    worker in that order that has fewer than ``ceil(LOAD_BOUND * len(keys) / len(workers))`` of
-    them; to the shared queue instead when that worker is running a shard while another is idle.
+    A key's first choice is the live worker that last ran a shard with that key (``last_runners``:
+    key -> lease owner), else its rendezvous pick. Each shard goes to the first worker in that order
+    under the key's load bound (``HELD_PREFIX_LOAD_BOUND`` for a key with a live runner, else
+    ``NEW_PREFIX_LOAD_BOUND``); to the shared queue instead when that worker is running a shard
+    while another is idle.
     """
     if not workers:
         return [SHARED] * len(keys)
     by_owner = {worker.lease_owner: worker for worker in workers}
-    cap = math.ceil(LOAD_BOUND * len(keys) / len(workers))
+    share = len(keys) / len(workers)
+    caps = {bound: math.ceil(bound * share) for bound in (NEW_PREFIX_LOAD_BOUND, HELD_PREFIX_LOAD_BOUND)}
     load = dict.fromkeys((worker.name for worker in workers), 0)
     someone_idle = any(worker.lease_owner not in busy_lease_owners for worker in workers)
     routes = []
     for key in keys:
         ranked = _ranked(key, workers)
         holder = by_owner.get((last_runners or {}).get(key, ""))
-        if holder is not None:
+        if holder is None:
+            cap = caps[NEW_PREFIX_LOAD_BOUND]
+        else:
+            cap = caps[HELD_PREFIX_LOAD_BOUND]
             ranked = [holder, *(worker for worker in ranked if worker != holder)]
         chosen = next(worker for worker in ranked if load[worker.name] < cap)
         if chosen.lease_owner in busy_lease_owners and someone_idle:

@@ -101,11 +101,12 @@ def test_last_runners_names_who_finished_a_prefix_last(session_factory: sessionm
         for shard_index, lease in [(0, first), (1, second), (2, first)]:
             assert take_shard(session, batch.id, shard_index, lease)
             assert finish_shard(session, batch.id, shard_index, lease)
-        assert take_shard(session, batch.id, 3, second)  # running, not done: not a runner yet
+        assert take_shard(session, batch.id, 3, second)  # running now: the prefix is there already
         owners = [first.owner, second.owner]
         assert batch_shards.last_runners(session, ["k1", "k2", "k3", "k4"], owners) == {
             "k1": second.owner,  # the later of the two
             "k2": first.owner,
+            "k3": second.owner,
         }
         assert batch_shards.last_runners(session, ["k1", "k2"], [first.owner]) == {
             "k1": first.owner,
