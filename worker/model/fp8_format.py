@@ -132,5 +132,6 @@ class FP8Modules:
     fmt: BlockFP8Format
     names: frozenset[str]
 
-    def format_for(self, name: str) -> BlockFP8Format | None:
-        return self.fmt if name in self.names else None
+    def formats_under(self, module: str) -> dict[str, BlockFP8Format]:
+        """The FP8 linears directly under ``module`` (``layers.3.attn`` -> ``{"qkv": fmt, ...}``)."""
+        return {name.rpartition(".")[2]: self.fmt for name in self.names if name.rpartition(".")[0] == module}

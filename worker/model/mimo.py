@@ -18,9 +18,6 @@ from worker.model.fp8_format import BlockFP8Format, FP8Modules
 from worker.model.layers import DenseMLP, MoEMLP, RMSNorm, RotaryEmbedding, apply_rotary
 from worker.model.linear import Linear
 
-# Our linears per layer, as FP8Modules names them: f"layers.{i}.{name}".
-LAYER_LINEARS = ("attn.qkv", "attn.o_proj", "mlp.gate_up", "mlp.down")
-
 
 def _param(*shape, dtype, device) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
@@ -93,11 +90,8 @@ class DecoderLayer(nn.Module):
     ):
         super().__init__()
 
-        def formats(module: str) -> dict[str, BlockFP8Format | None]:
-            names = [n for n in LAYER_LINEARS if n.startswith(module + ".")]
-            return {
-                n.split(".")[1]: fp8.format_for(f"layers.{layer_idx}.{n}") if fp8 else None for n in names
-            }
+        def formats(module: str) -> dict[str, BlockFP8Format]:
+            return fp8.formats_under(f"layers.{layer_idx}.{module}") if fp8 else {}
 
         self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         self.attn = Attention(config, layer_idx, dtype, device, formats("attn"))
