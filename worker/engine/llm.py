@@ -195,8 +195,9 @@ class LLM:
                         param,
                         prompt=text,
                         cache_salt=salt,
-                        retain_at=retain_at | boundaries[request_id],
+                        retain_at=retain_at,
                         wait_for=wait_for,
+                        message_boundaries=boundaries[request_id],
                     )
                 except (RequestError, ValueError) as exc:
                     yield _error_output(request_id, text, _name_request(request_id, exc))

@@ -89,12 +89,15 @@ class LLMEngine:
         cache_salt: str | None = None,
         retain_at: frozenset[int] = frozenset(),
         wait_for: tuple[str, int] | None = None,
+        message_boundaries: frozenset[int] = frozenset(),
     ) -> None:
         """Queues a request; raises ``RequestError`` (naming it) when it cannot run.
 
         ``retain_at`` are block-aligned positions where the prefix cache keeps a sliding window;
         ``wait_for = (request_id, n)`` holds this request back until that request has computed ``n``
-        tokens (it computes the prefix both share), so this one resumes from the cache.
+        tokens (it computes the prefix both share), so this one resumes from the cache;
+        ``message_boundaries`` are block-aligned ends of chat messages, where the cache keeps windows
+        it drops before the planned ones (they pay off only when a conversation branches there).
         """
         if request_id in self._seqs:
             raise RequestError(f"request {request_id}: duplicate request id")
@@ -113,6 +116,7 @@ class LLMEngine:
             arrival=self._arrivals,
             cache_salt=cache_salt,
             retain_at=frozenset(retain_at),
+            message_boundaries=frozenset(message_boundaries),
             generator=generator,
             stop_matcher=StopStringMatcher(params.stop)
             if params.stop and self.tokenizer is not None

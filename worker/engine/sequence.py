@@ -46,6 +46,7 @@ class Sequence:
     # Prefix-cache plan: block-aligned positions at which to retain a sliding window, and the
     # (sequence, token count) this one waits for because that sequence computes its shared prefix.
     retain_at: frozenset[int] = frozenset()
+    message_boundaries: frozenset[int] = frozenset()  # block-aligned ends of chat messages
     wait_for: tuple[Sequence, int] | None = None
 
     def __post_init__(self):

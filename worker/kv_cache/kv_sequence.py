@@ -24,6 +24,7 @@ class KVSequence(Protocol):
     swa_first_block: int
     block_hashes: list[bytes]  # chained hashes of the completed full blocks of token_ids
     retain_at: frozenset[int]  # block-aligned token positions where a window is planned
+    message_boundaries: frozenset[int]  # block-aligned ends of chat messages (windows kept there)
 
     @property
     def prompt_len(self) -> int: ...

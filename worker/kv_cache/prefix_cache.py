@@ -255,7 +255,7 @@ class PrefixCache:
             self._eviction.entered_device(parent)
             path.append(parent)
         retained = self.windows.retain_passed(seq, previous_computed, path)
-        self.stats.windows_retained += retained[WindowKind.PLANNED]
+        self.stats.windows_retained += retained[WindowKind.PLANNED] + retained[WindowKind.MESSAGE]
         self.stats.spare_windows_retained += retained[WindowKind.SPARE]
 
     # -- eviction ----------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ class Tier(Enum):
 class WindowKind(Enum):
     """Why an entry keeps a sliding-window window (``window_retention.py``); spare ones go first."""
 
-    PLANNED = "planned"  # prompt end, branch point, divergence, message boundary, every N tokens
+    PLANNED = "planned"  # prompt end, branch point, divergence, every N tokens
+    MESSAGE = "message"  # a chat message boundary: dropped after spare windows, before planned ones
     SPARE = "spare"  # left behind by a sequence's sliding window while the SWA pool has room
 
 

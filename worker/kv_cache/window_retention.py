@@ -5,29 +5,38 @@ last ``W - 1`` tokens, page-aligned). Two kinds (``WindowKind``):
 
 - *planned* windows, where a later prompt is expected to resume: the end of every prompt (its last
   full block), the branch points the planner found and the other points a sequence carries in
-  ``retain_at`` (where a prompt diverged from a cached path, chat message boundaries), and every
-  ``retain_every_tokens`` tokens if set;
+  ``retain_at`` (where a prompt diverged from a cached path), and every ``retain_every_tokens``
+  tokens if set;
+- *message* windows at a chat's message boundaries (``message_boundaries``): planned too, but they
+  pay off only where a conversation branches (a growing one resumes at its last prompt's end), so
+  they are dropped before the other planned ones;
 - *spare* windows (``opportunistic=True``): at every other block boundary a sequence passes. They
   cost one SWA block each, not a window's worth: the windows ending at consecutive boundaries share
   all but one block, and the blocks are the ones the sequence's window leaves behind as it slides,
   which would otherwise be freed. So with SWA memory to spare every block boundary hits, as in
   vLLM and SGLang.
 
-When the SWA pool runs short, spare windows are dropped first, least recently used first, and only
-then planned ones, least recently used first: under pressure the cache falls back to the planned
-windows, never below them. A dropped window's entry keeps its full component, so a later hit
+When the SWA pool runs short, spare windows are dropped first, message windows next and planned
+ones only once no other window is left: under pressure the cache falls back to the planned windows, never below them. Spare
+windows go by *level*, then least recently used first. Let a window's span ``S`` be its length
+(``ceil((W - 1) / B)`` blocks): windows ending at multiples of ``S`` tile a path without sharing a
+block, the others overlap them. Level 0 is a window ending off those multiples; level ``k + 1`` one
+ending at ``S * m`` with ``2^k`` the largest power of two dividing ``m``. Dropping level by level
+thins every cached path at once: first to one window per span (the same SWA memory, finer hits
+gone), then to one per 2, 4, 8 spans (each step halves the memory), so a prompt leaving a cached
+path anywhere still resumes within the current stride of that point, instead of LRU order emptying
+old paths whole while new ones keep a window at every block. A dropped window's entry keeps its full component, so a later hit
 resumes at the deepest window above it (counted as cut short). When an entry moves down a tier, a
 planned window goes with it; a spare one only if the tier has room for it without pushing anything
 out (``PrefixCache._demote``).
 
-The drop order is kept up to date instead of re-scanned: each kind's holders wait in a heap keyed
-``(last_access, depth)``, which the cache updates as windows are retained, attached, released and
+The drop order is kept up to date instead of re-scanned: the holders of each drop rank (a spare
+level, or planned) wait in a heap keyed ``(last_access, depth)``, which the cache updates as windows are retained, attached, released and
 their entries hit (``touched``), so dropping a window costs O(log n). The depth breaks ties exactly
 as the former scan did (a sort of the tree's pre-order traversal by ``last_access``, ties in
 traversal order): an access stamp goes to one new entry or to the entries of one hit path, so
 entries that share one lie on a single root path, where the traversal meets the shallower first.
-Among spare windows on one path the shallowest goes first, and that frees a block: the windows
-deeper down do not hold its first block. The heap is a ``NodeHeap`` (lazy deletion).
+The heaps are ``NodeHeap``s (lazy deletion).
 
 Holds block ids, never tensors; the cache holds one SWA-pool reference on every block of a window.
 """
@@ -42,6 +51,11 @@ from worker.kv_cache.kv_sequence import KVSequence
 from worker.kv_cache.node_heap import NodeHeap
 from worker.kv_cache.radix import Node, Tier, WindowKind
 
+PLANNED_RANK = 64  # above every spare level: planned windows are dropped last
+MESSAGE_RANK = PLANNED_RANK - 1
+# A window of one kind retained where one of a lower kind is becomes that kind.
+_KIND_ORDER = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 1, WindowKind.PLANNED: 2}
+
 
 class WindowRetention:
     def __init__(
@@ -51,8 +65,28 @@ class WindowRetention:
         self.retain_every_tokens = retain_every_tokens
         self.opportunistic = opportunistic
         self.needs_window = blocks.window > 0
-        # The entries holding a window, one heap per kind, in drop order.
-        self._holders = {kind: NodeHeap(tie_break=lambda node: node.depth) for kind in WindowKind}
+        # Blocks a window spans (``S``): windows ending at multiples of it share no block.
+        self.span_blocks = max(1, -(-(blocks.window - 1) // blocks.block_size)) if blocks.window else 1
+        # The entries holding a window, one heap per drop rank (``drop_rank``), lowest dropped first.
+        self._holders: dict[int, NodeHeap] = {}
+
+    def drop_rank(self, node: Node) -> int:
+        """Where ``node``'s window stands in the drop order: its spare level, ``MESSAGE_RANK`` or
+        ``PLANNED_RANK``."""
+        if node.window_kind is WindowKind.PLANNED:
+            return PLANNED_RANK
+        if node.window_kind is WindowKind.MESSAGE:
+            return MESSAGE_RANK
+        spans, rest = divmod(node.depth + 1, self.span_blocks)
+        if rest:
+            return 0
+        return min(1 + ((spans & -spans).bit_length() - 1), PLANNED_RANK - 1)
+
+    def _heap(self, rank: int) -> NodeHeap:
+        heap = self._holders.get(rank)
+        if heap is None:
+            heap = self._holders[rank] = NodeHeap(tie_break=lambda node: node.depth)
+        return heap
 
     def retain_passed(
         self, seq: KVSequence, previous_computed: int, path: list[Node]
@@ -67,11 +101,15 @@ class WindowRetention:
             return retained
         planned = self._retention_points(seq, previous_computed)
         lo, hi = previous_computed, seq.num_computed_tokens
+        messages = {p for p in seq.message_boundaries if lo < p <= hi and p > 0 and p % size == 0}
         spare = range((lo // size + 1) * size, hi + 1, size) if self.opportunistic else ()
-        for end_token in sorted(planned.union(spare)):
+        for end_token in sorted(planned.union(messages, spare)):
             depth = end_token // size - 1
             if depth < len(path) and path[depth].tier is Tier.DEVICE:
-                kind = WindowKind.PLANNED if end_token in planned else WindowKind.SPARE
+                if end_token in planned:
+                    kind = WindowKind.PLANNED
+                else:
+                    kind = WindowKind.MESSAGE if end_token in messages else WindowKind.SPARE
                 if self._retain(seq, path[depth], kind):
                     retained[kind] += 1
         return retained
@@ -90,9 +128,7 @@ class WindowRetention:
 
     def _retain(self, seq: KVSequence, node: Node, kind: WindowKind) -> bool:
         if node.window is not None:
-            if kind is WindowKind.PLANNED:
-                return self.plan(node)
-            return False
+            return self.plan(node, kind)
         first = self.blocks.first_live_swa_block(node.end_token)
         if first < seq.swa_first_block:
             return False  # the sequence no longer holds that window (cannot happen when called in time)
@@ -103,16 +139,17 @@ class WindowRetention:
         node.window_len = len(window)
         node.window_kind = kind
         node.window_dropped = False
-        self._holders[kind].push(node)
+        self._heap(self.drop_rank(node)).push(node)
         return True
 
-    def plan(self, node: Node) -> bool:
-        """Makes ``node``'s spare window (on the device) a planned one; True if it changed."""
-        if node.window is None or node.window_kind is WindowKind.PLANNED:
+    def plan(self, node: Node, kind: WindowKind = WindowKind.PLANNED) -> bool:
+        """Raises ``node``'s window (on the device) to ``kind`` if that ranks above its own (spare <
+        message < planned); True if it changed."""
+        if node.window is None or _KIND_ORDER[kind] <= _KIND_ORDER[node.window_kind]:
             return False
-        self._holders[WindowKind.SPARE].discard(node)
-        node.window_kind = WindowKind.PLANNED
-        self._holders[WindowKind.PLANNED].push(node)
+        self._heap(self.drop_rank(node)).discard(node)
+        node.window_kind = kind
+        self._heap(self.drop_rank(node)).push(node)
         return True
 
     def attach(self, node: Node, window: tuple[int, ...]) -> None:
@@ -125,19 +162,19 @@ class WindowRetention:
             node.window_kind = None
             return
         node.window_kind = node.window_kind or WindowKind.PLANNED  # an entry read back from disk
-        self._holders[node.window_kind].push(node)
+        self._heap(self.drop_rank(node)).push(node)
 
     def release(self, node: Node, keep_length: bool = False) -> None:
         """Returns ``node``'s window blocks to the SWA pool. ``keep_length`` keeps ``window_len`` and
         the kind: the window moves down a tier with its entry instead of being dropped."""
         for block in node.window or ():
             self.blocks.swa.release(block)
+        if node.window_kind is not None:
+            self._heap(self.drop_rank(node)).discard(node)
         node.window = None
         if not keep_length:
             node.window_len = 0
             node.window_kind = None
-        for holders in self._holders.values():
-            holders.discard(node)
 
     def drop(self, node: Node) -> None:
         """Drops ``node``'s window for good (under pressure): later hits resume above it."""
@@ -146,16 +183,17 @@ class WindowRetention:
 
     def touched(self, node: Node) -> None:
         """``node.last_access`` changed: a window holder moves to its new place in the drop order."""
-        for holders in self._holders.values():
-            holders.touched(node)
+        if node.window is not None:
+            self._heap(self.drop_rank(node)).touched(node)
 
     def drop_least_recent(self, swa_needed: int) -> int:
-        """Drops retained windows, spare ones first, each kind least recently used first, until
-        ``swa_needed`` SWA blocks are free or none is left; returns how many were dropped. A window a
-        running sequence shares frees no block, but is dropped all the same."""
+        """Drops retained windows, spare ones first by level, then message windows, planned ones
+        last, each rank least recently used first, until ``swa_needed`` SWA blocks are free or none is left; returns how
+        many were dropped. A window another window or a running sequence shares frees no block, but
+        is dropped all the same."""
         dropped = 0
-        for kind in (WindowKind.SPARE, WindowKind.PLANNED):
-            holders = self._holders[kind].least_recent()
+        for rank in sorted(self._holders):
+            holders = self._holders[rank].least_recent()
             try:
                 for node in holders:
                     if self.blocks.swa.num_free >= swa_needed:
@@ -174,8 +212,9 @@ class WindowRetention:
         each kind, the same keys, and holders that share an access stamp on one root path (so depth
         orders them as the tree's traversal does)."""
         holders = [node for node in nodes if node.window]
-        for kind, heap in self._holders.items():
-            heap.check_integrity([n for n in holders if n.window_kind is kind], f"{kind.value} drop order")
+        for rank in {self.drop_rank(n) for n in holders} | set(self._holders):
+            expected = [n for n in holders if self.drop_rank(n) == rank]
+            self._heap(rank).check_integrity(expected, f"drop rank {rank}")
         by_stamp: dict[int, list[Node]] = {}
         for node in holders:
             by_stamp.setdefault(node.last_access, []).append(node)

@@ -62,15 +62,31 @@ def scan_choice(cache: PrefixCache) -> Node | None:
     return min(candidates, key=lambda n: (n.last_access, id(n)), default=None)
 
 
-def drop_key(node: Node) -> tuple[bool, int]:
-    """Spare windows before planned ones, each kind least recently used first."""
-    return node.window_kind is WindowKind.PLANNED, node.last_access
+def spare_level(node: Node, window: int) -> int:
+    """A spare window's level, counted plainly: 0 off the multiples of its span (``ceil((W-1)/B)``
+    blocks), else 1 + how many times 2 divides its end in spans."""
+    span = -(-(window - 1) // B)
+    spans, rest = divmod(node.depth + 1, span)
+    if rest:
+        return 0
+    level = 1
+    while spans % 2 == 0:
+        spans //= 2
+        level += 1
+    return level
 
 
-def scan_window_choice(tree: RadixTree) -> Node | None:
+def drop_key(node: Node, window: int) -> tuple[int, int, int]:
+    """Spare windows (by level) before message windows before planned ones; each group least
+    recently used first."""
+    kind = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 1, WindowKind.PLANNED: 2}[node.window_kind]
+    return kind, spare_level(node, window) if kind == 0 else 0, node.last_access
+
+
+def scan_window_choice(tree: RadixTree, window: int) -> Node | None:
     """The window a scan drops next: the first by ``drop_key``, ties in the order the tree's
     traversal meets them (the former scan sorted that traversal, a stable sort)."""
-    return min((n for n in tree.nodes() if n.window), key=drop_key, default=None)
+    return min((n for n in tree.nodes() if n.window), key=lambda n: drop_key(n, window), default=None)
 
 
 class RecordingWindows(WindowRetention):
@@ -85,9 +101,11 @@ class RecordingWindows(WindowRetention):
         self.tied_drops = 0  # drops where several holders shared the least recent access stamp
 
     def _drop(self, node: Node) -> None:
-        assert node is scan_window_choice(self.tree), "the drop order's window is not the scan's"
+        assert node is scan_window_choice(self.tree, self.blocks.window), (
+            "the drop order's window is not the scan's"
+        )
         self.dropped.append(node.block_hash)
-        keys = [drop_key(n) for n in self.tree.nodes() if n.window]
+        keys = [drop_key(n, self.blocks.window) for n in self.tree.nodes() if n.window]
         self.tied_drops += keys.count(min(keys)) > 1
         super()._drop(node)
 
@@ -96,7 +114,9 @@ class ScanWindows(RecordingWindows):
     """Drops windows by the former scan and sort of the whole tree on every call (the reference)."""
 
     def drop_least_recent(self, swa_needed: int) -> int:
-        holders = sorted((n for n in self.tree.nodes() if n.window), key=drop_key)
+        holders = sorted(
+            (n for n in self.tree.nodes() if n.window), key=lambda n: drop_key(n, self.blocks.window)
+        )
         dropped = 0
         for node in holders:
             if self.blocks.swa.num_free >= swa_needed:
@@ -324,8 +344,9 @@ def test_spare_windows_are_dropped_before_any_planned_one():
     world.check()
     by_hash = {n.block_hash: n for n in world.cache.tree.nodes()}
     dropped = [(by_hash[h].token_ids[0], by_hash[h].depth) for h in world.cache.windows.dropped]
-    # The six spare windows first, the older path's first, shallowest first; then the planned ones.
-    assert dropped == [(1, 0), (5, 1), (9, 2), (40, 0), (44, 1), (48, 2), (13, 3), (52, 3)]
+    # Windows span 2 blocks (W=6, B=4): the spare ones ending off the span's multiples go first
+    # (depths 0 and 2, the older path's first), then those at multiples (depth 1), then planned.
+    assert dropped == [(1, 0), (9, 2), (40, 0), (48, 2), (5, 1), (44, 1), (13, 3), (52, 3)]
 
 
 def test_an_entry_in_use_is_skipped_and_stays_queued():
@@ -339,3 +360,23 @@ def test_an_entry_in_use_is_skipped_and_stays_queued():
     world.cache.reclaim(world.blocks.full.num_blocks, 0)
     assert len(world.cache.victims) == 4 and world.cache.num_entries(Tier.DEVICE) == 0
     world.check()
+
+
+def test_under_pressure_spare_windows_thin_out_to_a_stride_on_every_path():
+    # Window 6, block 4: a window spans 2 blocks. Two 16-block paths with spare windows everywhere.
+    world = World.make(RecordingCache, full=64, swa=48, window=6, host_bytes=0, every=None)
+    first, second = list(range(1, 66)), list(range(100, 165))
+    world.run(first, "a", 64, hold=False)
+    world.run(second, "a", 64, hold=False)
+    windows = world.cache.windows
+    before = sorted(n.depth for n in world.cache.tree.nodes() if n.window)
+    assert len(before) == 2 * 16
+    # Ask for half the SWA blocks the windows hold: levels 0 and 1 go, on both paths alike.
+    held = world.blocks.swa.num_used
+    world.cache.reclaim(0, world.blocks.swa.num_free + held // 2)
+    world.check()
+    kept = sorted((n.token_ids[0] >= 100, n.depth) for n in world.cache.tree.nodes() if n.window)
+    stride = [d for d in range(16) if (d + 1) % 4 == 0]  # every 4 blocks = 2 spans
+    assert kept == [(False, d) for d in stride] + [(True, d) for d in stride]
+    assert world.blocks.swa.num_used <= held - held // 2
+    assert windows.dropped  # in level order, checked against the scan at every drop

@@ -210,3 +210,20 @@ def test_bad_message_boundaries_are_refused_by_name(path, boundaries):
     outs = llm.generate([bad, {"prompt_token_ids": list(range(1, 10))}], PARAMS)
     assert outs[0].error is not None and "message_boundaries" in outs[0].error
     assert outs[1].error is None and len(outs[1].outputs[0].token_ids) == PARAMS.max_tokens
+
+
+def test_message_windows_are_dropped_before_planned_ones(path):
+    llm = make(path, enable_prefix_caching=True, opportunistic_windows=False)
+    other = list(range(60, 90))
+    llm.generate([{"prompt_token_ids": other}], PARAMS)  # the oldest window: at its end, planned
+    system = list(range(1, 24))
+    chat = {"prompt_token_ids": system + [50, 51, 52, 53, 54, 55, 56], "message_boundaries": [23]}
+    llm.generate([chat], PARAMS)
+    cache = llm.engine.cache
+    kinds = sorted((n.end_token, n.window_kind) for n in cache.tree.nodes() if n.window)
+    assert (20, WindowKind.MESSAGE) in kinds and (28, WindowKind.PLANNED) in kinds
+    cache.reclaim(0, llm.engine.blocks.swa.num_free + 1)  # one window's worth: the message one goes
+    llm.engine.check_integrity()
+    assert not [n for n in cache.tree.nodes() if n.window_kind is WindowKind.MESSAGE]
+    again = llm.generate([{"prompt_token_ids": other}], PARAMS)[0]
+    assert again.num_cached_tokens == 28  # the older planned window was kept
