@@ -550,6 +550,8 @@ class CreditGrant(Base):
     account_id: Mapped[str] = mapped_column(sa.ForeignKey("accounts.id"))
     currency: Mapped[str] = mapped_column(sa.String(3))
     amount: Mapped[Decimal] = mapped_column(DecimalText())  # major units, whole minor units
+    # The exact sum of its draws, added to by each draw under the account's lock (billing.credits).
+    drawn: Mapped[Decimal] = mapped_column(DecimalText(), default=Decimal(0), server_default="0")
     priority: Mapped[int] = mapped_column(default=0)
     expires_at: Mapped[datetime | None]
     note: Mapped[str | None] = mapped_column(sa.String(200))

@@ -25,7 +25,7 @@ from billing.alerts import check_credit_alerts, check_soft_limits
 from billing.credits.balance import is_prepaid
 from billing.credits.drawdown import draw_credits
 from billing.credits.holds import INSUFFICIENT_CREDITS, hold_credit, release_hold
-from billing.limits.spend_limits import SPEND_LIMIT_REACHED, limit_states, limits_in_force
+from billing.limits.spend_limits import SPEND_LIMIT_REACHED, LimitState, limit_states, limits_in_force
 from billing.pricing.budget_cap import SKIPPED_BUDGET, parse_max_cost, should_skip, worst_case_cost
 from billing.pricing.request_cost import X_BILLING, RequestCost, batch_cost_so_far, price_request
 from billing.pricing.schedule_store import price_book
@@ -53,6 +53,11 @@ class BatchCosting:
     spent: Decimal = Decimal(0)
     in_flight: dict[str, Decimal] = field(default_factory=dict)  # custom_id -> worst case
     refused: dict[str, str] = field(default_factory=dict)  # custom_id -> why it waits (an error code)
+    # The spend limits as read at the last admission (each reads the month's ledger once), what this
+    # shard recorded since, and the scopes whose soft limit is known to be reached.
+    limits: list[LimitState] = field(default_factory=list)
+    recorded_since: Decimal = Decimal(0)
+    soft_reached: set[str] = field(default_factory=set)
 
     @classmethod
     def open(cls, session: Session, batch: Batch) -> BatchCosting:
@@ -79,6 +84,9 @@ class BatchCosting:
         ones to settle (their real cost is usually below the worst case) and are offered again.
         On a prepaid account the admitted requests' holds are committed here.
         """
+        if self.has_limits:
+            self.limits = limit_states(self.session, self.batch.account_id, self.batch.api_key_id)
+            self.recorded_since = Decimal(0)
         if self.max_cost is None and not self.holds:
             return list(requests), []
         version = price_book(self.session, self.batch.account_id).at(utc_now())
@@ -152,9 +160,7 @@ class BatchCosting:
             return None
         self.spent += cost.amount
         if self.has_limits:
-            states = limit_states(self.session, self.batch.account_id, self.batch.api_key_id)
-            same_currency = [state for state in states if state.currency == cost.currency]
-            check_soft_limits(self.session, self.batch.account_id, same_currency, cost.amount)
+            self._check_soft_limits(cost)
         if self.has_hard_limit and not self.is_prepaid:
             release_hold(self.session, self.batch.id, request.custom_id)  # its cost is now spent
         if self.is_prepaid:
@@ -169,6 +175,22 @@ class BatchCosting:
             if drawdown is not None:
                 check_credit_alerts(self.session, drawdown.after, self.low_balance)
         return cost
+
+    def _check_soft_limits(self, cost: RequestCost) -> None:
+        """Soft limits against the spend read at admission plus what this shard recorded since:
+        exact for one shard; with several running at once an alert may come a few requests late."""
+        self.recorded_since += cost.amount
+        pending = [
+            state
+            for state in self.limits
+            if state.currency == cost.currency
+            and state.soft is not None
+            and state.scope not in self.soft_reached
+        ]
+        check_soft_limits(self.session, self.batch.account_id, pending, self.recorded_since)
+        self.soft_reached |= {
+            state.scope for state in pending if state.spent + self.recorded_since >= state.soft
+        }
 
     def settle(self, request: BatchRequest) -> None:
         """A request that ended without output (an error line) costs nothing."""

@@ -1,6 +1,7 @@
 """An account's credit balance: what each grant has left, what running requests hold.
 
-``remaining`` of a grant = its amount - its draws (exact, major units). A grant is live until
+``remaining`` of a grant = its amount - what was drawn from it (``CreditGrant.drawn``, the exact sum
+of its draws, kept by the draw-down; major units). A grant is live until
 ``expires_at``; what an expired grant has left is forfeited, never drawn. The balance is the sum of
 the live grants' remaining amounts; ``spendable`` subtracts the holds of requests still running
 (``billing.credits.holds``), and is what admission compares a request's worst case with.
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from billing.money import EXACT, ZERO, add
 from hybatch.batch_lifecycle import UNFINISHED
-from hybatch.models import Batch, CreditDraw, CreditGrant, CreditHold, utc_now
+from hybatch.models import Batch, CreditGrant, CreditHold, utc_now
 
 
 @dataclass(frozen=True)
@@ -87,20 +88,20 @@ def is_prepaid(session: Session, account_id: str) -> bool:
 def credit_balance(session: Session, account_id: str, at: datetime | None = None) -> CreditBalance | None:
     """The account's balance at ``at`` (default now); None for an account with no grant. Reads only."""
     at = at or utc_now()
-    rows = session.execute(sa.select(CreditGrant).where(CreditGrant.account_id == account_id)).scalars().all()
+    rows = session.scalars(
+        # populate_existing: a draw in this transaction has just added to ``drawn``
+        sa.select(CreditGrant)
+        .where(CreditGrant.account_id == account_id)
+        .execution_options(populate_existing=True)
+    ).all()
     if not rows:
         return None
-    drawn: dict[str, list[Decimal]] = {}
-    for grant_id, amount in session.execute(
-        sa.select(CreditDraw.grant_id, CreditDraw.amount).where(CreditDraw.account_id == account_id)
-    ):
-        drawn.setdefault(grant_id, []).append(amount)
     grants = sorted(
         (
             GrantBalance(
                 grant_id=row.id,
                 amount=row.amount,
-                drawn=add(*drawn.get(row.id, [])),
+                drawn=row.drawn,
                 priority=row.priority,
                 expires_at=row.expires_at,
                 created_at=row.created_at,

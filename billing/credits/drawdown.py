@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from billing.credits.balance import CreditBalance, credit_balance
 from billing.credits.holds import lock_account, release_hold
 from billing.money import EXACT, ZERO
-from hybatch.models import CreditDraw, UsageRecord, utc_now
+from hybatch.models import CreditDraw, CreditGrant, UsageRecord, utc_now
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,13 @@ def draw_credits(
             continue
         draws.append((grant.grant_id, take))
         left = EXACT.subtract(left, take)
+    drawn_before = {grant.grant_id: grant.drawn for grant in before.grants}
     for grant_id, take in draws:
+        session.execute(
+            sa.update(CreditGrant)
+            .where(CreditGrant.id == grant_id)
+            .values(drawn=EXACT.add(drawn_before[grant_id], take))
+        )
         session.add(
             CreditDraw(
                 batch_id=batch_id,

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing.alerts import check_credit_alerts
 from billing.credits.balance import credit_balance
+from billing.credits.drawdown import draw_credits
 from billing.credits.grants import grant_credits
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
-from hybatch.models import Batch, CreditDraw, utc_now
+from hybatch.models import Batch, utc_now
 from hybatch.settings import Settings
 
 
@@ -53,18 +54,15 @@ def test_the_balance_grants_and_alerts(sign_in: Callable[[str], TestClient], ses
             expires_at=now + timedelta(days=9),
             now=now,
         )
-        # 1.50 drawn from the expiring grant (a draw by hand; the worker writes these)
-        session.add(
-            CreditDraw(
-                batch_id=_a_batch(session, account.id),
-                custom_id="r1",
-                grant_id=first.id,
-                account_id=account.id,
-                amount=Decimal("1.50"),
-                created_at=now,
-            )
+        # 1.50 drawn from the expiring grant (drawn first), as the worker draws a recorded request
+        draw_credits(
+            session,
+            account_id=account.id,
+            batch_id=_a_batch(session, account.id),
+            custom_id="r1",
+            amount=Decimal("1.50"),
+            currency="usd",
         )
-        session.flush()
         check_credit_alerts(session, credit_balance(session, account.id), Decimal("11.00"))
     panel = _panel(sign_in(secret).get("/dashboard/invoices").text)
     assert 'data-metric="credit_balance" data-value="10.50"' in panel and "$10.50" in panel
