@@ -233,3 +233,20 @@ def test_engine_serves_the_fp8_checkpoint_like_its_dequantized_copy(converted):
         )  # fmt: skip
         outputs.append([o.outputs[0].token_ids for o in llm.generate(prompts, params)])
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_fp8_paged_prefill_and_decode_logits_match_transformers(converted, shape):
+    """Through the engine's runner: 5-token prefill chunks over paged KV, then every decode step."""
+    from test_logits_parity import engine_logits
+
+    from worker.engine import LLM
+
+    _, fp8, deq = converted(shape)
+    llm = LLM(fp8, device="cpu", dtype="float32", block_size=4, kv_cache_gb=0.01)
+    continuation = list(range(50, 62))
+    with torch.no_grad():
+        expected = load_reference(deq)(torch.tensor([PROMPT + continuation])).logits[0].float()
+    got = engine_logits(llm, PROMPT, continuation, chunk=5)
+    for row in range(len(PROMPT) + len(continuation)):
+        assert relative_error(got[row], expected[row]) <= MAX_RELATIVE_ERROR, f"position {row}"
