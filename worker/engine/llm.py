@@ -111,8 +111,8 @@ class LLM:
             num_full_blocks=num_full_blocks,
             num_swa_blocks=num_swa_blocks,
         )
-        runner = ModelRunner(self.model, layout, _backend(attention_backend, self.device), self.device)
-        runner.transfer.overlap = overlap_loads
+        backend = _backend(attention_backend, self.device)
+        runner = ModelRunner(self.model, layout, backend, self.device, overlap_loads=overlap_loads)
         self.disk_store = None
         if enable_prefix_caching and disk_cache_dir and disk_cache_gb > 0:
             namespace = cache_namespace(self.checkpoint, torch_dtype, block_size)

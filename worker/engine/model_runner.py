@@ -33,14 +33,21 @@ class StepLogits:
 
 class ModelRunner:
     def __init__(
-        self, model: MiMoV2Model, layout: KVCacheLayout, backend: AttentionBackend, device: torch.device
+        self,
+        model: MiMoV2Model,
+        layout: KVCacheLayout,
+        backend: AttentionBackend,
+        device: torch.device,
+        overlap_loads: bool = True,
     ):
+        """``overlap_loads``: cached KV loaded from the host or disk streams in layer by layer on a
+        copy stream during the step (CUDA), instead of all of it before the step."""
         self.model = model
         self.layout = layout
         self.backend = backend
         self.device = device
         self.kv_caches = allocate_kv_tensors(model.config, layout, model.dtype, device)
-        self.transfer = KVTransfer(model.config, self.kv_caches, device)
+        self.transfer = KVTransfer(model.config, self.kv_caches, device, overlap=overlap_loads)
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSeq], all_logits: bool = False) -> StepLogits:
