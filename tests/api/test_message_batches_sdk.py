@@ -7,6 +7,7 @@ list paging both ways, delete, errors as the SDK's exception classes, x-api-key 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -30,6 +31,7 @@ from hybatch.prompt_tokenizer import PromptTokenizer
 from hybatch.settings import Settings
 from hybatch.storage import LocalFileStorage
 from tests.api.helpers import SERVED_MODEL
+from tests.worker.jobs.batches import InterceptedLLM
 from tests.worker.jobs.service_checkpoint import shared_service_checkpoint
 from tests.worker.jobs.task_queue import QueuedTasks, drive
 from worker.jobs import JobContext
@@ -390,3 +392,32 @@ def test_an_expired_batch_ends_with_every_unfinished_request_expired(
     assert ended.processing_status == "ended" and ended.request_counts.expired == 2
     assert ended.request_counts.succeeded == ended.request_counts.errored == 0
     assert {r.result.type for r in client.messages.batches.results(created.id)} == {"expired"}
+
+
+def test_a_cancel_mid_run_keeps_the_finished_requests_and_cancels_the_rest(
+    client: anthropic.Anthropic, context: JobContext, llm
+) -> None:
+    # Different max_tokens, so the requests finish at different engine steps.
+    requests = [_request(f"r{i}", f"Count to {i}.", max_tokens=1 + 4 * i, temperature=0) for i in range(6)]
+    created = client.messages.batches.create(requests=requests)
+
+    def cancel_after_two(num_outputs: int) -> None:
+        if num_outputs == 2:  # the SDK, over HTTP, while the worker is between two engine steps
+            assert client.messages.batches.cancel(created.id).processing_status == "canceling"
+
+    engine = InterceptedLLM(llm, cancel_after_two)
+    assert drive(created.id, dataclasses.replace(context, load_llm=lambda: engine)) is BatchStatus.CANCELLED
+
+    ended = client.messages.batches.retrieve(created.id)
+    counts = ended.request_counts
+    assert ended.processing_status == "ended" and counts.processing == counts.errored == counts.expired == 0
+    assert 2 <= counts.succeeded < 6 and counts.succeeded + counts.canceled == 6
+    results = {r.custom_id: r.result.type for r in client.messages.batches.results(created.id)}
+    assert sorted(results) == [f"r{i}" for i in range(6)]
+    assert list(results.values()).count("succeeded") == counts.succeeded
+    assert list(results.values()).count("canceled") == counts.canceled
+    with context.session_factory() as session:
+        billed = set(
+            session.scalars(sa.select(UsageRecord.custom_id).where(UsageRecord.batch_id == created.id))
+        )
+    assert billed == {custom_id for custom_id, kind in results.items() if kind == "succeeded"}
