@@ -22,6 +22,7 @@ from api.message_batch_schemas import (
     MessageBatchList,
     MessageBatchObject,
 )
+from billing.limits.spend_limits import check_batch_creation
 from hybatch import message_batches, quotas
 from hybatch.accounts import Caller, authenticate
 from hybatch.errors import AuthenticationError, InvalidRequestError, ServiceUnavailableError
@@ -86,6 +87,7 @@ def create_message_batch(
         requests, content, served_model=settings.model_name, tokenizer=tokenizer
     )
     with sessions() as session:
+        check_batch_creation(session, caller.account_id, caller.api_key_id)  # hard spend limits
         limit = quotas.token_limit(
             session, caller.account_id, settings.model_name, settings.enqueued_token_limit
         )

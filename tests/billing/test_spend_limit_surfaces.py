@@ -110,3 +110,48 @@ def test_a_batch_past_the_hard_limit_is_refused(api, caller, session_factory) ->
     assert [(row["scope"], row["hard"], row["spent"]) for row in limits["data"]] == [
         ("account", "0.01", "0.01")
     ]
+
+
+def test_an_anthropic_message_batch_past_the_hard_limit_is_refused(api, caller, session_factory) -> None:
+    headers, customer = caller("acme")
+    key = headers["Authorization"].removeprefix("Bearer ")
+    with session_factory() as session:
+        set_limit(
+            session, customer.account_id, api_key_id=None, soft=None, hard=Decimal("0.01"), currency="usd"
+        )
+        session.add(
+            UsageRecord(
+                account_id=customer.account_id,
+                api_key_id=customer.api_key_id,
+                batch_id=customer.batch_id,
+                custom_id="spent",
+                model="tiny-test",
+                cache_hit_input_tokens=0,
+                cache_miss_input_tokens=10,
+                output_tokens=0,
+                prompt_tokens=10,
+                amount=Decimal("0.02"),
+                currency="usd",
+                price_version="default@x",
+            )
+        )
+        session.commit()
+    body = {
+        "requests": [
+            {
+                "custom_id": "a",
+                "params": {
+                    "model": "tiny-test",
+                    "max_tokens": 4,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            }
+        ]
+    }
+    refused = api.post(
+        "/v1/messages/batches", headers={"x-api-key": key, "anthropic-version": "2023-06-01"}, json=body
+    )
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "hard spend limit of the account is reached: 0.01 usd, 0.02 usd spent" in error["message"]
