@@ -154,7 +154,8 @@ def create_message_batch(
     token_limit: int | None,
 ) -> Batch:
     """Store ``content`` (checked by ``check_requests``) as the input file, then create and enqueue
-    the batch as ``hybatch.batches.create_batch`` does (quota included); commits."""
+    the batch as ``hybatch.batches.create_batch`` does (quota included); commits. A refused batch
+    leaves no input file behind."""
     upload = files.upload_file(
         session,
         storage,
@@ -171,15 +172,19 @@ def create_message_batch(
         metadata=None,
         quota_prompt_tokens=prompt_tokens,
     )
-    batch = batches.create_batch(
-        session,
-        enqueue,
-        caller,
-        request,
-        served_model=served_model,
-        completion_windows=(COMPLETION_WINDOW,),
-        token_limit=token_limit,
-    )
+    try:
+        batch = batches.create_batch(
+            session,
+            enqueue,
+            caller,
+            request,
+            served_model=served_model,
+            completion_windows=(COMPLETION_WINDOW,),
+            token_limit=token_limit,
+        )
+    except InvalidRequestError:  # refused (the quota): no batch reads the file, so it goes too
+        files.delete_file(session, storage, caller.account_id, upload.id)
+        raise
     # Known now, so the counts add up before a worker validates (it writes the same number then).
     session.execute(
         sa.update(Batch)

@@ -55,6 +55,9 @@ def test_the_enqueued_token_quota_counts_message_batches(
     assert enqueued == [first.json()["id"]]
     listed = client.get("/v1/messages/batches", headers=headers).json()
     assert [b["id"] for b in listed["data"]] == [first.json()["id"]]
+    # Only the accepted batch's requests are kept, as its input file.
+    kept = client.get("/v1/files", headers={"Authorization": f"Bearer {headers['x-api-key']}"}).json()
+    assert len(kept["data"]) == 1 and kept["data"][0]["purpose"] == "batch"
 
 
 def test_malformed_bodies_and_parameters(client: TestClient, new_key) -> None:
