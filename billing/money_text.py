@@ -74,9 +74,9 @@ def unit_price(price_per_1m: Decimal, currency: str, with_unit: bool = True) -> 
     return f"{text} / 1M tokens" if with_unit else text
 
 
-def percent(fraction: Decimal | float | None) -> str:
+def percent(fraction: Decimal | None) -> str:
     """``Decimal("0.9342")`` -> ``93.4%``."""
     if fraction is None:
         return "—"
-    value = (Decimal(str(fraction)) * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    value = (Decimal(fraction) * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
     return f"{value}%"

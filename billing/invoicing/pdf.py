@@ -78,7 +78,7 @@ def _heading(pdf: FPDF, document: InvoiceDocument, issuer: str | None) -> None:
     if issuer:
         pdf.set_font(_FONT, size=9)
         pdf.set_xy(pdf.w - pdf.r_margin - 80, top)
-        pdf.multi_cell(80, 4.5, _printable(issuer), align=Align.R)
+        pdf.multi_cell(80, 5, _printable(issuer), align=Align.R)
     pdf.set_xy(pdf.l_margin, top)
     pdf.set_font(_FONT, style="B", size=20)
     pdf.cell(100, 10, "Invoice", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -114,8 +114,8 @@ def _lines_table(pdf: FPDF, document: InvoiceDocument) -> None:
     with pdf.table(
         col_widths=tuple(width for _, width in _COLUMNS),
         text_align=_ALIGN,
-        line_height=4.6,
-        padding=(1.3, 1.2),
+        line_height=5,
+        padding=1,  # mm; whole numbers: billing holds no float (tests/billing/test_no_float.py)
         borders_layout=TableBordersLayout.HORIZONTAL_LINES,
         headings_style=FontFace(emphasis="BOLD", fill_color=(238, 238, 238)),
         v_align="TOP",

@@ -30,6 +30,7 @@ def test_billing_imports_only_what_it_may() -> None:
         "sqlalchemy",
         "stripe",
         "yaml",
+        "fpdf",  # invoice PDFs (billing.invoicing.pdf)
         "pydantic",
         "pydantic_settings",
         "__future__",

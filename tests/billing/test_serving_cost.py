@@ -4,7 +4,6 @@ margins of the shipped default schedule (one below cost), validation, the comman
 from __future__ import annotations
 
 from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -56,7 +55,8 @@ def test_costs_per_class_and_tier_by_hand() -> None:
     cost = serving_cost(serving_inputs(FIGURES))
     assert {c: cost.per_1m(c) for c in TokenClass} == COSTS
     assert {t: cost.hit_per_1m(t) for t in CacheTier} == TIER_COSTS
-    assert cost.exact(MISS) == Fraction(1, 9) and cost.exact(HIT) == Fraction(29, 9000)
+    # carried to 60 digits: 1/9 and 29/9000 (= 0.9/360 + 0.08/180 + 0.02/72) to within 1e-59
+    assert abs(cost.exact(MISS) * 9 - 1) < D("1e-59") and abs(cost.exact(HIT) * 9000 - 29) < D("1e-55")
     assert cost.cost_per_hour_served == D("2.500000")
 
 
@@ -72,9 +72,14 @@ def test_half_utilization_doubles_every_cost() -> None:
 
 
 def test_rounding_is_half_up_once() -> None:
-    assert round_per_1m(Fraction(5, 10**7)) == D("0.000001")  # 0.0000005 rounds up
-    assert round_per_1m(Fraction(-5, 10**7)) == D("-0.000001")  # away from zero, as money rounds
-    assert round_per_1m(Fraction(49, 10**8)) == D("0.000000")
+    assert round_per_1m(D("0.0000005")) == D("0.000001")  # a tie rounds up
+    assert round_per_1m(D("-0.0000005")) == D("-0.000001")  # away from zero, as money rounds
+    assert round_per_1m(D("0.00000049")) == D("0.000000")
+    # a tie reached by division stays a tie: $0.0018 an hour at 1,000,000 tokens/s is 0.0000005 per 1M
+    cost = serving_cost(
+        serving_inputs({**FIGURES, "hourly_price": "0.0018", "prefill_tokens_per_s": "1000000"})
+    )
+    assert cost.exact(MISS) == D("0.0000005") and cost.per_1m(MISS) == D("0.000001")
 
 
 def _default_version():
