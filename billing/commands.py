@@ -1,5 +1,6 @@
-"""The ``hybatch billing ...``, ``hybatch credits ...`` and ``hybatch limits ...`` commands as plain
-functions (the CLI imports only this module).
+"""The ``hybatch billing ...`` commands as plain functions (the CLI imports them from this module;
+``hybatch credits`` and ``hybatch limits`` from ``billing.credits.commands`` and
+``billing.limits.commands``).
 
 Each opens its own unit of work from the settings, does one thing and returns what to print;
 failures are ``HybatchError``s carrying a message for the operator.
@@ -8,29 +9,25 @@ failures are ``HybatchError``s carrying a message for the operator.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from billing.credits.balance import credit_balance
-from billing.credits.grants import grant_credits
 from billing.invoicing import exports
 from billing.invoicing.close_schedule import close_previous_month
 from billing.invoicing.credit_notes import CreditRequest, issue_credit_note
 from billing.invoicing.invoices import close_period, list_invoices
-from billing.limits.spend_limits import ACCOUNT_SCOPE, limit_states, set_limit
-from billing.money import MINOR_UNIT_EXPONENTS, decimal_string, minor_to_decimal, places
+from billing.money import MINOR_UNIT_EXPONENTS, minor_to_decimal, places
 from billing.periods import Period
 from billing.pricing import schedule_store
 from billing.pricing.schedule_parser import read_schedule_file
 from billing.sample_ledger import write_sample_ledger
-from billing.usage.buckets import account_currency
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import InvalidRequestError
-from hybatch.models import Account, ApiKey, Invoice
+from hybatch.models import Account, Invoice
 from hybatch.settings import Settings
 
 
@@ -253,142 +250,3 @@ def sample_account(settings: Settings, name: str, num_requests: int, days: int) 
         "its API key (shown once) — sign in to /dashboard with it:",
         f"    {ledger.api_key_secrets[0]}",
     ]
-
-
-def grant(
-    settings: Settings,
-    account_name: str,
-    amount_text: str,
-    expires_text: str | None,
-    priority: int,
-    currency: str | None,
-) -> list[str]:
-    """Grant prepaid credit: ``amount_text`` major units (``10.00``), usable through the UTC day
-    ``expires_text`` (YYYY-MM-DD; it expires at the next midnight) or forever. The currency
-    defaults to the account's earlier grants', else its price schedule's."""
-    try:
-        amount = Decimal(amount_text)
-    except InvalidOperation as error:
-        raise InvalidRequestError(
-            f"--amount {amount_text!r} is not a decimal number", param="amount"
-        ) from error
-    expires_at = None
-    if expires_text is not None:
-        try:
-            day = date.fromisoformat(expires_text)
-        except ValueError as error:
-            raise InvalidRequestError(
-                f"--expires {expires_text!r} is not YYYY-MM-DD", param="expires"
-            ) from error
-        expires_at = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    with unit_of_work(_session_factory(settings)) as session:
-        account = accounts.get_account(session, account_name)
-        now = datetime.now(UTC)
-        existing = credit_balance(session, account.id, now)
-        if currency is None:
-            currency = existing.currency if existing else account_currency(session, account.id, now)
-        made = grant_credits(
-            session,
-            account.id,
-            amount=amount,
-            currency=currency,
-            expires_at=expires_at,
-            priority=priority,
-            now=now,
-        )
-        after = credit_balance(session, account.id, now)
-    until = f", usable until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
-    return [
-        f"granted {decimal_string(amount)} {made.currency} to {account_name} ({made.id}, priority {priority}{until})",
-        f"balance: {decimal_string(after.balance)} {after.currency}",
-    ]
-
-
-def balance(settings: Settings, account_name: str) -> list[str]:
-    """The account's credit balance and each grant, in draw order."""
-    with _session_factory(settings)() as session:
-        account = accounts.get_account(session, account_name)
-        state = credit_balance(session, account.id)
-    if state is None:
-        return [f"{account_name} has no credit grants (it is billed after use)"]
-    out = [
-        f"{account_name}: balance {decimal_string(state.balance)} {state.currency} "
-        f"(held by running requests {decimal_string(state.held)}, spendable {decimal_string(state.spendable)})"
-    ]
-    for grant_state in state.grants:
-        expiry = grant_state.expires_at.strftime("%Y-%m-%d %H:%M UTC") if grant_state.expires_at else "never"
-        status = "" if grant_state.is_live else "  (expired)"
-        out.append(
-            f"  {grant_state.grant_id}  granted {decimal_string(grant_state.amount)}  drawn "
-            f"{decimal_string(grant_state.drawn)}  left {decimal_string(grant_state.remaining)}  "
-            f"priority {grant_state.priority}  expires {expiry}{status}"
-        )
-    return out
-
-
-def _optional_amount(text: str | None, option: str) -> Decimal | None:
-    if text is None or text.lower() == "none":
-        return None
-    try:
-        return Decimal(text)
-    except InvalidOperation as error:
-        raise InvalidRequestError(f"{option} {text!r} is not a decimal number", param=option) from error
-
-
-def set_limits(
-    settings: Settings,
-    account_name: str,
-    key_prefix: str | None,
-    soft_text: str | None,
-    hard_text: str | None,
-) -> list[str]:
-    """Set the monthly soft and hard spend limits of the account, or of one of its keys (by the
-    key's visible prefix); ``none`` for both removes them."""
-    with unit_of_work(_session_factory(settings)) as session:
-        account = accounts.get_account(session, account_name)
-        api_key_id = None
-        if key_prefix is not None:
-            key = session.scalar(
-                sa.select(ApiKey).where(
-                    ApiKey.account_id == account.id, ApiKey.prefix == key_prefix.removesuffix("...")
-                )
-            )
-            if key is None:
-                raise InvalidRequestError(f"{account_name} has no API key {key_prefix}", param="key")
-            api_key_id = key.id
-        soft, hard = _optional_amount(soft_text, "--soft"), _optional_amount(hard_text, "--hard")
-        currency = account_currency(session, account.id, datetime.now(UTC))
-        set_limit(session, account.id, api_key_id=api_key_id, soft=soft, hard=hard, currency=currency)
-    scope = f"key {key_prefix}" if key_prefix else account_name
-    if soft is None and hard is None:
-        return [f"removed the spend limits of {scope}"]
-    shown = ", ".join(
-        f"{name} {decimal_string(value)} {currency}"
-        for name, value in (("soft", soft), ("hard", hard))
-        if value
-    )
-    return [f"monthly spend limits of {scope}: {shown}"]
-
-
-def show_limits(settings: Settings, account_name: str) -> list[str]:
-    """Every spend limit of the account with this month's spend and holds."""
-    with _session_factory(settings)() as session:
-        account = accounts.get_account(session, account_name)
-        states = limit_states(session, account.id, None)
-        prefixes = dict(
-            session.execute(sa.select(ApiKey.id, ApiKey.prefix).where(ApiKey.account_id == account.id)).all()
-        )
-    if not states:
-        return [f"{account_name} has no spend limits"]
-    out = []
-    for state in states:
-        scope = (
-            account_name if state.scope == ACCOUNT_SCOPE else f"key {prefixes.get(state.scope, state.scope)}"
-        )
-        soft = "-" if state.soft is None else decimal_string(state.soft)
-        hard = "-" if state.hard is None else decimal_string(state.hard)
-        out.append(
-            f"{scope}: soft {soft}  hard {hard} {state.currency}  spent in {state.period} "
-            f"{decimal_string(state.spent)}  held {decimal_string(state.held)}"
-        )
-    return out

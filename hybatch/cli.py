@@ -428,7 +428,7 @@ def credits_grant(
     currency: Annotated[str | None, typer.Option(help="default: the account's")] = None,
 ) -> None:
     """Grant prepaid credit; the account then runs only what its balance covers."""
-    from billing import commands
+    from billing.credits import commands
 
     _echo_lines(lambda: commands.grant(Settings(), account, amount, expires, priority, currency))
 
@@ -445,7 +445,7 @@ def limits_set(
     key: Annotated[str | None, typer.Option(help="the limit of this API key (its prefix) instead")] = None,
 ) -> None:
     """Set monthly spend limits: soft raises an alert, hard refuses new batches and stops admitting."""
-    from billing import commands
+    from billing.limits import commands
 
     _echo_lines(lambda: commands.set_limits(Settings(), account, key, soft, hard))
 
@@ -453,7 +453,7 @@ def limits_set(
 @limits_app.command("show")
 def limits_show(account: Annotated[str, typer.Option(help="account name")]) -> None:
     """Show the account's spend limits with this month's spend."""
-    from billing import commands
+    from billing.limits import commands
 
     _echo_lines(lambda: commands.show_limits(Settings(), account))
 
@@ -461,7 +461,7 @@ def limits_show(account: Annotated[str, typer.Option(help="account name")]) -> N
 @credits_app.command("balance")
 def credits_balance(account: Annotated[str, typer.Option(help="account name")]) -> None:
     """Show the account's credit balance and its grants in draw order."""
-    from billing import commands
+    from billing.credits import commands
 
     _echo_lines(lambda: commands.balance(Settings(), account))
 
