@@ -74,8 +74,7 @@ BENCHMARKS = {
     "engine": Benchmark("worker.bench.engine", "This engine vs transformers generate() on the same prompts."),
     "cache": Benchmark("worker.bench.cache", "Prefix cache: capacity, shared-prefix hits, tiers, eviction."),
     "cache-trace": Benchmark(
-        "worker.bench.cache_trace",
-        "Cache hits across batches at equal memory vs vLLM/SGLang policies (no model).",
+        "worker.bench.cache_trace", "Hits across batches vs vLLM/SGLang policies, equal memory."
     ),
     "kernels": Benchmark("kernels.bench", "Triton attention kernels vs FlexAttention and SDPA (GPU)."),
     "e2e": Benchmark("worker.bench.e2e", "The whole service: a shared-prefix batch vs the same unshared."),
@@ -85,7 +84,7 @@ BENCHMARKS = {
     "fleet": Benchmark("worker.bench.fleet", "1 vs 2 workers, a SIGKILLed worker, a 50,000-line cancel."),
     "api": Benchmark("api.bench_load", "API req/s, errors, p99 at 10 to 1,000 clients vs 10 clients."),
     "prefill": Benchmark(
-        "worker.bench.prefill", "Prefill of the 70-layer hybrid pattern vs 70 and 10 full-attention layers."
+        "worker.bench.prefill", "Prefill: 10 full + 60 SWA layers vs 70 and 10 full layers."
     ),
 }
 
