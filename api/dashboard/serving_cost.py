@@ -68,7 +68,7 @@ def serving_cost_page(request: Request, viewer: AdminDep, sessions: SessionsDep)
     account_name = query.get("account") or None
     model = request.app.state.settings.model_name
     report, problems = None, []
-    with sessions() as db:
+    with sessions() as db:  # reads only (the default schedule, loaded on first use, is not kept)
         names = list(db.scalars(sa.select(Account.name).order_by(Account.name)))
         account_id = (
             db.scalar(sa.select(Account.id).where(Account.name == account_name)) if account_name else None
@@ -80,7 +80,6 @@ def serving_cost_page(request: Request, viewer: AdminDep, sessions: SessionsDep)
                 report = serving_cost_report(
                     db, document, overrides, account_id=account_id, model=model, at=utc_now()
                 )
-                db.commit()  # the default schedule may have been loaded on first use
             except ServingInputsInvalidError as error:
                 problems = error.problems
             except HybatchError as error:  # no schedule in force, or it does not price the model
