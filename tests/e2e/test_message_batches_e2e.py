@@ -76,3 +76,25 @@ def test_hybatch_up_runs_a_message_batch_for_the_anthropic_sdk(
             row.output_tokens,
         )
     assert sum(r.message.usage.cache_read_input_tokens for r in results.values()) > 0
+
+    # The docs' example runs as written against this server (its address, key and model swapped in).
+    example = _docs_example()
+    for written, here in (
+        ("http://127.0.0.1:8000", base_url),
+        ("hb-...", printed.group(0)),
+        ('"hybatch-tiny"', repr(model).replace("'", '"')),
+    ):
+        assert written in example, f"docs/api.md's example no longer has {written!r}"
+        example = example.replace(written, here)
+    before = {b.id for b in client.messages.batches.list()}
+    exec(compile(example, "docs/api.md", "exec"), {})
+    assert len({b.id for b in client.messages.batches.list()} - before) == 1
+
+
+def _docs_example() -> str:
+    """The Python block of docs/api.md's Anthropic Message Batches section, as a user copies it."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    section = docs.split("## Anthropic Message Batches", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None, "docs/api.md's Anthropic section has no python block"
+    return match.group(1)
