@@ -75,8 +75,11 @@ def _llm(checkpoint, args, **kw):
     return LLM(checkpoint, **kw)
 
 
-def measured_multiplier(checkpoint: Path, prefix_len: int, args) -> tuple[float, int]:
-    """Caches one prefix of ``prefix_len`` tokens; returns (multiplier, device bytes held)."""
+def measured_multiplier(checkpoint: Path, prefix_len: int, args) -> tuple[float, int, float]:
+    """Caches one prefix of ``prefix_len`` tokens; returns (multiplier, device bytes held, multiplier
+    with spare windows). The first two leave out the SWA blocks only spare windows hold: with free
+    SWA memory the cache keeps a window at every block boundary (as much SWA KV as caching every
+    layer would), and gives them up first once memory binds, which is where the multiplier counts."""
     from worker.engine import SamplingParams
 
     llm = _llm(checkpoint, args, enable_prefix_caching=True)
@@ -90,8 +93,9 @@ def measured_multiplier(checkpoint: Path, prefix_len: int, args) -> tuple[float,
     cached_tokens = cache.tree.num_nodes * llm.engine.blocks.block_size
     # One block of KV in every layer, full and sliding: what caching every layer would keep per block.
     per_token_every_layer = transfer.payload_bytes(1) / llm.engine.blocks.block_size
-    held = cache.device_bytes()
-    return per_token_every_layer * cached_tokens / held, held
+    held = cache.device_bytes(include_spare=False)
+    with_spare = per_token_every_layer * cached_tokens / cache.device_bytes()
+    return per_token_every_layer * cached_tokens / held, held, with_spare
 
 
 def _prompts_shared(vocab, avoid, num_requests, num_systems, system_len, question_len, seed=0):
@@ -170,9 +174,13 @@ def main(argv: list[str] | None = None) -> dict:
         if length >= config.max_position_embeddings:
             print(f"   {args.model.name:<16} measured  L={length:>6}: skipped (beyond the model's context)")
             continue
-        m, held = measured_multiplier(args.model, length, args)
+        m, held, with_spare = measured_multiplier(args.model, length, args)
         result[f"measured_{length}"] = m
-        print(f"   {args.model.name:<16} measured  L={length:>6}: {m:5.2f}x  ({held / 2**20:.1f} MiB held)")
+        result[f"measured_with_spare_{length}"] = with_spare
+        print(
+            f"   {args.model.name:<16} measured  L={length:>6}: {m:5.2f}x  ({held / 2**20:.1f} MiB held; "
+            f"{with_spare:.2f}x with the spare windows that fill free SWA memory)"
+        )
 
     vocab, avoid = config.vocab_size, special_token_ids(args.model)
     print(

@@ -291,22 +291,26 @@ class PrefixCache:
     def num_entries(self, tier: Tier) -> int:
         return sum(1 for n in self.tree.nodes() if n.tier is tier)
 
-    def held_blocks(self) -> tuple[dict[int, int], dict[int, int]]:
-        """References the cache holds, per full block and per SWA block."""
+    def held_blocks(self, include_spare: bool = True) -> tuple[dict[int, int], dict[int, int]]:
+        """References the cache holds, per full block and per SWA block (``include_spare=False``:
+        leaving out those of spare windows)."""
         full: dict[int, int] = {}
         swa: dict[int, int] = {}
         for node in self.tree.nodes():
             if node.full_block is not None:
                 full[node.full_block] = full.get(node.full_block, 0) + 1
-            for block in node.window or ():
-                swa[block] = swa.get(block, 0) + 1
+            if include_spare or node.window_kind is not WindowKind.SPARE:
+                for block in node.window or ():
+                    swa[block] = swa.get(block, 0) + 1
         return full, swa
 
-    def device_bytes(self) -> int:
-        """Bytes of device KV the cache keeps (each distinct block once)."""
+    def device_bytes(self, include_spare: bool = True) -> int:
+        """Bytes of device KV the cache keeps (each distinct block once). ``include_spare=False``:
+        without the blocks only spare windows hold, which the cache gives up first under pressure
+        (its footprint once memory binds)."""
         if self.transfer is None:
             return 0
-        full, swa = self.held_blocks()
+        full, swa = self.held_blocks(include_spare)
         full_bytes = self.transfer.payload_bytes(0)
         return len(full) * full_bytes + len(swa) * (self.transfer.payload_bytes(1) - full_bytes)
 

@@ -227,3 +227,14 @@ def test_message_windows_are_dropped_before_planned_ones(path):
     assert not [n for n in cache.tree.nodes() if n.window_kind is WindowKind.MESSAGE]
     again = llm.generate([{"prompt_token_ids": other}], PARAMS)[0]
     assert again.num_cached_tokens == 28  # the older planned window was kept
+
+
+def test_the_footprint_without_spare_windows_is_the_planned_only_cache(path):
+    prompt = list(range(1, 42))
+    with_spare = make(path, enable_prefix_caching=True)
+    planned_only = make(path, enable_prefix_caching=True, opportunistic_windows=False)
+    for llm in (with_spare, planned_only):
+        llm.generate([{"prompt_token_ids": prompt}], PARAMS)
+    cache = with_spare.engine.cache
+    assert cache.device_bytes(include_spare=False) == planned_only.engine.cache.device_bytes()
+    assert cache.device_bytes() > cache.device_bytes(include_spare=False)
