@@ -26,7 +26,7 @@ from billing.pricing.schedule_parser import read_schedule_file
 from billing.sample_ledger import write_sample_ledger
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
-from hybatch.errors import InvalidRequestError
+from hybatch.errors import InvalidRequestError, NotFoundError
 from hybatch.models import Account, Invoice
 from hybatch.settings import Settings
 
@@ -73,23 +73,45 @@ def export(settings: Settings, period_text: str, account_name: str | None, fmt: 
     return exports.render(period, summary, detail, fmt)
 
 
-def invoice_pdf(settings: Settings, period_text: str, account_name: str, out: Path | None) -> list[str]:
-    """Write the named account's invoice for a closed period as a PDF to ``out`` (default: the
-    invoice's own file name in the current directory); the line to print."""
+def invoice_pdf(
+    settings: Settings, period_text: str, account_name: str | None, out: Path | None
+) -> list[str]:
+    """Write invoices of a closed period as PDFs; the lines to print. With ``account_name``, that
+    account's invoice to ``out`` (default: the invoice's own file name in the current directory);
+    without, every invoice of the period into the folder ``out`` (default: the current one)."""
     # Imported here: the PDF library loads only for this command.
     from billing.invoicing.invoice_document import find_invoice, invoice_document
     from billing.invoicing.pdf import render_invoice_pdf
     from billing.settings import get_billing_settings
 
     period = Period.parse(period_text)
+    issuer = get_billing_settings().invoice_issuer
     with _session_factory(settings)() as session:
-        invoice = find_invoice(session, account_name, period)
-        document = invoice_document(session, invoice.account_id, invoice.id)
-    target = out or Path(document.filename)
-    target.write_bytes(render_invoice_pdf(document, issuer=get_billing_settings().invoice_issuer))
-    return [
-        f"wrote {target}: {document.account_name} {document.period}, {len(document.lines)} lines, {document.total}"
-    ]
+        if account_name is not None:
+            invoice = find_invoice(session, account_name, period)
+            documents = [invoice_document(session, invoice.account_id, invoice.id)]
+        else:
+            documents = [
+                invoice_document(session, invoice.account_id, invoice.id)
+                for invoice in list_invoices(session, period=period)
+            ]
+            if not documents:
+                raise NotFoundError(
+                    f"{period} has no invoices (is it closed? hybatch billing close --period {period})",
+                    code="invoice_not_found",
+                )
+    folder = (out or Path()) if account_name is None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for document in documents:
+        target = folder / document.filename if folder is not None else out or Path(document.filename)
+        target.write_bytes(render_invoice_pdf(document, issuer=issuer))
+        lines.append(
+            f"wrote {target}: {document.account_name} {document.period}, "
+            f"{len(document.lines)} lines, {document.total}"
+        )
+    return lines
 
 
 def serving_cost(

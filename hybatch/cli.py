@@ -314,12 +314,17 @@ def billing_export(
 @billing_app.command("pdf")
 def billing_pdf(
     period: Annotated[str, typer.Option(help="a closed period, YYYY-MM")],
-    account: Annotated[str, typer.Option(help="account name")],
+    account: Annotated[
+        str | None, typer.Option(help="account name; default: every invoice of the period")
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="the PDF file; default: invoice-PERIOD-ACCOUNT-ID.pdf here")
+        Path | None,
+        typer.Option(
+            help="the PDF (with --account), else a folder; default: invoice-PERIOD-ACCOUNT-ID.pdf here"
+        ),
     ] = None,
 ) -> None:
-    """Write an account's invoice for a closed month as a PDF to send (HYBATCH_INVOICE_ISSUER heads it)."""
+    """Write a closed month's invoices (or one account's) as PDFs to send (HYBATCH_INVOICE_ISSUER heads them)."""
     from billing import commands
 
     _echo_lines(lambda: commands.invoice_pdf(Settings(), period, account, out))

@@ -187,12 +187,13 @@ def test_billing_pdf_and_close_name_the_account(cli_database: str, tmp_path: Pat
     engine = make_engine(cli_database)
     with make_session_factory(engine)() as session:
         _schedule(session)
-        acme = _march(session)
+        acme, beta = _march(session), _march(session, "beta")
         session.commit()
     engine.dispose()
     closed = runner.invoke(cli.app, ["billing", "close", "--period", "2026-03"])
     assert closed.exit_code == 0, closed.output
     assert f"  acme ({acme.account_id})  4.77 usd" in closed.output
+    assert f"  beta ({beta.account_id})  4.77 usd" in closed.output
     target = tmp_path / "march.pdf"
     made = runner.invoke(
         cli.app, ["billing", "pdf", "--period", "2026-03", "--account", "acme", "--out", str(target)]
@@ -204,7 +205,18 @@ def test_billing_pdf_and_close_name_the_account(cli_database: str, tmp_path: Pat
     monkeypatch.chdir(tmp_path)  # without --out: the invoice's own name, here
     runner.invoke(cli.app, ["billing", "pdf", "--period", "2026-03", "--account", "acme"])
     assert len(list(tmp_path.glob("invoice-2026-03-acme-inv_*.pdf"))) == 1
+    every = runner.invoke(
+        cli.app, ["billing", "pdf", "--period", "2026-03", "--out", str(tmp_path / "2026-03")]
+    )
+    assert every.exit_code == 0, every.output
+    written = sorted((tmp_path / "2026-03").glob("*.pdf"))  # one per invoice of the month
+    assert [path.name.split("-inv_")[0] for path in written] == [
+        "invoice-2026-03-acme",
+        "invoice-2026-03-beta",
+    ]
+    assert written[0].read_bytes() == target.read_bytes()
     for args, message in [
+        (["--period", "2026-04"], "2026-04 has no invoices"),
         (["--period", "2026-04", "--account", "acme"], "acme has no invoice for 2026-04"),
         (["--period", "2026-03", "--account", "nobody"], "no account named 'nobody'"),
         (["--period", "2026-3", "--account", "acme"], "YYYY-MM"),
