@@ -8,7 +8,7 @@ total reads exactly as the page and the export show it. Reads only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -45,11 +45,16 @@ class InvoiceDocument:
     period: str  # YYYY-MM
     status: str  # "Open", "Paid", ...
     currency: str  # "USD"
-    finalized_at: str  # "2026-04-01 00:00 UTC"
+    finalized_at: datetime  # UTC; printed as ``finalized``
     lines: tuple[PrintedLine, ...]
     subtotal: str  # "$12.34": the lines' rounded amounts added up
     credit: str | None  # "-$2.00": the prepaid credit deducted (as the export's credit row); None: none
     total: str  # "$10.34": what is due, the subtotal less the credit
+
+    @property
+    def finalized(self) -> str:
+        """``2026-04-01 00:00 UTC``, as the dashboard writes times."""
+        return self.finalized_at.strftime("%Y-%m-%d %H:%M UTC")
 
     @property
     def filename(self) -> str:
@@ -75,7 +80,7 @@ def invoice_document(session: Session, account_id: str, invoice_id: str) -> Invo
         period=invoice.period,
         status=invoice.status.value.capitalize(),
         currency=currency.upper(),
-        finalized_at=invoice.finalized_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        finalized_at=invoice.finalized_at.astimezone(UTC),
         lines=tuple(
             PrintedLine(
                 line_number=line.line_number,

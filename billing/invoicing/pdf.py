@@ -8,8 +8,6 @@ Any other character (an account name in another script) prints as ``?``. The fig
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fpdf import FPDF, FontFace
 from fpdf.enums import Align, TableBordersLayout, XPos, YPos
 
@@ -56,7 +54,7 @@ def render_invoice_pdf(document: InvoiceDocument, *, issuer: str | None = None) 
     pdf.set_title(_printable(f"Invoice {document.invoice_id}"))
     pdf.set_author(_printable(issuer.splitlines()[0] if issuer else "hybatch"))
     pdf.set_creator("hybatch")
-    pdf.set_creation_date(datetime.strptime(document.finalized_at, "%Y-%m-%d %H:%M UTC"))
+    pdf.set_creation_date(document.finalized_at)  # not the time of rendering: the same bytes each time
     pdf.add_page()
     _heading(pdf, document, issuer)
     _lines_table(pdf, document)
@@ -88,7 +86,7 @@ def _heading(pdf: FPDF, document: InvoiceDocument, issuer: str | None) -> None:
         ("Account", document.account_name),
         ("Period", document.period),
         ("Status", document.status),
-        ("Finalized", document.finalized_at),
+        ("Finalized", document.finalized),
         ("Currency", document.currency),
     )
     for label, value in facts:
