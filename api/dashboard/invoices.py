@@ -18,6 +18,7 @@ from billing.invoicing import invoices
 from billing.invoicing.credit_notes import credit_notes_of
 from billing.invoicing.line_labels import line_labels
 from billing.invoicing.upcoming import upcoming_invoices
+from billing.limits.spend_limits import ACCOUNT_SCOPE, limit_states
 from billing.periods import Period
 from billing.pricing.price_sheet import price_sheet, schedule_versions
 from billing.pricing.schedule_store import NoScheduleInEffectError
@@ -72,10 +73,12 @@ def _invoices_page(request: Request, viewer: Developer, db: Session) -> HTMLResp
         past=invoices.list_invoices(db, viewer.account_id),
         credits=credit_balance(db, viewer.account_id, now),
         alerts=recent_alerts(db, viewer.account_id),
+        limits=limit_states(db, viewer.account_id, None, now),
         sheet=sheet,
         bands=price_bands(sheet) if sheet is not None else [],
         token_classes=list(TokenClass),
         class_labels=TOKEN_CLASS_LABELS,
+        account_scope=ACCOUNT_SCOPE,
     )
 
 

@@ -108,3 +108,18 @@ def test_an_invoice_page_lists_its_credit_notes(
     section = re.search(r'<section aria-labelledby="credit-notes-heading".*?</section>', page, re.S).group(0)
     assert note_id in section and "Outage on 3 March" in section and "line 1: $0.05" in section
     assert 'data-metric="credit_note_total" data-value="5"' in section
+
+
+def test_the_panel_shows_the_spend_limits(sign_in: Callable[[str], TestClient], session_factory) -> None:
+    from billing.limits.spend_limits import set_limit
+
+    with unit_of_work(session_factory) as session:
+        account = accounts.create_account(session, "gus")
+        secret = accounts.create_api_key(session, account.id).secret
+        set_limit(
+            session, account.id, api_key_id=None, soft=Decimal("50"), hard=Decimal("80"), currency="usd"
+        )
+    panel = _panel(sign_in(secret).get("/dashboard/invoices").text)
+    limits = re.search(r'<ul id="spend-limits">.*?</ul>', panel, re.S).group(0)
+    assert "The account: $0.00 spent in" in limits
+    assert "soft limit $50.00 (an alert)" in limits and "hard limit $80.00" in limits
