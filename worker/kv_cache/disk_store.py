@@ -37,7 +37,6 @@ class DiskEntry:
     token_ids: tuple[int, ...]
     depth: int
     window_len: int
-    spare_window: bool = False  # the window is a spare one (dropped first once back on the device)
 
     def to_json(self) -> dict:
         return {
@@ -46,7 +45,6 @@ class DiskEntry:
             "token_ids": list(self.token_ids),
             "depth": self.depth,
             "window_len": self.window_len,
-            "spare_window": self.spare_window,
         }
 
     @classmethod
@@ -57,7 +55,6 @@ class DiskEntry:
             tuple(raw["token_ids"]),
             int(raw["depth"]),
             int(raw["window_len"]),
-            bool(raw.get("spare_window", False)),  # files written before spare windows existed
         )
 
 

@@ -3,6 +3,10 @@
 The tiers hold flat payloads (``kv_transfer.py``) keyed by block hash and keep each tree
 node's ``tier`` up to date. The host tier is LRU under its budget; entries it pushes out move on to
 the disk, and entries that fit nowhere are reported so the cache can drop them (and their subtrees).
+
+Spare windows (``window_retention.py``) never reach the disk: an entry written there with one goes
+without it. A hit reads every entry of its path from disk but only the last one's window, so disk
+entries with windows at every block would multiply what a hit reads.
 """
 
 from __future__ import annotations
@@ -16,27 +20,35 @@ from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.radix import Node, Tier, WindowKind
 
 
-def _disk_entry(node: Node) -> DiskEntry:
+def _disk_entry(node: Node, window_len: int) -> DiskEntry:
     parent = node.parent.block_hash if node.parent is not None else None
-    spare = node.window_kind is WindowKind.SPARE
-    return DiskEntry(node.block_hash, parent, node.token_ids, node.depth, node.window_len, spare)
+    return DiskEntry(node.block_hash, parent, node.token_ids, node.depth, window_len)
 
 
 class LowerTiers:
-    def __init__(self, host: HostStore | None, disk: DiskStore | None, index: dict[bytes, Node]):
-        """``index`` maps block hashes to tree nodes (shared with the cache); disabled stores are off."""
+    def __init__(
+        self, host: HostStore | None, disk: DiskStore | None, index: dict[bytes, Node], bare_numel: int = 0
+    ):
+        """``index`` maps block hashes to tree nodes (shared with the cache); disabled stores are off.
+        ``bare_numel``: elements of a payload without a window (the full-attention part comes first)."""
         self.host = host if host is not None and host.enabled else None
         self.disk = disk if disk is not None and disk.enabled else None
         self.index = index
+        self.bare_numel = bare_numel
 
     @property
     def enabled(self) -> bool:
         return self.host is not None or self.disk is not None
 
-    def has_room(self, num_bytes: int) -> bool:
-        """Whether a payload of ``num_bytes`` fits the first enabled tier without pushing anything out."""
-        store = self.host if self.host is not None else self.disk
-        return store is not None and store.num_bytes + num_bytes <= store.budget_bytes
+    def host_has_room(self, num_bytes: int) -> bool:
+        """Whether a payload of ``num_bytes`` fits the host tier without pushing anything out."""
+        host = self.host
+        return host is not None and host.num_bytes + num_bytes <= host.budget_bytes
+
+    def _for_disk(self, node: Node, payload: torch.Tensor) -> tuple[DiskEntry, torch.Tensor]:
+        if node.window_kind is WindowKind.SPARE and node.window_len:
+            return _disk_entry(node, 0), payload[: self.bare_numel]
+        return _disk_entry(node, node.window_len), payload
 
     def fetch(self, node: Node) -> torch.Tensor | None:
         """Takes ``node``'s payload out of its tier (None when it is gone or unreadable)."""
@@ -68,9 +80,11 @@ class LowerTiers:
     def _to_disk(self, node: Node, payload: torch.Tensor) -> bool:
         if self.disk is None:
             return False
-        entry = _disk_entry(node)
+        entry, payload = self._for_disk(node, payload)
         if self.disk.put(entry, payload):
             node.tier = Tier.DISK
+            if entry.window_len != node.window_len:  # a spare window stayed behind
+                node.window_len, node.window_kind, node.window_dropped = 0, None, True
             return True
         return False
 
@@ -98,13 +112,14 @@ class LowerTiers:
         written = 0
         for node in sorted(nodes, key=lambda n: n.depth):
             if node.tier is Tier.DEVICE:
-                payload = save(node)
+                entry, payload = self._for_disk(node, save(node))
             elif node.tier is Tier.HOST:
-                payload = self.host.take(node.block_hash)
+                entry, payload = self._for_disk(node, self.host.take(node.block_hash))
                 node.tier = Tier.DISK
+                if entry.window_len != node.window_len:
+                    node.window_len, node.window_kind, node.window_dropped = 0, None, True
             else:
                 continue
-            entry = _disk_entry(node)
             written += self.disk.put(entry, payload)
         return written
 

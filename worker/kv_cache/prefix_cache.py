@@ -66,7 +66,9 @@ class PrefixCache:
         self._eviction = EvictionQueue()  # device entries with no device children, LRU first
         # Lower tiers need the transfer object to copy KV out of and into device blocks.
         self.tiers = (
-            LowerTiers(host, disk, self._index) if transfer is not None else LowerTiers(None, None, {})
+            LowerTiers(host, disk, self._index, transfer.payload_numel(0))
+            if transfer is not None
+            else LowerTiers(None, None, {})
         )
         self._load_disk_index()
 
@@ -167,12 +169,10 @@ class PrefixCache:
 
     def _demote(self, node: Node) -> None:
         """Moves a device entry (no device children, no other holder) down a tier, or out. A spare
-        window goes down with it only where the tier has room for it without pushing anything out."""
-        if (
-            self.tiers.enabled
-            and node.window_kind is WindowKind.SPARE
-            and not self._room_below(node.window_len)
-        ):
+        window goes down with it only to the host, only if it ends at a multiple of the window span
+        (so the host never keeps one SWA block twice) and only where the host has room for it
+        without pushing anything out; the disk never keeps spare windows (``lower_tiers.py``)."""
+        if self.tiers.enabled and node.window_kind is WindowKind.SPARE and not self._spare_goes_below(node):
             self.windows.drop(node)
             self.stats.windows_dropped += 1
         payload = self.transfer.save(node.full_block, node.window or ()) if self.tiers.enabled else None
@@ -182,8 +182,9 @@ class PrefixCache:
         if payload is None or not self._store_below(node, payload):
             self._drop_subtree(node)
 
-    def _room_below(self, window_len: int) -> bool:
-        return self.tiers.has_room(self.transfer.payload_bytes(window_len))
+    def _spare_goes_below(self, node: Node) -> bool:
+        tiles = self.windows.drop_rank(node) > 0  # ends at a multiple of the span: shares no block
+        return tiles and self.tiers.host_has_room(self.transfer.payload_bytes(node.window_len))
 
     def _store_below(self, node: Node, payload) -> bool:
         stored, lost = self.tiers.store(node, payload)
@@ -216,8 +217,7 @@ class PrefixCache:
                 continue
             node = self.tree.insert(parent, entry.block_hash, entry.token_ids, None, tier=Tier.DISK)
             node.window_len = entry.window_len
-            if entry.window_len:
-                node.window_kind = WindowKind.SPARE if entry.spare_window else WindowKind.PLANNED
+            node.window_kind = WindowKind.PLANNED if entry.window_len else None
             self._index[entry.block_hash] = node
 
     def persist(self) -> int:

@@ -161,7 +161,9 @@ def test_disk_store_survives_an_unwritable_directory(tmp_path, caplog):
 
 
 def test_spare_windows_move_down_with_their_entries_where_the_tier_has_room(path, prompts):
-    probe = prompts[0][:30] + [95, 96, 3]  # parts from the cached path inside the shared system prompt
+    # Parts from the cached path inside the shared system prompt, 2 tokens into block 6: the hit ends at
+    # 24, a multiple of the window's span (2 blocks), where spare windows move down to the host.
+    probe = prompts[0][:26] + [95, 96, 3]
     plain = LLM(path, device="cpu", dtype="float32", block_size=4, kv_cache_gb=0.01)
     expected = plain.generate([{"prompt_token_ids": probe}], PARAMS)[0].outputs[0].token_ids
     llm = make(path, host_cache_gb=0.01)
@@ -169,10 +171,10 @@ def test_spare_windows_move_down_with_their_entries_where_the_tier_has_room(path
     cache = llm.engine.cache
     cache.demote_all()
     spare_below = [n for n in cache.tree.nodes() if n.tier is Tier.HOST and n.window_kind is WindowKind.SPARE]
-    assert spare_below and all(n.window_len > 0 for n in spare_below)
+    assert spare_below and all(n.window_len > 0 and (n.depth + 1) % 2 == 0 for n in spare_below)
     out = run(llm, [probe])[0]
-    assert out.num_cached_tokens == 28  # a spare window's boundary, served from the host
-    assert cache.stats.hit_tokens_by_tier["host"] == 28
+    assert out.num_cached_tokens == 24  # a spare window's boundary, served from the host
+    assert cache.stats.hit_tokens_by_tier["host"] == 24
     assert out.outputs[0].token_ids == expected
 
 
@@ -191,3 +193,20 @@ def test_a_spare_window_without_room_below_is_dropped_and_its_entry_still_moves(
     bare = [n for n in cache.tree.nodes() if n.tier is Tier.HOST]
     assert bare and all(n.window_len == 0 and n.window_dropped for n in bare)
     assert cache.stats.windows_dropped > dropped_before
+
+
+def test_spare_windows_never_reach_the_disk(path, prompts, expected, tmp_path):
+    llm = make(path, disk_cache_dir=tmp_path, disk_cache_gb=0.01, host_cache_gb=2e-6)  # host spills
+    run(llm, prompts)
+    cache = llm.engine.cache
+    assert any(n.window_kind is WindowKind.SPARE for n in cache.tree.nodes())
+    cache.demote_all()
+    cache.tiers.spill_host_to_disk(list(cache.tree.nodes()))
+    llm.engine.check_integrity()
+    on_disk = [n for n in cache.tree.nodes() if n.tier is Tier.DISK]
+    assert on_disk and all(n.window_kind is not WindowKind.SPARE for n in on_disk)
+    assert any(n.window_kind is WindowKind.PLANNED for n in on_disk)  # the prompt ends' windows went down
+    outs = run(llm, prompts)
+    assert [o.outputs[0].token_ids for o in outs] == expected
+    assert all(o.num_cached_tokens >= 36 for o in outs)
+    llm.close()
