@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pypdf
 from fastapi.testclient import TestClient
 
-from tests.api.dashboard.world import World
+from tests.api.dashboard.world import ADMIN_KEY, World
 from tests.api.helpers import bearer
 
 
@@ -65,3 +65,29 @@ def test_another_accounts_invoice_pdf_is_not_found(
 def test_the_pdf_needs_a_signed_in_developer(browser_client: TestClient, world: World) -> None:
     response = browser_client.get("/dashboard/invoices/inv_any/pdf")
     assert response.status_code == 303 and "/dashboard/login" in response.headers["location"]
+
+
+def test_operators_list_any_accounts_invoices_and_get_the_same_pdf(
+    sign_in: Callable[[str], TestClient], world: World
+) -> None:
+    client = sign_in(world.alice_secret)
+    invoice_id = _invoice_id(client, world.alice_secret)
+    mine = client.get(f"/dashboard/invoices/{invoice_id}/pdf").content
+    admin_pages = (
+        f"/dashboard/admin/accounts/{world.alice_account_id}/invoices",
+        f"/dashboard/admin/invoices/{invoice_id}/pdf",
+    )
+    assert [client.get(path).status_code for path in admin_pages] == [404, 404]  # developers: no such pages
+    client.cookies.clear()
+    operator = sign_in(ADMIN_KEY)
+    usage = operator.get(f"/dashboard/admin/accounts/{world.alice_account_id}").text
+    assert f'href="/dashboard/admin/accounts/{world.alice_account_id}/invoices"' in usage
+    listing = operator.get(admin_pages[0]).text
+    assert (
+        f'href="/dashboard/admin/invoices/{invoice_id}/pdf"' in listing
+        and str(world.closed_period) in listing
+    )
+    response = operator.get(admin_pages[1])
+    assert response.headers["content-type"] == "application/pdf" and response.content == mine
+    assert operator.get("/dashboard/admin/invoices/inv_nonexistent/pdf").status_code == 404
+    assert operator.get("/dashboard/admin/accounts/acct_nonexistent/invoices").status_code == 404
