@@ -299,13 +299,13 @@ class BatchShard(Base):
     # worker.affinity); None when it went to the shared queue. A routed shard left untaken for
     # AFFINITY_WAIT_S is sent to the shared queue (hybatch.stale_work).
     routed_to: Mapped[str | None] = mapped_column(sa.String(128))
-    created_at: Mapped[datetime] = mapped_column(default=utc_now)
-    done_at: Mapped[datetime | None]
-
     # A hash of the account and the first prompt tokens of the shard's first request
     # (worker.affinity), and the lease owner that finished it: the worker whose cache that prefix is in.
     affinity_key: Mapped[str | None] = mapped_column(sa.String(32))
     done_by: Mapped[str | None] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    done_at: Mapped[datetime | None]
+
 
 class Worker(Base):
     """A live worker process and the queue that reaches it alone (hybatch.worker_registry).
