@@ -27,6 +27,7 @@ from billing.pricing.schedule_store import price_book
 from billing.pricing.schedule_version import ScheduleVersion, TokenClass
 from hybatch import files
 from hybatch.batch_input import BatchRequest, validate_batch_input
+from hybatch.batch_results import EMBEDDINGS_MODEL_SUFFIX
 from hybatch.errors import InvalidRequestError
 from hybatch.models import BatchEndpoint, utc_now
 from hybatch.prompt_tokenizer import PromptTokenizer
@@ -113,16 +114,22 @@ def estimate(
     version: ScheduleVersion,
     model: str,
     month_to_date: Mapping[tuple[str, TokenClass], int] | None = None,
+    *,
+    uses_prefix_cache: bool = True,
 ) -> CostEstimate:
     """Min / expected / max cost of running ``requests`` under ``version``.
 
     ``month_to_date`` is the account's volume so far by (context tier, token class); tokens of
-    the batch are priced after it (graduated) or at the tier of the new total (volume).
+    the batch are priced after it (graduated) or at the tier of the new total (volume). Without
+    ``uses_prefix_cache`` (embeddings) every prompt token is a cache miss.
     """
     month_to_date = month_to_date or {}
-    hits = predict_cache_hits([r.prompt_token_ids for r in requests])
+    if uses_prefix_cache:
+        hits = predict_cache_hits([r.prompt_token_ids for r in requests])
+    else:
+        hits = [0] * len(requests)
     outputs = {
-        "min": [1 for _ in requests],
+        "min": [min(1, r.max_tokens) for r in requests],
         "expected": [(r.max_tokens + 1) // 2 for r in requests],
         "max": [r.max_tokens for r in requests],
     }
@@ -159,6 +166,8 @@ def estimate_for_account(
     model: str,
     requests: Sequence[PreviewRequest],
     at: datetime | None = None,
+    *,
+    uses_prefix_cache: bool = True,
 ) -> CostEstimate:
     """``estimate`` under the account's schedule at ``at`` (default now), after its month so far."""
     at = at or utc_now()
@@ -170,7 +179,7 @@ def estimate_for_account(
         for token_class, count in volume.items():
             month_to_date[(context.name, token_class)] = count
         lower = context.up_to_prompt_tokens or 0
-    return estimate(requests, version, model, month_to_date)
+    return estimate(requests, version, model, month_to_date, uses_prefix_cache=uses_prefix_cache)
 
 
 MAX_REPORTED_ERRORS = 5
@@ -215,4 +224,8 @@ def estimate_file(
             param="input_file_id",
         )
     requests = [PreviewRequest.from_batch_request(request) for request in batch_input.requests]
+    if batch_endpoint is BatchEndpoint.EMBEDDINGS:
+        # Priced as the worker bills them: input tokens only, all computed, under <model>:embeddings.
+        model = settings.model_name + EMBEDDINGS_MODEL_SUFFIX
+        return estimate_for_account(session, account_id, model, requests, uses_prefix_cache=False)
     return estimate_for_account(session, account_id, settings.model_name, requests)

@@ -76,6 +76,28 @@ def test_estimate_an_uploaded_file(api, api_settings, caller, session: Session) 
     assert Decimal(body["cost"]["min"]) < Decimal(body["cost"]["expected"]) < Decimal(body["cost"]["max"])
 
 
+def test_an_embeddings_file_is_estimated_as_it_is_billed(api, api_settings, caller) -> None:
+    headers, _ = caller("alice")
+    # The same text twice: a generation batch would hit the cache on the second; embeddings never do.
+    body = {"model": "tiny-test", "input": [SHARED + "one", SHARED + "one"]}
+    line = {"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": body}
+    file_id = _upload(api, headers, [line])
+    response = api.post(
+        "/v1/billing/estimate", headers=headers, json={"input_file_id": file_id, "endpoint": "/v1/embeddings"}
+    )
+    assert response.status_code == 200, response.text
+    estimate = response.json()
+    tokens = 2 * len(PromptTokenizer.from_checkpoint(api_settings.model).encode_completion(SHARED + "one"))
+    assert estimate["token_classes"]["cache_hit_input"] == 0
+    assert estimate["token_classes"]["cache_miss_input"] == tokens
+    assert estimate["token_classes"]["output"] == {"min": 0, "expected": 0, "max": 0}
+    # No schedule entry for tiny-test:embeddings: the default schedule's "*" cache-miss price, $0.70 / 1M.
+    expected = Decimal(tokens) * Decimal("0.70") / 1_000_000
+    assert {name: Decimal(cost) for name, cost in estimate["cost"].items()} == dict.fromkeys(
+        ("min", "expected", "max"), expected
+    )
+
+
 def test_estimate_errors(api, caller) -> None:
     alice, _ = caller("alice")
     bob, _ = caller("bob")
