@@ -204,9 +204,10 @@ def test_download_an_export_and_an_output_file(page, server: str, world: World) 
     assert Path(download_info.value.path()).read_bytes() == b'{"ok": 1}\n'
 
 
-def test_phone_width_and_keyboard(page, server: str) -> None:
+def test_phone_width_and_keyboard(page, server: str, world: World) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/dashboard", "/dashboard/batches", "/dashboard/invoices"):
+    finished_batch = f"/dashboard/batches/{world.alice_finished_batch_id}"  # its prefix-cache table
+    for path in ("/dashboard", "/dashboard/batches", "/dashboard/invoices", finished_batch):
         page.goto(server + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at 390px"

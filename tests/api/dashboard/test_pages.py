@@ -395,6 +395,11 @@ def test_batch_page_shows_the_prefix_cache_counters(
     table = re.search(r'<table class="data details" id="cache-metrics">.*?</table>', page, re.S).group(0)
     assert "<td>2,500 tokens</td>" in table and "<td>500 tokens</td>" in table
     assert "<td>9 / 1</td>" in table and "<td>2 (64 tokens)</td>" in table
+    # Why hits were short, and where the hits came from (issue #13 item 7).
+    assert '<td id="short-missing-window">2 (64 tokens)</td>' in table
+    assert '<td id="short-eviction">3 (1,200 tokens)</td>' in table
+    assert '<td id="short-tier">0 (0 tokens)</td>' in table
+    assert '<td id="hits-earlier">11,000 / 4,000</td>' in table
     assert "15,000 came from the cache (75.0%)" in page
     assert "<dt>Cost</dt>" in page  # finished: no "so far"
     running = client.get(f"/dashboard/batches/{world.alice_running_batch_id}").text
