@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     host_cache_gb: float = Field(default=4.0, ge=0)
     disk_cache_dir: Path
     disk_cache_gb: float = Field(default=20.0, ge=0)
+    # A prefix-cache tier every worker shares (an NFS mount, a shared volume), below the disk; unset: off.
+    shared_cache_dir: Path | None = None
 
     max_batch_lines: int = Field(default=50_000, ge=1)
     # Prompt tokens one account may have enqueued (in unfinished batches) per model; unset: no limit.

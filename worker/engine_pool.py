@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 MAX_NUM_SEQS = 64
 # Cache tiers below device memory; passed only where this engine version accepts them.
-_TIER_OPTIONS = ("host_cache_gb", "disk_cache_dir", "disk_cache_gb")
+_TIER_OPTIONS = ("host_cache_gb", "disk_cache_dir", "disk_cache_gb", "shared_cache_dir")
 
 _lock = threading.Lock()
 _loaded: tuple[tuple, LLM] | None = None
@@ -38,6 +38,7 @@ def llm_options(settings: Settings, accepted: set[str]) -> dict[str, Any]:
         "host_cache_gb": settings.host_cache_gb,
         "disk_cache_dir": str(settings.disk_cache_dir),
         "disk_cache_gb": settings.disk_cache_gb,
+        "shared_cache_dir": str(settings.shared_cache_dir) if settings.shared_cache_dir else None,
     }
     options.update({name: tiers[name] for name in _TIER_OPTIONS if name in accepted})
     return options

@@ -29,6 +29,7 @@ from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.metrics import CacheMetrics, snapshot
 from worker.kv_cache.planner import plan_batch
+from worker.kv_cache.shared_store import SharedStore
 from worker.model.attention_torch import TorchAttention
 from worker.model.config import CheckpointError, ModelConfig
 from worker.model.loader import load_model, parse_dtype
@@ -86,6 +87,7 @@ class LLM:
         host_cache_gb: float = 0.0,
         disk_cache_dir: str | Path | None = None,
         disk_cache_gb: float = 0.0,
+        shared_cache_dir: str | Path | None = None,
         overlap_loads: bool = True,
         opportunistic_windows: bool = True,
     ):
@@ -117,6 +119,10 @@ class LLM:
         if enable_prefix_caching and disk_cache_dir and disk_cache_gb > 0:
             namespace = cache_namespace(self.checkpoint, torch_dtype, block_size)
             self.disk_store = DiskStore(disk_cache_dir, int(disk_cache_gb * GIB), namespace)
+        shared_store = None
+        if enable_prefix_caching and shared_cache_dir:
+            namespace = cache_namespace(self.checkpoint, torch_dtype, block_size)
+            shared_store = SharedStore(shared_cache_dir, namespace)
         self.engine = LLMEngine(
             self.config,
             runner,
@@ -130,6 +136,7 @@ class LLM:
             retain_every_tokens=retain_every_tokens,
             host_store=HostStore(int(host_cache_gb * GIB)) if enable_prefix_caching else None,
             disk_store=self.disk_store,
+            shared_store=shared_store,
             opportunistic_windows=opportunistic_windows,
         )
         self.plan_batches = plan_batches and enable_prefix_caching
@@ -233,9 +240,12 @@ class LLM:
         return snapshot(self.engine.cache)
 
     def close(self) -> None:
-        """Writes the prefix cache to the disk tier (if any) so a restarted worker finds it warm."""
-        if self.engine.cache is not None and self.disk_store is not None:
-            self.engine.cache.persist()
+        """Writes the prefix cache to the disk tier (if any) so a restarted worker finds it warm, and
+        publishes it to the shared tier (if on) so other workers find it."""
+        cache = self.engine.cache
+        if cache is not None and (self.disk_store is not None or cache.tiers.shared is not None):
+            cache.persist()
+        if self.disk_store is not None:
             self.disk_store.close()
 
     def _planned(self, parsed: list[tuple]) -> list[tuple]:

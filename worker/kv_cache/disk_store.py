@@ -58,6 +58,39 @@ class DiskEntry:
         )
 
 
+def encode_entry(entry: DiskEntry, payload: torch.Tensor, extra: dict | None = None) -> bytes:
+    """The file bytes of one entry: header length, JSON header (``extra`` fields added), payload."""
+    data = payload.contiguous().view(torch.uint8).numpy().tobytes()
+    header = (
+        entry.to_json()
+        | (extra or {})
+        | {
+            "dtype": str(payload.dtype).removeprefix("torch."),
+            "numel": payload.numel(),
+            "checksum": hashlib.blake2b(data, digest_size=16).hexdigest(),
+        }
+    )
+    blob = json.dumps(header).encode()
+    return struct.pack("<Q", len(blob)) + blob + data
+
+
+def decode_entry(raw: bytes) -> tuple[dict, torch.Tensor]:
+    """The header and the verified payload of a file's bytes; ValueError when truncated or corrupt."""
+    try:
+        (header_len,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8 : 8 + header_len])
+        data = raw[8 + header_len :]
+        dtype = _DTYPES[header["dtype"]]
+        if hashlib.blake2b(data, digest_size=16).hexdigest() != header["checksum"]:
+            raise ValueError("checksum mismatch")
+        payload = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype)
+    except (KeyError, TypeError, struct.error, json.JSONDecodeError, UnicodeDecodeError, RuntimeError) as exc:
+        raise ValueError(f"unreadable entry ({exc})") from exc
+    if payload.numel() != header["numel"]:
+        raise ValueError("truncated payload")
+    return header, payload
+
+
 class DiskStore:
     def __init__(self, directory: str | Path, budget_bytes: int, namespace: str):
         """``namespace`` names the model and KV layout; entries of another namespace are ignored."""
@@ -111,14 +144,8 @@ class DiskStore:
         """Writes the entry; False when the tier is off or the write failed (which turns it off)."""
         if not self.enabled:
             return False
-        data = payload.contiguous().view(torch.uint8).numpy().tobytes()
-        header = entry.to_json() | {
-            "dtype": str(payload.dtype).removeprefix("torch."),
-            "numel": payload.numel(),
-            "checksum": hashlib.blake2b(data, digest_size=16).hexdigest(),
-        }
-        blob = json.dumps(header).encode()
-        size = 8 + len(blob) + len(data)
+        raw = encode_entry(entry, payload)
+        size = len(raw)
         if size > self.budget_bytes:
             return False
         self._make_room(size)
@@ -126,9 +153,7 @@ class DiskStore:
         tmp = path.with_suffix(".tmp")
         try:
             with open(tmp, "wb") as f:
-                f.write(struct.pack("<Q", len(blob)))
-                f.write(blob)
-                f.write(data)
+                f.write(raw)
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("disk KV cache write failed (%s); turning the disk tier off", exc)
@@ -152,19 +177,10 @@ class DiskStore:
         """The payload, or None (and the file removed) when it is missing, truncated or corrupt."""
         path = self._path(block_hash)
         try:
-            raw = path.read_bytes()
-            (header_len,) = struct.unpack("<Q", raw[:8])
-            header = json.loads(raw[8 : 8 + header_len])
-            data = raw[8 + header_len :]
-            dtype = _DTYPES[header["dtype"]]
-            if hashlib.blake2b(data, digest_size=16).hexdigest() != header["checksum"]:
-                raise ValueError("checksum mismatch")
-            payload = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype)
-            if payload.numel() != header["numel"]:
-                raise ValueError("truncated payload")
+            _, payload = decode_entry(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, struct.error, json.JSONDecodeError, RuntimeError) as exc:
+        except (OSError, ValueError) as exc:
             log.warning("disk KV cache entry %s is unreadable (%s); treating it as a miss", path.name, exc)
             self.discard(block_hash)
             return None

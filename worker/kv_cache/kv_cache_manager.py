@@ -5,7 +5,8 @@ follows, and is the only writer of a sequence's ``full_blocks``, ``swa_blocks``,
 ``block_hashes``, ``num_computed_tokens`` and ``num_cached_tokens`` (and adds to ``retain_at`` where a
 prompt diverges from a cached path):
 
-    match(seq)                      read-only: the deepest hit the prefix cache holds (a PrefixMatch)
+    match(seq)                      the deepest hit the prefix cache holds (a PrefixMatch); only adds
+                                    entries the shared tier holds past the tree, if it is on
     admit(seq, match, max_tokens)   attach the match and allocate the first chunk, all or nothing
     grow(seq, num_tokens)           allocate the next chunk, evicting cache entries if it must
     advance(seq, num_tokens)        the step computed them: hash, cache, free SWA blocks left behind
@@ -37,10 +38,12 @@ class KVCacheManager:
 
     # -- admission -------------------------------------------------------------------------------
     def match(self, seq: KVSequence) -> PrefixMatch | None:
-        """The deepest prefix-cache hit for ``seq`` (None when caching is off). Changes nothing: pass it
-        to ``admit`` before anything else changes the cache."""
+        """The deepest prefix-cache hit for ``seq`` (None when caching is off). Changes nothing but
+        the shared-tier entries it adds to the tree (``PrefixCache.attach_shared``): pass it to
+        ``admit`` before anything else changes the cache."""
         if self.cache is None:
             return None
+        self.cache.attach_shared(seq)
         return self.cache.match(seq)
 
     def admit(self, seq: KVSequence, match: PrefixMatch | None, max_tokens: int) -> int:

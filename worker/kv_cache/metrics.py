@@ -18,6 +18,7 @@ class CacheMetrics:
     hit_tokens_device: int = 0
     hit_tokens_host: int = 0
     hit_tokens_disk: int = 0
+    hit_tokens_shared: int = 0  # loaded from the tier all workers share (computed by any of them)
     hits_cut_short: int = 0
     tokens_cut_short: int = 0
     # Why hits were short: no window retained there; a window dropped or the KV evicted; a load
@@ -77,6 +78,7 @@ def snapshot(cache: PrefixCache | None) -> CacheMetrics:
         hit_tokens_device=s.hit_tokens_by_tier["device"],
         hit_tokens_host=s.hit_tokens_by_tier["host"],
         hit_tokens_disk=s.hit_tokens_by_tier["disk"],
+        hit_tokens_shared=s.hit_tokens_by_tier["shared"],
         hits_cut_short=s.hits_cut_short,
         tokens_cut_short=s.tokens_cut_short,
         hits_short_missing_window=s.short_hits["missing_window"],
@@ -126,7 +128,7 @@ def render_prometheus(metrics: CacheMetrics, prefix: str = "hybatch_kv_cache") -
         f"# HELP {prefix}_hit_tokens_by_tier_total Prompt tokens served from the cache, by tier",
         f"# TYPE {prefix}_hit_tokens_by_tier_total counter",
     ]
-    for tier in ("device", "host", "disk"):
+    for tier in ("device", "host", "disk", "shared"):
         lines.append(
             f'{prefix}_hit_tokens_by_tier_total{{tier="{tier}"}} {getattr(metrics, "hit_tokens_" + tier)}'
         )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from worker.kv_cache.block_manager import BlockManager
 from worker.kv_cache.cache_stats import CacheStats
-from worker.kv_cache.disk_store import DiskStore
+from worker.kv_cache.disk_store import DiskEntry, DiskStore
 from worker.kv_cache.evicted_hashes import EvictedHashes
 from worker.kv_cache.eviction_queue import EvictionQueue
 from worker.kv_cache.host_store import HostStore
@@ -29,6 +29,7 @@ from worker.kv_cache.kv_transfer import KVTransfer, PendingLoad
 from worker.kv_cache.lower_tiers import LowerTiers
 from worker.kv_cache.prefix_match import MatchStop, PrefixMatch
 from worker.kv_cache.radix import Node, RadixTree, Tier, WindowKind
+from worker.kv_cache.shared_store import SharedStore
 from worker.kv_cache.window_retention import WindowRetention
 
 
@@ -51,9 +52,11 @@ class PrefixCache:
         host: HostStore | None = None,
         disk: DiskStore | None = None,
         opportunistic_windows: bool = True,
+        shared: SharedStore | None = None,
     ):
         """``opportunistic_windows`` keeps spare windows at every block boundary while the SWA pool
-        has room (``window_retention.py``); off, windows exist only where they were planned."""
+        has room (``window_retention.py``); off, windows exist only where they were planned.
+        ``shared``: the tier all workers share (``shared_store.py``), None when off."""
         self.blocks = blocks
         self.tree = RadixTree()
         self.windows = WindowRetention(blocks, retain_every_tokens, opportunistic_windows)
@@ -66,7 +69,7 @@ class PrefixCache:
         self._eviction = EvictionQueue()  # device entries with no device children, LRU first
         # Lower tiers need the transfer object to copy KV out of and into device blocks.
         self.tiers = (
-            LowerTiers(host, disk, self._index, transfer.payload_numel(0))
+            LowerTiers(host, disk, self._index, transfer.payload_numel(0), shared)
             if transfer is not None
             else LowerTiers(None, None, {})
         )
@@ -84,6 +87,37 @@ class PrefixCache:
         path = self.tree.walk(hashes, self._blocks_of(seq, max_blocks))
         evicted = self._evicted.run_length(hashes[len(path) :])
         return PrefixMatch.along(path, max_blocks, self.blocks.block_size, self.needs_window, evicted)
+
+    def attach_shared(self, seq: KVSequence) -> int:
+        """Where the tree has no entry for ``seq``'s next block, asks the shared tier for it (and the
+        blocks after it) and adds what it holds, down to the deepest entry with a window, as
+        shared-tier entries (their KV is loaded on ``take``). Only headers whose namespace, parent
+        hash and token ids equal what ``seq`` asks for are attached. Returns how many entries."""
+        shared = self.tiers.shared
+        if shared is None:
+            return 0
+        max_blocks = (seq.num_tokens - 1) // self.blocks.block_size
+        hashes = self.blocks.hashes_for(seq, max_blocks)
+        tokens = self._blocks_of(seq, max_blocks)
+        path = self.tree.walk(hashes, tokens)
+        parent = path[-1] if path else None
+        if len(path) == max_blocks or hashes[len(path)] in self.tree.children_of(parent):
+            return 0  # nothing past the tree, or a collision with a local entry: leave it
+        found: list[DiskEntry] = []
+        for i in range(len(path), max_blocks):
+            previous = hashes[i - 1] if i else None
+            entry = shared.header(DiskEntry(hashes[i], previous, tokens[i], i, 0))
+            if entry is None:
+                break
+            found.append(entry)
+        while found and self.needs_window and not found[-1].window_len:
+            found.pop()  # a hit ends at a window: entries below the deepest one are of no use yet
+        for entry in found:
+            parent = self.tree.insert(parent, entry.block_hash, entry.token_ids, None, tier=Tier.SHARED)
+            parent.window_len = entry.window_len
+            parent.window_kind = WindowKind.PLANNED if entry.window_len else None
+            self._index[entry.block_hash] = parent
+        return len(found)
 
     def begin_call(self) -> None:
         """A new engine call (a batch, or a shard of one) starts: hits on entries cached before now

@@ -16,7 +16,9 @@ class MatchStop(Enum):
     EVICTED = "evicted"  # the cache held the next blocks of this prompt and dropped them
     NO_WINDOW = "no_window"  # full KV goes deeper, but no window was ever retained down there
     WINDOW_DROPPED = "window_dropped"  # full KV goes deeper; a window there was dropped under pressure
-    LOAD_FAILED = "load_failed"  # an entry on the host or disk could not be brought back (``take``)
+    LOAD_FAILED = (
+        "load_failed"  # an entry on the host, disk or shared tier could not be brought back (``take``)
+    )
 
 
 # Why a hit came out shorter than the cache once allowed, as the metrics count it.
@@ -105,4 +107,7 @@ class PrefixMatch:
     @property
     def tier(self) -> Tier | None:
         """The slowest tier the hit is served from (None: no hit)."""
-        return next((t for t in (Tier.DISK, Tier.HOST, Tier.DEVICE) if self.tokens_by_tier[t.value]), None)
+        return next(
+            (t for t in (Tier.SHARED, Tier.DISK, Tier.HOST, Tier.DEVICE) if self.tokens_by_tier[t.value]),
+            None,
+        )

@@ -17,6 +17,7 @@ class Tier(Enum):
     DEVICE = "device"
     HOST = "host"
     DISK = "disk"
+    SHARED = "shared"  # only in the store all workers share (``shared_store.py``)
 
 
 class WindowKind(Enum):

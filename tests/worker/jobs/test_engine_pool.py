@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ def test_options_come_from_settings_and_skip_tiers_the_engine_lacks(tmp_path: Pa
         "disk_cache_dir": str(tmp_path / "kv_cache"),
         "disk_cache_gb": 3.0,
     }
+
+
+def test_the_shared_tier_is_off_by_default_and_passed_when_set(tmp_path: Path) -> None:
+    accepted = {"shared_cache_dir"}
+    assert engine_pool.llm_options(Settings(data_dir=tmp_path), accepted)["shared_cache_dir"] is None
+    shared = Settings(data_dir=tmp_path, shared_cache_dir=tmp_path / "shared")
+    assert engine_pool.llm_options(shared, accepted)["shared_cache_dir"] == str(tmp_path / "shared")
+    assert "shared_cache_dir" in set(inspect.signature(worker.engine.LLM.__init__).parameters)
 
 
 def test_the_engine_is_loaded_once_per_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
