@@ -214,6 +214,8 @@ class LLM:
                 yield from self.engine.step()
         finally:
             self.engine.abort_all()
+            if self.engine.cache is not None:
+                self.engine.cache.publish_call()  # to the shared tier, if on: other workers hit it
 
     def embed(self, prompts: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         """Unit-length float32 ``[hidden_size]`` embeddings of token-id prompts; see ``embed.py``.

@@ -152,6 +152,17 @@ class LowerTiers:
                     self.host.put(node.block_hash, whole)
         return written
 
+    def publish(self, nodes: list[Node], save: Callable[[Node], torch.Tensor]) -> int:
+        """Publishes device entries (``save`` copies them out) to the shared tier, parents first,
+        as the disk would keep them; returns how many were written. Their tiers do not change."""
+        if self.shared is None:
+            return 0
+        written = 0
+        for node in sorted(nodes, key=lambda n: n.depth):
+            if node.tier is Tier.DEVICE and node.block_hash not in self.shared:
+                written += self.shared.put(*self._for_disk(node, save(node)))
+        return written
+
     def check_integrity(self, nodes: list[Node]) -> None:
         for node in nodes:
             if node.tier is Tier.HOST and (self.host is None or node.block_hash not in self.host):

@@ -260,6 +260,14 @@ class PrefixCache:
             list(self.tree.nodes()), lambda node: self.transfer.save(node.full_block, node.window or ())
         )
 
+    def publish_call(self) -> int:
+        """Publishes the device entries the current engine call inserted to the shared tier (if
+        on), so other workers find the prefixes this one just computed; returns how many."""
+        if self.tiers.shared is None:
+            return 0
+        new = [node for node in self.tree.nodes() if node.inserted_at > self._call_start]
+        return self.tiers.publish(new, lambda node: self.transfer.save(node.full_block, node.window or ()))
+
     # -- insertion ---------------------------------------------------------------------------------
     def cache_computed(self, seq: KVSequence, previous_computed: int) -> None:
         """Adds ``seq``'s newly completed full blocks to the tree and retains windows it just passed.

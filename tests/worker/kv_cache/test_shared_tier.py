@@ -64,11 +64,13 @@ def publish_from_a(path, tmp_path, prompts, how, salt=None):
         a.engine.cache.demote_all()
         a.engine.check_integrity()
         assert a.engine.cache.num_entries(Tier.DISK) > 0
-    a.close()
+    if how != "call":  # "call": published at the end of the generate call, A still running
+        a.close()
     assert shared_files(tmp_path / "shared")
+    return a
 
 
-@pytest.mark.parametrize("how", ["close", "demote"])
+@pytest.mark.parametrize("how", ["call", "close", "demote"])
 def test_engine_b_hits_what_engine_a_computed_with_identical_outputs(path, prompts, expected, tmp_path, how):
     publish_from_a(path, tmp_path, prompts, how)
     b = make(path, tmp_path / "disk-b", tmp_path / "shared")
