@@ -16,7 +16,9 @@ a fresh Postgres schema that is dropped afterwards), driven with the official op
 4. **Cache affinity.** Two batches of one account on two workers, each prefix one shard: the first
    over N prefixes, the second over half of them (seeded) with new questions: the fraction of the
    second batch's prompt tokens served from a cache, with shards routed by affinity
-   (``worker.affinity``) and all on the shared queue.
+   (``worker.affinity``) and all on the shared queue. ``--shared-cache``: instead, both runs on the
+   shared queue, without and with the shared KV tier (``HYBATCH_SHARED_CACHE_DIR``, one directory
+   both workers use): prompt tokens computed over the two batches.
 
 Each worker runs one torch thread (``OMP_NUM_THREADS=1``), so on a 2-core machine two workers get a
 core each; on a GPU host start one worker per GPU instead.
@@ -304,9 +306,12 @@ def _wait_taken_over(engine, batch_id: str, shard_index: int, owner_part: str, s
     raise RuntimeError("the killed worker's shard was never taken over")
 
 
-def measure_affinity(args: argparse.Namespace, data_dir: Path, *, affinity: bool) -> dict:
+def measure_affinity(
+    args: argparse.Namespace, data_dir: Path, *, affinity: bool, shared: bool = False
+) -> dict:
     """Two batches over the same prefixes (new questions in the second) on two workers: how much of
-    the second batch's prompt hits a cache, with shards routed by affinity or all on the shared queue."""
+    the second batch's prompt hits a cache, with shards routed by affinity or all on the shared queue,
+    and (``shared``) the shared KV tier on."""
     stream, leads = _prompt_material(args.model, 1)
     groups, per_group = args.affinity_groups, args.affinity_per_group
     num_requests, shared = groups * per_group, 1 + args.prefix_tokens  # the lead token and the prefix
@@ -322,13 +327,15 @@ def measure_affinity(args: argparse.Namespace, data_dir: Path, *, affinity: bool
         for i, prompt in enumerate(first)
         if i % groups in chosen
     ]
-    label = "on" if affinity else "off"
+    run_dir = data_dir / f"affinity-{'on' if affinity else 'off'}-shared-{'on' if shared else 'off'}"
+    tier = {"shared_cache_dir": str(run_dir / "shared_kv")} if shared else {}
     with fleet(
         args,
         2,
-        data_dir / f"affinity-{label}",
+        run_dir,
         shard_requests=per_group,  # one shard per prefix: each is the head of its subtree
         shard_affinity="true" if affinity else "false",
+        **tier,
     ) as running:
         client = _client(running)
         batches = []
@@ -344,6 +351,10 @@ def measure_affinity(args: argparse.Namespace, data_dir: Path, *, affinity: bool
     cached = later.input_tokens_details.cached_tokens
     return {
         "affinity": affinity,
+        "shared_tier": shared,
+        "computed_tokens": sum(
+            b.usage.input_tokens - b.usage.input_tokens_details.cached_tokens for b in batches
+        ),
         "prompt_tokens": later.input_tokens,
         "cached_tokens": cached,
         "hit_fraction": cached / later.input_tokens,
@@ -408,6 +419,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--affinity-per-group", type=int, default=4, help="requests per prefix in each")
     parser.add_argument("--affinity-seed", type=int, default=7, help="which prefixes the later batch repeats")
     parser.add_argument(
+        "--shared-cache",
+        action="store_true",
+        help="affinity part: shards on the shared queue, the shared KV tier off vs on",
+    )
+    parser.add_argument(
         "--only",
         choices=("throughput", "takeover", "cancel", "affinity"),
         action="append",
@@ -445,7 +461,12 @@ def main(argv: list[str] | None = None) -> dict:
                 f"completed before it; lines {c['accounted']}; worker peak RSS {c['worker_peak_rss_mb']:.0f} MB",
                 flush=True,
             )
-        if "affinity" in parts:
+        if "affinity" in parts and args.shared_cache:
+            off = measure_affinity(args, data_dir, affinity=False, shared=False)
+            on = measure_affinity(args, data_dir, affinity=False, shared=True)
+            results["shared_tier"] = {"off": off, "on": on}
+            print(_shared_tier_report(off, on), flush=True)
+        elif "affinity" in parts:
             off = measure_affinity(args, data_dir, affinity=False)
             on = measure_affinity(args, data_dir, affinity=True)
             results["affinity"] = {"off": off, "on": on}
@@ -463,6 +484,21 @@ def _affinity_report(off: dict, on: dict) -> str:
             for r in (off, on)
         ),
         f"hit fraction with affinity / without: {on['hit_fraction'] / max(off['hit_fraction'], 1e-9):.2f}x",
+    ]
+    return "\n".join(rows)
+
+
+def _shared_tier_report(off: dict, on: dict) -> str:
+    rows = [
+        "two batches over the same prefixes, 2 workers, shards on the shared queue:",
+        f"{'shared tier':>11} {'computed':>9} {'2nd prompt':>10} {'2nd cached':>10} {'of shared':>9}",
+        *(
+            f"{'on' if r['shared_tier'] else 'off':>11} {r['computed_tokens']:>9} {r['prompt_tokens']:>10} "
+            f"{r['cached_tokens']:>10} {r['hit_fraction'] / r['shared_prefix_fraction']:>9.3f}"
+            for r in (off, on)
+        ),
+        f"prompt tokens computed with the shared tier / without: "
+        f"{on['computed_tokens'] / max(off['computed_tokens'], 1):.3f}",
     ]
     return "\n".join(rows)
 
