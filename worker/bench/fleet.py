@@ -307,11 +307,11 @@ def _wait_taken_over(engine, batch_id: str, shard_index: int, owner_part: str, s
 
 
 def measure_affinity(
-    args: argparse.Namespace, data_dir: Path, *, affinity: bool, shared: bool = False
+    args: argparse.Namespace, data_dir: Path, *, affinity: bool, shared_tier: bool = False
 ) -> dict:
     """Two batches over the same prefixes (new questions in the second) on two workers: how much of
     the second batch's prompt hits a cache, with shards routed by affinity or all on the shared queue,
-    and (``shared``) the shared KV tier on."""
+    and (``shared_tier``) the shared KV tier on."""
     stream, leads = _prompt_material(args.model, 1)
     groups, per_group = args.affinity_groups, args.affinity_per_group
     num_requests, shared = groups * per_group, 1 + args.prefix_tokens  # the lead token and the prefix
@@ -327,8 +327,8 @@ def measure_affinity(
         for i, prompt in enumerate(first)
         if i % groups in chosen
     ]
-    run_dir = data_dir / f"affinity-{'on' if affinity else 'off'}-shared-{'on' if shared else 'off'}"
-    tier = {"shared_cache_dir": str(run_dir / "shared_kv")} if shared else {}
+    run_dir = data_dir / f"affinity-{'on' if affinity else 'off'}-shared-{'on' if shared_tier else 'off'}"
+    tier = {"shared_cache_dir": str(run_dir / "shared_kv")} if shared_tier else {}
     with fleet(
         args,
         2,
@@ -351,7 +351,7 @@ def measure_affinity(
     cached = later.input_tokens_details.cached_tokens
     return {
         "affinity": affinity,
-        "shared_tier": shared,
+        "shared_tier": shared_tier,
         "computed_tokens": sum(
             b.usage.input_tokens - b.usage.input_tokens_details.cached_tokens for b in batches
         ),
@@ -462,8 +462,8 @@ def main(argv: list[str] | None = None) -> dict:
                 flush=True,
             )
         if "affinity" in parts and args.shared_cache:
-            off = measure_affinity(args, data_dir, affinity=False, shared=False)
-            on = measure_affinity(args, data_dir, affinity=False, shared=True)
+            off = measure_affinity(args, data_dir, affinity=False, shared_tier=False)
+            on = measure_affinity(args, data_dir, affinity=False, shared_tier=True)
             results["shared_tier"] = {"off": off, "on": on}
             print(_shared_tier_report(off, on), flush=True)
         elif "affinity" in parts:
