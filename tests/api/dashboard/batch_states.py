@@ -40,6 +40,7 @@ CANCELLED_CACHE_METRICS = {
     "hit_tokens_device": 0,
     "hit_tokens_host": 0,
     "hit_tokens_disk": 0,
+    "hit_tokens_shared": 0,
     "hits_cut_short": 0,
     "tokens_cut_short": 0,
     "windows_retained": 0,

@@ -399,6 +399,7 @@ def test_batch_page_shows_the_prefix_cache_counters(
     assert '<td id="short-missing-window">2 (64 tokens)</td>' in table
     assert '<td id="short-eviction">3 (1,200 tokens)</td>' in table
     assert '<td id="short-tier">0 (0 tokens)</td>' in table
+    assert '<td id="hits-shared">700 tokens</td>' in table  # the shared KV tier (issue #13 item 6)
     assert '<td id="hits-earlier">11,000 / 4,000</td>' in table
     assert "15,000 came from the cache (75.0%)" in page
     assert "<dt>Cost</dt>" in page  # finished: no "so far"
