@@ -129,3 +129,35 @@ def test_under_eviction_hits_never_exceed_the_model_and_outputs_stay_exact(
             assert out.outputs[0].token_ids == reference(prompt)
             assert out.num_cached_tokens <= len(prompt) - 1
         llm.engine.check_integrity()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requests, st.integers(9, 14), st.integers(5, 9), st.booleans())
+def test_a_second_engine_on_the_shared_tier_stays_exact_and_consistent(
+    path, reference, reqs, num_full_blocks, num_swa_blocks, opportunistic
+):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as shared_dir:
+        engines = [
+            LLM(
+                path,
+                device="cpu",
+                dtype="float32",
+                block_size=B,
+                num_full_blocks=num_full_blocks,
+                num_swa_blocks=num_swa_blocks,
+                max_num_batched_tokens=5,
+                enable_prefix_caching=True,
+                opportunistic_windows=opportunistic,
+                shared_cache_dir=shared_dir,  # no local disk: evicted entries stay in the shared tier
+            )
+            for _ in range(2)
+        ]
+        for llm in engines:  # the second engine starts cold and finds what the first published
+            for prompt, salt in reqs:
+                out = llm.generate([{"prompt_token_ids": prompt, "cache_salt": salt}], PARAMS)[0]
+                if out.error is None:
+                    assert out.outputs[0].token_ids == reference(prompt)
+                    assert out.num_cached_tokens <= len(prompt) - 1
+                llm.engine.check_integrity()
