@@ -222,7 +222,10 @@ def check_body(
         prompt_ids = checker.completion_prompt(tokenizer)
         max_tokens = max_tokens or DEFAULT_COMPLETION_MAX_TOKENS
     if prompt_ids is not None:
-        max_tokens = _check_context(checker, len(prompt_ids), max_tokens, tokenizer.context_tokens)
+        param = "messages" if checker.endpoint is BatchEndpoint.CHAT_COMPLETIONS else "prompt"
+        max_tokens = check_context(
+            checker, len(prompt_ids), max_tokens, tokenizer.context_tokens, param=param
+        )
     if checker.problems or prompt_ids is None or max_tokens is None:
         return None, checker.problems
     request = GenerationRequest(
@@ -237,16 +240,17 @@ def check_body(
     return request, []
 
 
-def _check_context(
-    checker: BodyChecker, prompt_tokens: int, max_tokens: int | None, context_tokens: int
+def check_context(
+    checker: BodyChecker, prompt_tokens: int, max_tokens: int | None, context_tokens: int, *, param: str
 ) -> int | None:
-    """The resolved max_tokens: given, or (chat without one) whatever room the context leaves."""
+    """The resolved output budget: ``max_tokens`` as given, or (when the body may leave it out)
+    whatever room the context leaves; None, with a ``too_many_tokens`` problem on ``param``, when the
+    prompt and the output do not fit."""
     room = context_tokens - prompt_tokens
     if max_tokens is None and room >= 1:
         return room
     if max_tokens is None or prompt_tokens + max_tokens > context_tokens:
         asked = "no room for output" if max_tokens is None else f"{max_tokens} output tokens"
-        param = "messages" if checker.endpoint is BatchEndpoint.CHAT_COMPLETIONS else "prompt"
         checker.problem(
             "too_many_tokens",
             param,

@@ -18,7 +18,7 @@ from typing import Any
 
 from hybatch.models import BatchEndpoint
 from hybatch.prompt_tokenizer import ChatTemplateError, PromptTokenizer
-from hybatch.request_body import CHAT_ROLES, BodyChecker, FieldProblem, GenerationRequest
+from hybatch.request_body import CHAT_ROLES, BodyChecker, FieldProblem, GenerationRequest, check_context
 
 _TEXT_PART_TYPES = ("input_text", "output_text")
 MAX_METADATA_KEYS = 16  # OpenAI's limits on metadata
@@ -98,7 +98,9 @@ def check_responses_body(
         except ChatTemplateError as error:
             checker.problem("invalid_value", "input", str(error))
     if prompt_ids is not None:
-        max_tokens = _check_context(checker, len(prompt_ids), max_tokens, tokenizer.context_tokens)
+        max_tokens = check_context(
+            checker, len(prompt_ids), max_tokens, tokenizer.context_tokens, param="input"
+        )
     if checker.problems or prompt_ids is None or max_tokens is None:
         return None, checker.problems
     return (
@@ -199,22 +201,3 @@ def _text_content(content: Any) -> str | None:
     ):
         return "\n".join(part["text"] for part in content)
     return None
-
-
-def _check_context(
-    checker: BodyChecker, prompt_tokens: int, max_tokens: int | None, context_tokens: int
-) -> int | None:
-    """The resolved output budget: ``max_output_tokens``, or whatever room the context leaves."""
-    room = context_tokens - prompt_tokens
-    if max_tokens is None and room >= 1:
-        return room
-    if max_tokens is None or prompt_tokens + max_tokens > context_tokens:
-        asked = "no room for output" if max_tokens is None else f"{max_tokens} output tokens"
-        checker.problem(
-            "too_many_tokens",
-            "input",
-            f"The prompt has {prompt_tokens} tokens and {asked} were requested; "
-            f"the model's context is {context_tokens} tokens.",
-        )
-        return None
-    return max_tokens
