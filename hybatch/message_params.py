@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybatch.prompt_tokenizer import ChatTemplateError, PromptTokenizer
-from hybatch.request_body import FieldProblem, GenerationRequest
+from hybatch.request_body import FieldProblem, GenerationRequest, number_problem
 
 MESSAGE_ROLES = ("user", "assistant")
 MAX_STOP_SEQUENCES = 32  # Anthropic states no limit; each one is a string the engine watches for
@@ -40,10 +40,6 @@ _BLOCK_KEYS = frozenset({"type", "text", "cache_control"})
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class _ParamsChecker:
@@ -100,9 +96,9 @@ class _ParamsChecker:
         value = self.params.get(key)
         if value is None:
             return None
-        if not _is_number(value) or value > high or value < low or (low_open and value == low):
-            bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-            self.problem("invalid_value", key, f"'{key}' must be a number in {bound}.")
+        problem = number_problem(key, value, low, high, low_open=low_open)
+        if problem is not None:
+            self.problem("invalid_value", key, problem)
             return None
         return float(value)
 

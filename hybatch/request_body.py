@@ -59,6 +59,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def number_problem(key: str, value: Any, low: float, high: float, *, low_open: bool = False) -> str | None:
+    """Why ``value`` is not a number in [low, high] (or (low, high] with ``low_open``); None if it is."""
+    if not _is_number(value) or value > high or value < low or (low_open and value == low):
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        return f"'{key}' must be a number in {bound}."
+    return None
+
+
 class BodyChecker:
     """Collects the problems of one body; the shared checks of every OpenAI request body."""
 
@@ -99,9 +107,9 @@ class BodyChecker:
         value = self.body.get(key)
         if value is None:
             return None
-        if not _is_number(value) or value > high or value < low or (low_open and value == low):
-            bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-            self.problem("invalid_value", key, f"'{key}' must be a number in {bound}.")
+        problem = number_problem(key, value, low, high, low_open=low_open)
+        if problem is not None:
+            self.problem("invalid_value", key, problem)
             return None
         return float(value)
 
