@@ -1,7 +1,7 @@
 """The hybrid-attention inference engine (vLLM-shaped API)."""
 
 from worker.engine.llm import LLM
-from worker.engine.outputs import CompletionOutput, RequestError, RequestOutput
+from worker.engine.outputs import CompletionOutput, EngineFailure, RequestError, RequestOutput
 from worker.engine.sampling_params import SamplingParams
 
-__all__ = ["LLM", "CompletionOutput", "RequestError", "RequestOutput", "SamplingParams"]
+__all__ = ["LLM", "CompletionOutput", "EngineFailure", "RequestError", "RequestOutput", "SamplingParams"]

@@ -35,3 +35,11 @@ class RequestOutput:
 
 class RequestError(ValueError):
     """A request the engine cannot run; the message names the request and the reason."""
+
+
+class EngineFailure(RuntimeError):
+    """The engine can no longer run any request (a tensor-parallel rank died or stopped answering).
+
+    Nothing of the failed step was returned; the process must stop using this engine. The message
+    names the rank and what happened to it.
+    """
