@@ -27,7 +27,7 @@ from hybatch.db import make_engine, make_session_factory, unit_of_work
 from hybatch.errors import HybatchError
 from hybatch.migrate import upgrade_to_head
 from hybatch.models import WebhookEndpoint
-from hybatch.settings import Settings
+from hybatch.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="hybatch: OpenAI-compatible batch inference with billing.")
 accounts_app = typer.Typer(no_args_is_help=True, help="Manage accounts.")
@@ -540,11 +540,36 @@ def api() -> None:
 @app.command()
 def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
+    tensor_parallel: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="run one engine over this many GPUs of the node (default: HYBATCH_TENSOR_PARALLEL, 1)",
+        ),
+    ] = None,
+    expert_parallel: Annotated[
+        bool | None,
+        typer.Option(
+            "--expert-parallel/--no-expert-parallel",
+            help="spread the MoE experts over those GPUs (default: HYBATCH_EXPERT_PARALLEL, off)",
+        ),
+    ] = None,
 ) -> None:
-    """Run one Celery worker process (one per GPU): solo pool, one task at a time."""
+    """Run one Celery worker process (one per GPU, or one per node with --tensor-parallel N): solo
+    pool, one task at a time."""
     from hybatch.worker_registry import this_worker
 
-    settings = Settings()
+    # The worker's tasks read their settings from the environment (worker.tasks), so the options
+    # override the variables there, before anything reads them.
+    if tensor_parallel is not None:
+        os.environ["HYBATCH_TENSOR_PARALLEL"] = str(tensor_parallel)
+    if expert_parallel is not None:
+        os.environ["HYBATCH_EXPERT_PARALLEL"] = "true" if expert_parallel else "false"
+    get_settings.cache_clear()
+    try:
+        settings = Settings()
+    except ValueError as error:  # pydantic's ValidationError: say which setting, without a traceback
+        raise _fail(str(error)) from error
     celery_app = _load_celery_app()
     celery_app.worker_main(
         [

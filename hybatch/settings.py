@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     disk_cache_gb: float = Field(default=20.0, ge=0)
     # A prefix-cache tier every worker shares (an NFS mount, a shared volume), below the disk; unset: off.
     shared_cache_dir: Path | None = None
+    # One engine over this many GPUs of the node (ranks of torch.distributed; `hybatch worker
+    # --tensor-parallel N`), with the MoE experts spread over them when EXPERT_PARALLEL is set. The KV
+    # cache budgets above are per GPU (per rank).
+    tensor_parallel: int = Field(default=1, ge=1)
+    expert_parallel: bool = False
 
     max_batch_lines: int = Field(default=50_000, ge=1)
     # Prompt tokens one account may have enqueued (in unfinished batches) per model; unset: no limit.
@@ -140,6 +145,15 @@ class Settings(BaseSettings):
         values["model"] = model
         values.setdefault("model_name", model.name)
         return values
+
+    @model_validator(mode="after")
+    def _expert_parallel_needs_ranks(self) -> Settings:
+        if self.expert_parallel and self.tensor_parallel == 1:
+            raise ValueError(
+                "HYBATCH_EXPERT_PARALLEL spreads the experts over the tensor-parallel ranks: it needs "
+                "HYBATCH_TENSOR_PARALLEL (or --tensor-parallel) of 2 or more"
+            )
+        return self
 
     @field_validator("completion_windows")
     @classmethod

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from hybatch import accounts, cli
 from hybatch.db import make_engine, make_session_factory
+from hybatch.settings import get_settings
 
 runner = CliRunner()
 
@@ -63,6 +64,65 @@ def test_worker_without_celery_app_explains(monkeypatch: pytest.MonkeyPatch, dat
     result = runner.invoke(cli.app, ["worker"])
     assert result.exit_code == 1
     assert "no Celery worker" in result.output and "--no-worker" in result.output
+
+
+class _RecordingCeleryApp:
+    """Stands in for the worker's Celery app: records what its tasks would read as their settings."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[list[str], int, bool]] = []
+
+    def worker_main(self, argv: list[str]) -> None:
+        settings = get_settings()  # what worker.tasks builds its engine from
+        self.started.append((argv, settings.tensor_parallel, settings.expert_parallel))
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, (1, False)),
+        ([], {"HYBATCH_TENSOR_PARALLEL": "4", "HYBATCH_EXPERT_PARALLEL": "true"}, (4, True)),
+        (["--tensor-parallel", "8"], {"HYBATCH_TENSOR_PARALLEL": "2"}, (8, False)),
+        (["--tensor-parallel", "8", "--expert-parallel"], {}, (8, True)),
+        (
+            ["--no-expert-parallel"],
+            {"HYBATCH_TENSOR_PARALLEL": "2", "HYBATCH_EXPERT_PARALLEL": "1"},
+            (2, False),
+        ),
+    ],
+)
+def test_worker_tensor_parallel_options_override_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str], env: dict, expected: tuple
+) -> None:
+    monkeypatch.setenv("HYBATCH_DATA_DIR", str(tmp_path / "var"))
+    for name in ("HYBATCH_TENSOR_PARALLEL", "HYBATCH_EXPERT_PARALLEL"):
+        monkeypatch.setenv(name, env.get(name, ""))  # so the test's end restores what the command sets
+        if name not in env:
+            monkeypatch.delenv(name)
+    celery_app = _RecordingCeleryApp()
+    monkeypatch.setattr(cli, "_load_celery_app", lambda: celery_app)
+    result = runner.invoke(cli.app, ["worker", *argv])
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    [(celery_argv, tensor_parallel, expert_parallel)] = celery_app.started
+    assert (tensor_parallel, expert_parallel) == expected
+    assert "--pool=solo" in celery_argv  # still one task at a time: one engine, however many GPUs
+
+
+def test_worker_refuses_expert_parallel_without_ranks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HYBATCH_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("HYBATCH_TENSOR_PARALLEL", "1")
+    monkeypatch.setenv("HYBATCH_EXPERT_PARALLEL", "false")
+    celery_app = _RecordingCeleryApp()
+    monkeypatch.setattr(cli, "_load_celery_app", lambda: celery_app)
+    result = runner.invoke(cli.app, ["worker", "--expert-parallel"])
+    get_settings.cache_clear()
+    assert result.exit_code == 1 and "HYBATCH_TENSOR_PARALLEL" in result.output
+    assert celery_app.started == []
+    refused = runner.invoke(cli.app, ["worker", "--tensor-parallel", "0"])
+    assert refused.exit_code == 2 and celery_app.started == []  # typer's usage error
 
 
 def test_up_creates_default_account_once(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:

@@ -105,3 +105,20 @@ def test_an_unknown_broker_scheme_is_one_error_naming_the_accepted_ones(
     message = str(raised.value)
     assert "HYBATCH_BROKER_URL must start with one of redis://, rediss://" in message
     assert "sqla+sqlite://" in message and repr(url) in message
+
+
+def test_tensor_and_expert_parallel_default_to_one_gpu_and_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (Settings().tensor_parallel, Settings().expert_parallel) == (1, False)
+    monkeypatch.setenv("HYBATCH_TENSOR_PARALLEL", "8")
+    monkeypatch.setenv("HYBATCH_EXPERT_PARALLEL", "true")
+    assert (Settings().tensor_parallel, Settings().expert_parallel) == (8, True)
+
+
+def test_tensor_parallel_below_one_and_expert_parallel_on_one_gpu_are_refused() -> None:
+    with pytest.raises(ValidationError, match="tensor_parallel"):
+        Settings(tensor_parallel=0)
+    with pytest.raises(ValidationError, match="HYBATCH_TENSOR_PARALLEL"):
+        Settings(expert_parallel=True)
+    assert Settings(tensor_parallel=2, expert_parallel=True).expert_parallel
