@@ -587,8 +587,9 @@ def worker(
         ]
     )
     # Celery drops the exit code of a worker that stopped itself (worker_main returns None), and a
-    # supervisor must see why (70: it cannot load its engine, worker.tasks.hand_over). It is the
-    # code the worker's shutdown flag was set to; 0 (or unset) for a signal or a clean stop.
+    # supervisor must see why (70: it cannot load its engine, or the engine failed, e.g. a rank died:
+    # worker.tasks.hand_over). It is the code the worker's shutdown flag was set to; 0 (or unset) for
+    # a signal or a clean stop.
     from celery.worker import state as worker_state
 
     exit_code = worker_state.should_stop

@@ -11,12 +11,16 @@ requests through ``embed``, a group of requests per engine call (no prefix cache
 A shard records only while its worker holds the shard's lease: ``holds_lease`` renews it inside
 each request's transaction, and when it says the lease was taken over the transaction is rolled
 back and ``LeaseLost`` raised, so a worker that stalled past its lease records nothing more.
+
+An engine that fails (``worker.engine.EngineFailure``: a tensor-parallel rank died) ends the run
+with ``EngineFailed``: what was recorded stays, the requests it was running are neither recorded
+nor billed, and the engine is asked nothing more (not even its cache counters).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
@@ -40,6 +44,24 @@ _CACHE_GAUGES = frozenset({"cached_tokens_device", "device_bytes", "bytes_per_ca
 
 class LeaseLost(Exception):
     """Another worker took over the shard: stop without recording anything more."""
+
+
+class EngineFailed(Exception):
+    """The engine can run nothing more (``worker.engine.EngineFailure``, named in the message): this
+    worker must stop using it. Requests recorded before it stay recorded; the others were not."""
+
+
+@contextmanager
+def _engine_failures() -> Iterator[None]:
+    """Turns the engine's ``EngineFailure`` into ``EngineFailed``, so callers need not import torch."""
+    try:
+        yield
+    except Exception as error:
+        from worker.engine import EngineFailure  # already imported wherever an engine ran
+
+        if isinstance(error, EngineFailure):
+            raise EngineFailed(f"{type(error).__name__}: {error}") from error
+        raise
 
 
 class TextGenerator(Protocol):
@@ -116,7 +138,9 @@ class BatchGeneration:
         for group in embeddings.request_groups(wave, embeddings.TOKENS_PER_CALL):
             if self.should_stop():
                 return True
-            for result in embeddings.embed_requests(llm, group):
+            with _engine_failures():
+                results = embeddings.embed_requests(llm, group)
+            for result in results:
                 request = result.request
                 if result.error is not None:
                     self._record_error(request, code="invalid_request", message=result.error)
@@ -143,9 +167,13 @@ class BatchGeneration:
         metrics_before = llm.cache_metrics() if hasattr(llm, "cache_metrics") else None
         outputs = llm.generate_stream(prompts, params, request_ids=list(by_id), should_stop=should_stop)
         try:
-            with closing(outputs):  # an exception here aborts the engine's unfinished requests
+            # An exception here aborts the engine's unfinished requests (closing the stream).
+            with _engine_failures(), closing(outputs):
                 for output in outputs:
                     self._record_output(by_id[output.request_id], output)
+        except EngineFailed:
+            metrics_before = None  # a failed engine is asked nothing more
+            raise
         finally:
             if metrics_before is not None:
                 self._add_cache_metrics(llm.cache_metrics().since(metrics_before).as_dict())

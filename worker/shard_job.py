@@ -9,6 +9,9 @@
       lease lost              -> stop, record nothing more (another worker has the shard)
       cancel / expiry         -> stop, give the lease back, end the batch (``jobs.run_batch``)
       worker shutting down    -> stop, give the lease back, raise ``JobInterrupted`` (put back)
+      the engine failed       -> give the lease back, raise ``EngineFailed`` (a tensor-parallel rank
+                                 died): the task puts the shard back for another worker and stops
+                                 this one; the requests it was running are neither recorded nor billed
     all recorded              -> shard done; the last shard of the batch finalizes it; otherwise a
                                  shard of the batch whose worker died, or else the next shard of the
                                  same subtree if still pending, runs here
@@ -31,9 +34,11 @@ from hybatch.leases import finish_shard, release_shard, renew_shard, take_shard
 from hybatch.models import Batch, BatchRequestResult, BatchStatus, utc_now
 from worker import jobs
 from worker.batch_endings import record_unfinished
-from worker.batch_generation import BatchGeneration, LeaseLost
+from worker.batch_generation import BatchGeneration, EngineFailed, LeaseLost
 from worker.costing import BatchCosting
 from worker.shard_inputs import read_shard_input
+
+__all__ = ["EngineFailed", "EngineUnavailable", "run_shard"]
 
 
 class EngineUnavailable(Exception):
@@ -100,7 +105,7 @@ def _run_under_lease(
         return run.run(llm)
     except LeaseLost:
         return None
-    except BaseException:
+    except BaseException:  # EngineFailed included: the lease goes back at once, for another worker
         session.rollback()
         release_shard(session, batch_id, shard_index, context.lease)
         raise

@@ -9,9 +9,11 @@ queue on a worker's death); a copy the broker still redelivers later (Redis, aft
 
 A worker shutting down (SIGTERM, Ctrl-C) stops between engine steps, gives its lease back and
 puts the work back on the queue, so it resumes on the next worker at once: it stops consuming,
-then publishes a new message (a crash in between leaves the work to the sweepers). Any other error
-is retried with backoff; when retries run out the batch ends ``failed`` with the lines finished so
-far.
+then publishes a new message (a crash in between leaves the work to the sweepers). A worker whose
+engine cannot be loaded, or fails while running a shard (a tensor-parallel rank died), hands the
+shard to the other workers the same way and then exits with ``EXIT_NO_ENGINE``: it fails no request
+and bills nothing more. Any other error is retried with backoff; when retries run out the batch ends
+``failed`` with the lines finished so far.
 """
 
 from __future__ import annotations
@@ -120,12 +122,14 @@ def put_back(interrupted: jobs.JobInterrupted, context: jobs.JobContext) -> None
     )
 
 
-def hand_over(batch_id: str, shard_index: int, context: jobs.JobContext, reason: str) -> None:
-    """This worker cannot run shards: put the shard back for the others and stop the worker.
+def hand_over(batch_id: str, shard_index: int, context: jobs.JobContext, why: str) -> None:
+    """This worker cannot run shards (``why`` says so): put the shard back for the others, stop.
 
-    Retrying here would fail the batch after three attempts although other workers can run it;
-    a worker without an engine must not take more shards either. The worker exits with
-    ``EXIT_NO_ENGINE`` after this task, for its supervisor to restart it (or an operator to look).
+    The shard's lease is free already (never taken, or given back by ``shard_job``), so the new
+    message lets another worker resume it at once. Retrying here would fail the batch after three
+    attempts although other workers can run it; a worker without a working engine must not take
+    more shards either. The worker exits with ``EXIT_NO_ENGINE`` after this task, for its supervisor
+    to restart it (or an operator to look).
     """
     _TaskConsumer.stop()
     with context.session_factory() as session:
@@ -134,9 +138,8 @@ def hand_over(batch_id: str, shard_index: int, context: jobs.JobContext, reason:
         session.commit()
     worker_state.should_stop = EXIT_NO_ENGINE
     log.error(
-        "this worker cannot load its engine (%s): stopping; shard %d of batch %s is back on the queue "
-        "for the other workers",
-        reason,
+        "%s: stopping this worker; shard %d of batch %s is back on the queue for the other workers",
+        why,
         shard_index,
         batch_id,
     )
@@ -166,7 +169,8 @@ def run_batch(self, batch_id: str) -> str | None:
     return None if status is None else status.value
 
 
-# The worker's exit code when it stops because it cannot load its engine (sysexits' EX_SOFTWARE).
+# The worker's exit code when it stops because it cannot load its engine or the engine failed
+# (sysexits' EX_SOFTWARE); the log line before it says which.
 EXIT_NO_ENGINE = 70
 
 
@@ -180,7 +184,14 @@ def run_shard(self, batch_id: str, shard_index: int) -> str | None:
         put_back(interrupted, context)
         raise Ignore from None
     except shard_job.EngineUnavailable as error:
-        hand_over(batch_id, shard_index, context, str(error))
+        hand_over(batch_id, shard_index, context, f"this worker cannot load its engine ({error})")
+        raise Ignore from None
+    except shard_job.EngineFailed as error:
+        why = (
+            f"the engine failed ({error}); the requests of the shard recorded so far stay, "
+            "the others were neither recorded nor billed"
+        )
+        hand_over(batch_id, shard_index, context, why)
         raise Ignore from None
     except Exception as error:
         _give_up(self, batch_id, context, error, f"shard {shard_index} of batch {batch_id}")
