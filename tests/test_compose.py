@@ -8,6 +8,7 @@ on the YAML after compose's own ``${VAR:-default}`` / ``${VAR:?message}`` interp
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -26,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_PATH = REPO_ROOT / "docker-compose.yml"
 SCHEMA_PATH = Path(__file__).resolve().parent / "compose_spec" / "compose-spec.json"
 HYBATCH_SERVICES = ("migrate", "api", "worker", "beat")
+NODE_WORKER = "worker-node"  # one worker over a node's GPUs (tensor parallel), behind a profile
+OUR_SERVICES = (*HYBATCH_SERVICES, NODE_WORKER)
 SHARED = (
     "HYBATCH_DATABASE_URL",
     "HYBATCH_BROKER_URL",
@@ -71,7 +74,9 @@ def compose(raw_compose: dict) -> dict:
 
 
 def _env(compose: dict, service: str) -> dict[str, str]:
-    return {key: str(value) for key, value in compose["services"][service].get("environment", {}).items()}
+    """The service's hybatch settings (the node worker also sets NCCL's own variables)."""
+    environment = compose["services"][service].get("environment", {})
+    return {key: str(value) for key, value in environment.items() if not key.startswith("NCCL_")}
 
 
 def _cli_commands() -> set[str]:
@@ -91,15 +96,18 @@ def test_the_file_follows_the_compose_specification(raw_compose: dict) -> None:
 
 
 def test_services(compose: dict) -> None:
-    assert set(compose["services"]) == {"postgres", "redis", *HYBATCH_SERVICES}
+    assert set(compose["services"]) == {"postgres", "redis", *OUR_SERVICES}
+    # `docker compose up` starts every service but the node worker, which needs the node profile.
+    assert [name for name, service in compose["services"].items() if service.get("profiles")] == [NODE_WORKER]
+    assert compose["services"][NODE_WORKER]["profiles"] == ["node"]
 
 
 def test_every_service_has_an_image_and_ours_share_one_build(compose: dict) -> None:
     services = compose["services"]
     for name, service in services.items():
         assert service.get("image") or service.get("build"), name
-    builds = {json.dumps(services[name]["build"], sort_keys=True) for name in HYBATCH_SERVICES}
-    assert len(builds) == 1 and {services[name]["image"] for name in HYBATCH_SERVICES} == {"hybatch:local"}
+    builds = {json.dumps(services[name]["build"], sort_keys=True) for name in OUR_SERVICES}
+    assert len(builds) == 1 and {services[name]["image"] for name in OUR_SERVICES} == {"hybatch:local"}
 
 
 def test_the_image_has_a_c_compiler_for_triton(compose: dict) -> None:
@@ -108,7 +116,7 @@ def test_the_image_has_a_c_compiler_for_triton(compose: dict) -> None:
     assert dockerfile.index("build-essential") < dockerfile.index("pip install")
 
 
-@pytest.mark.parametrize("service", HYBATCH_SERVICES)
+@pytest.mark.parametrize("service", OUR_SERVICES)
 def test_every_hybatch_variable_is_a_setting(
     compose: dict, service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,7 +130,7 @@ def test_every_hybatch_variable_is_a_setting(
 
 
 def test_api_workers_and_beat_agree(compose: dict) -> None:
-    envs = {name: _env(compose, name) for name in HYBATCH_SERVICES}
+    envs = {name: _env(compose, name) for name in OUR_SERVICES}
     for key in SHARED:
         assert len({env[key] for env in envs.values()}) == 1, key
 
@@ -169,7 +177,7 @@ def test_commands_are_real_cli_commands(compose: dict) -> None:
 def test_order_and_exposure(compose: dict) -> None:
     services = compose["services"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for service in ("api", "worker", "beat"):
+    for service in ("api", "worker", NODE_WORKER, "beat"):
         assert services[service]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services[service]["depends_on"]["redis"]["condition"] == "service_healthy"
     api_env = _env(compose, "api")
@@ -179,20 +187,43 @@ def test_order_and_exposure(compose: dict) -> None:
 
 def test_long_running_services_have_real_healthchecks(compose: dict) -> None:
     services = compose["services"]
-    for name in ("postgres", "redis", "api", "worker"):
+    for name in ("postgres", "redis", "api", "worker", NODE_WORKER):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
     api_probe = " ".join(services["api"]["healthcheck"]["test"])
     assert f"http://127.0.0.1:{_env(compose, 'api')['HYBATCH_PORT']}/healthz" in api_probe
-    worker_probe = " ".join(services["worker"]["healthcheck"]["test"])
-    assert (
-        f"http://127.0.0.1:{_env(compose, 'worker')['HYBATCH_WORKER_METRICS_PORT']}/metrics" in worker_probe
-    )
+    for worker in ("worker", NODE_WORKER):
+        worker_probe = " ".join(services[worker]["healthcheck"]["test"])
+        port = _env(compose, worker)["HYBATCH_WORKER_METRICS_PORT"]
+        assert f"http://127.0.0.1:{port}/metrics" in worker_probe, worker
 
 
 def test_worker_reserves_one_gpu(compose: dict) -> None:
     [device] = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["count"] == 1 and "gpu" in device["capabilities"]
     assert _env(compose, "worker")["HYBATCH_DEVICE"] == "cuda"
+
+
+def test_the_node_worker_runs_one_engine_over_its_eight_gpus(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = compose["services"][NODE_WORKER]
+    assert node["command"] == ["hybatch", "worker", "--tensor-parallel", "8"]
+    worker_command = next(c for c in cli_app.registered_commands if c.callback.__name__ == "worker")
+    options = inspect.signature(worker_command.callback).parameters
+    assert {"tensor_parallel", "expert_parallel"} <= set(options)  # `hybatch worker --tensor-parallel N`
+    [device] = node["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["count"] == 8 and "gpu" in device["capabilities"]
+    # NCCL and torch move tensors between the ranks through shared memory: the host's, or a large one.
+    assert node["ipc"] == "host" and node["shm_size"] == "16gb"
+    env = _env(compose, NODE_WORKER)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.device == "cuda" and settings.kv_cache_gb == 30  # per GPU: see docs/hardware.md
+    assert node["environment"]["NCCL_DEBUG"] == "WARN"
+    # Its own disk tier: a disk cache directory is one engine's (a second worker on it cannot load).
+    assert "kvcache-node:/cache/kv" in node["volumes"]
+    assert "kvcache:/cache/kv" in compose["services"]["worker"]["volumes"]
 
 
 def test_worker_cache_sizes_are_defaults_an_env_file_can_change(raw_compose: dict) -> None:
@@ -209,7 +240,7 @@ def test_worker_cache_sizes_are_defaults_an_env_file_can_change(raw_compose: dic
 
 def test_files_volume_is_shared_and_declared(compose: dict) -> None:
     files_dir = _env(compose, "api")["HYBATCH_FILES_DIR"]
-    for service in ("api", "worker"):
+    for service in ("api", "worker", NODE_WORKER):
         assert f"files:{files_dir}" in compose["services"][service]["volumes"]
     used = {
         mount.split(":")[0]
