@@ -82,10 +82,11 @@ class OurCache:
                     list(request.token_ids),
                     _PARAMS,
                     cache_salt=request.salt,
-                    retain_at=plan.retain_at | self._boundary_windows(request),
+                    retain_at=plan.retain_at,
                     wait_for=None
                     if plan.wait_for is None
                     else (f"{prefix}{plan.wait_for[0]}", plan.wait_for[1]),
+                    message_boundaries=self._boundary_windows(request),
                 )
             except RequestError as exc:
                 raise BudgetTooSmall(f"{self.name}: {exc}") from exc

@@ -15,6 +15,7 @@ from worker.bench.cache_trace_workloads import (
     default_workloads,
     mix,
 )
+from worker.kv_cache.radix import WindowKind
 
 KV = pro_kv_bytes(16)
 ROOMY = Budget(4 * GB, 4 * GB)
@@ -54,6 +55,16 @@ def test_our_cache_hits_a_prefix_shared_within_a_batch():
     # One engine call, planned: the branch point (token 64) keeps a window, so the second prompt
     # resumes there; neither prompt's end (token 96) is shared.
     assert OurCache(KV, ROOMY, chunk_tokens=2048).serve_batch(batch) == 64
+
+
+def test_our_cache_keeps_message_windows_as_the_worker_does():
+    # A chat request's message ends go to the engine as message boundaries (as LLM passes them),
+    # not as planned points: windows there are dropped before the planned ones.
+    ours = OurCache(KV, ROOMY, chunk_tokens=2048)
+    ours.serve_batch((TraceRequest("a", tuple(range(1, 100)), (40, 70)),))
+    kinds = {n.end_token: n.window_kind for n in ours.engine.cache.tree.nodes() if n.window}
+    assert kinds[32] is WindowKind.MESSAGE and kinds[64] is WindowKind.MESSAGE
+    assert kinds[96] is WindowKind.PLANNED  # the prompt's end
 
 
 def test_workloads_are_seeded_and_share_what_they_say():
