@@ -25,6 +25,7 @@ class CacheStats:
     windows_retained: int = 0  # planned windows
     spare_windows_retained: int = 0  # opportunistic windows, at the other block boundaries passed
     windows_dropped: int = 0
+    windows_passed: int = 0  # planned windows lowered once a later prompt went on past them
     nodes_evicted: int = 0  # left the device (to a lower tier or out of the cache)
     nodes_dropped: int = 0  # left the cache altogether
     promotions: int = 0

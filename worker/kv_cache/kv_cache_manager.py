@@ -78,11 +78,15 @@ class KVCacheManager:
         # Where a prompt leaves a cached path, the next prompt with that prefix will leave it too (the
         # same document with another question, the same system prompt with another conversation):
         # a planned window there. It is the hit's own window when the hit reaches that far, else
-        # one this sequence retains when it computes past that point.
+        # one this sequence retains when it computes past that point. A match that ends at a leaf
+        # is no divergence: the prompt extends a cached one (the next turn of a conversation), so
+        # the windows it resumes from have served their purpose and it plans its own further down.
         point = match.diverges_at
         if point is None:
             return
-        if point == match.num_cached_tokens:
+        if match.extends_leaf:
+            self.cache.pass_windows(seq, match)
+        elif point == match.num_cached_tokens:
             self.cache.plan_window(match.nodes[-1])
         else:
             seq.retain_at = seq.retain_at | {point}

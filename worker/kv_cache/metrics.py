@@ -35,6 +35,7 @@ class CacheMetrics:
     windows_retained: int = 0
     spare_windows_retained: int = 0
     windows_dropped: int = 0
+    windows_passed: int = 0
     evictions: int = 0
     promotions: int = 0
     failed_loads: int = 0
@@ -92,6 +93,7 @@ def snapshot(cache: PrefixCache | None) -> CacheMetrics:
         windows_retained=s.windows_retained,
         spare_windows_retained=s.spare_windows_retained,
         windows_dropped=s.windows_dropped,
+        windows_passed=s.windows_passed,
         evictions=s.nodes_evicted,
         promotions=s.promotions,
         failed_loads=s.failed_loads,
@@ -109,6 +111,7 @@ _HELP = {
     "windows_retained": "Planned sliding-window windows retained",
     "spare_windows_retained": "Spare sliding-window windows kept at other block boundaries",
     "windows_dropped": "Retained windows dropped under memory pressure",
+    "windows_passed": "Planned windows lowered once a later prompt extended the path past them",
     "evictions": "Cache entries moved off the device",
     "promotions": "Cache entries loaded back to the device on a hit",
     "failed_loads": "Entries that could not be loaded (corrupt, truncated or missing)",

@@ -170,6 +170,20 @@ class PrefixCache:
         if self.windows.plan(node):
             self.stats.windows_retained += 1
 
+    def pass_windows(self, seq: KVSequence, match: PrefixMatch) -> None:
+        """``seq`` goes on past the leaf its full-KV match ends at (``match.extends_leaf``, as taken:
+        the next turn of a conversation), so the windows of its hit that lie where the tree does not
+        branch no longer mark where a later prompt is expected to resume: ``seq`` plans its own
+        further down. Each keeps only the kind ``seq`` would give that point itself
+        (``WindowRetention.kind_at``): planned at its retention points, a message window at its
+        message boundaries, else spare, so it is dropped before the windows still ahead of a prompt.
+        A prompt that later parts there plans it again (``plan_window``)."""
+        for node in match.nodes:
+            if node.window is None or len(node.children) > 1:
+                continue
+            if self.windows.demote(node, self.windows.kind_at(seq, node.end_token)):
+                self.stats.windows_passed += 1
+
     def record_lookup(self, seq: KVSequence, match: PrefixMatch) -> None:
         """Counts one admission's lookup (``match`` as taken) in the cache's stats."""
         earlier = sum(1 for node in match.nodes if node.inserted_at <= self._call_start)

@@ -48,6 +48,9 @@ class PrefixMatch:
     # boundary); None when it matches nothing, follows the cache to its end, or was evicted there.
     diverges_at: int | None
     evicted_tokens: int = 0  # tokens right after the full-KV match that the cache held and dropped
+    # The prompt diverges where the full-KV match ends at a leaf of the tree: it extends a cached
+    # prompt (the next turn of a conversation) rather than parting from one.
+    extends_leaf: bool = False
 
     @classmethod
     def along(
@@ -79,6 +82,7 @@ class PrefixMatch:
             by_tier,
             len(path) * block_size if diverges else None,
             evicted_blocks * block_size,
+            diverges and path[-1].is_leaf,
         )
 
     @property

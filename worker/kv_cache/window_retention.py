@@ -1,7 +1,7 @@
 """Which prefix-cache entries keep a sliding-window window, and which windows go first under pressure.
 
 An entry's window component is the SWA blocks a computation resuming at the entry's end reads (the
-last ``W - 1`` tokens, page-aligned). Two kinds (``WindowKind``):
+last ``W - 1`` tokens, page-aligned). Three kinds (``WindowKind``):
 
 - *planned* windows, where a later prompt is expected to resume: the end of every prompt (its last
   full block), the branch points the planner found and the other points a sequence carries in
@@ -15,6 +15,15 @@ last ``W - 1`` tokens, page-aligned). Two kinds (``WindowKind``):
   all but one block, and the blocks are the ones the sequence's window leaves behind as it slides,
   which would otherwise be freed. So with SWA memory to spare every block boundary hits, as in
   vLLM and SGLang.
+
+A window a later prompt goes past loses its rank: a prompt whose full-KV match ends at a leaf of the
+tree extends a cached prompt (the next turn of a conversation) and plans its own window further
+down, so the windows of its hit where the tree does not branch keep only the kind that prompt gives
+those points itself (``kind_at``: a message window at its message boundaries, else spare). A growing
+conversation so holds one planned window, at its latest prompt's end, instead of one per turn (each
+recently used, together crowding out the only window of a chat that waits), as vLLM frees the
+blocks that leave a request's window first (``PrefixCache.pass_windows``). A prompt that later
+parts at such a window plans it again.
 
 When the SWA pool runs short, spare windows are dropped first, message windows next and planned
 ones only once no other window is left: under pressure the cache falls back to the planned windows, never below them. Spare
@@ -121,10 +130,29 @@ class WindowRetention:
         prompt_end = seq.prompt_len // size * size
         if lo < prompt_end <= hi:
             points.add(prompt_end)
-        if self.retain_every_tokens:
-            step = max(size, self.retain_every_tokens // size * size)
+        step = self._every_step()
+        if step:
             points.update(range((lo // step + 1) * step, hi + 1, step))
         return {p for p in points if p > 0 and p % size == 0}
+
+    def _every_step(self) -> int | None:
+        if not self.retain_every_tokens:
+            return None
+        size = self.blocks.block_size
+        return max(size, self.retain_every_tokens // size * size)
+
+    def kind_at(self, seq: KVSequence, end_token: int) -> WindowKind:
+        """The kind of window ``seq`` itself retains at block boundary ``end_token`` as it computes
+        past it (``retain_passed``): planned at its retention points, a message window at its
+        message boundaries, else spare."""
+        step = self._every_step()
+        if (
+            end_token in seq.retain_at
+            or end_token == seq.prompt_len // self.blocks.block_size * self.blocks.block_size
+            or (step is not None and end_token % step == 0)
+        ):
+            return WindowKind.PLANNED
+        return WindowKind.MESSAGE if end_token in seq.message_boundaries else WindowKind.SPARE
 
     def _retain(self, seq: KVSequence, node: Node, kind: WindowKind) -> bool:
         if node.window is not None:
@@ -146,6 +174,16 @@ class WindowRetention:
         """Raises ``node``'s window (on the device) to ``kind`` if that ranks above its own (spare <
         message < planned); True if it changed."""
         if node.window is None or _KIND_ORDER[kind] <= _KIND_ORDER[node.window_kind]:
+            return False
+        self._heap(self.drop_rank(node)).discard(node)
+        node.window_kind = kind
+        self._heap(self.drop_rank(node)).push(node)
+        return True
+
+    def demote(self, node: Node, kind: WindowKind) -> bool:
+        """Lowers ``node``'s window (on the device) to ``kind`` if that ranks below its own; True if
+        it changed. For a window a later prompt has passed (``PrefixCache.pass_windows``)."""
+        if node.window is None or _KIND_ORDER[kind] >= _KIND_ORDER[node.window_kind]:
             return False
         self._heap(self.drop_rank(node)).discard(node)
         node.window_kind = kind

@@ -5,6 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.engine import LLM, SamplingParams
+from worker.kv_cache.block_hash import chain_hash
+from worker.kv_cache.radix import WindowKind
 
 B = 4
 PARAMS = SamplingParams(temperature=0, max_tokens=3)
@@ -40,14 +42,6 @@ def reference(path):
     return run
 
 
-def predicted_hit(windows: set, prompt: list[int], salt: str) -> int:
-    best = 0
-    for p in range(B, (len(prompt) - 1) // B * B + 1, B):
-        if (salt, tuple(prompt[:p])) in windows:
-            best = p
-    return best
-
-
 def computed_blocks(prompt: list[int], output: list[int]) -> list[tuple[int, ...]]:
     """Every block-aligned prefix a request computed, so cached full KV for: the prompt and every
     generated token but the last, which is sampled and never computed."""
@@ -55,29 +49,90 @@ def computed_blocks(prompt: list[int], output: list[int]) -> list[tuple[int, ...
     return [tuple(computed[:p]) for p in range(B, len(computed) // B * B + 1, B)]
 
 
-def retained_windows(
-    full: set, prompt: list[int], output: list[int], salt: str, opportunistic: bool
-) -> list[tuple[int, ...]]:
-    """The prefixes a request leaves a window at, with nothing evicted (``full``: the cached full-KV
-    prefixes before it ran). With spare windows, every block boundary it computed. Planned ones: its
-    prompt's last block boundary, and where it left a cached path before its last block boundary."""
-    if opportunistic:
-        return computed_blocks(prompt, output)
-    windows = []
-    end = len(prompt) // B * B
-    if end:
-        windows.append(tuple(prompt[:end]))
-    matched = 0
-    while matched + B <= (len(prompt) - 1) // B * B and (salt, tuple(prompt[: matched + B])) in full:
-        matched += B
-    if 0 < matched < (len(prompt) - 1) // B * B:
-        windows.append(tuple(prompt[:matched]))
-    return windows
+_RANK = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 1, WindowKind.PLANNED: 2}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests, st.booleans())
-def test_hits_match_a_model_of_retained_windows_with_an_ample_budget(path, reference, reqs, opportunistic):
+class WindowModel:
+    """What an ample cache holds, per account: the prefixes with full KV, and the window kind kept at
+    each prefix that has a window. A request hits at its deepest window before its last token. Where
+    its full-KV match ends short of its last block boundary: if a cached prefix goes on there, it
+    diverges (a window planned there: the hit's own, or one it retains as it computes past); if none
+    does, it extends a cached prompt, and each window of its hit where the tree does not branch drops
+    to the kind the request itself gives that point. As it computes, it keeps windows at its
+    prompt's last block boundary and divergence point (planned), at its message boundaries (message)
+    and, with spare windows on, at every other block boundary (spare); a window kept again takes the
+    higher kind."""
+
+    def __init__(self, opportunistic: bool) -> None:
+        self.opportunistic = opportunistic
+        self.full: set[tuple[str, tuple[int, ...]]] = set()
+        self.kinds: dict[tuple[str, tuple[int, ...]], WindowKind] = {}
+
+    def hit(self, prompt: list[int], salt: str) -> int:
+        ends = range(B, (len(prompt) - 1) // B * B + 1, B)
+        return max((p for p in ends if (salt, tuple(prompt[:p])) in self.kinds), default=0)
+
+    def _children(self, salt: str, prefix: tuple[int, ...]) -> int:
+        return sum(
+            1 for s, k in self.full if s == salt and len(k) == len(prefix) + B and k[: len(prefix)] == prefix
+        )
+
+    def _keep(self, key: tuple[str, tuple[int, ...]], kind: WindowKind) -> None:
+        if key not in self.kinds or _RANK[kind] > _RANK[self.kinds[key]]:
+            self.kinds[key] = kind
+
+    def run(self, prompt: list[int], output: list[int], salt: str, boundaries: set[int]) -> None:
+        last = (len(prompt) - 1) // B * B
+        hit = self.hit(prompt, salt)
+        matched = 0
+        while matched + B <= last and (salt, tuple(prompt[: matched + B])) in self.full:
+            matched += B
+        planned = {len(prompt) // B * B}
+
+        def kind_at(p: int) -> WindowKind:
+            if p in planned:
+                return WindowKind.PLANNED
+            return WindowKind.MESSAGE if p in boundaries else WindowKind.SPARE
+
+        if 0 < matched < last:
+            if not self._children(salt, tuple(prompt[:matched])):
+                for p in range(B, hit + 1, B):
+                    key = (salt, tuple(prompt[:p]))
+                    lower = key in self.kinds and _RANK[kind_at(p)] < _RANK[self.kinds[key]]
+                    if lower and self._children(salt, key[1]) <= 1:
+                        self.kinds[key] = kind_at(p)
+            elif matched == hit:
+                self._keep((salt, tuple(prompt[:matched])), WindowKind.PLANNED)
+            else:
+                planned.add(matched)
+        for block in computed_blocks(prompt, output):
+            if len(block) > hit and (self.opportunistic or kind_at(len(block)) is not WindowKind.SPARE):
+                self._keep((salt, block), kind_at(len(block)))
+        self.full.update((salt, block) for block in computed_blocks(prompt, output))
+
+    def kinds_by_hash(self) -> dict[bytes, WindowKind]:
+        by_hash = {}
+        for (salt, prefix), kind in self.kinds.items():
+            block_hash = None
+            for p in range(0, len(prefix), B):
+                block_hash = chain_hash(block_hash, list(prefix[p : p + B]), salt)
+            by_hash[block_hash] = kind
+        return by_hash
+
+
+# A request is a fresh prompt, or the next turn of the one before: its prompt, its output and a new
+# message (``None`` for the prompt); message boundaries are offsets into the prompt.
+turns = st.tuples(
+    st.one_of(st.none(), stems.flatmap(lambda stem: tails.map(lambda tail: stem + tail))),
+    st.lists(st.integers(1, 6), min_size=1, max_size=9),
+    st.sampled_from(["a", "b"]),
+    st.lists(st.integers(0, 40), max_size=3),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(turns, min_size=1, max_size=6), st.booleans())
+def test_hits_and_window_kinds_match_a_model_with_an_ample_budget(path, reference, reqs, opportunistic):
     llm = LLM(
         path,
         device="cpu",
@@ -87,16 +142,24 @@ def test_hits_match_a_model_of_retained_windows_with_an_ample_budget(path, refer
         enable_prefix_caching=True,
         opportunistic_windows=opportunistic,
     )
-    windows: set = set()
-    full: set = set()
-    for prompt, salt in reqs:
-        out = llm.generate([{"prompt_token_ids": prompt, "cache_salt": salt}], PARAMS)[0]
+    model = WindowModel(opportunistic)
+    previous = None  # (prompt, output, salt) of the request before
+    for fresh, message, salt, offsets in reqs:
+        if fresh is None and previous is not None:
+            prompt, output, salt = previous[0] + previous[1] + message, None, previous[2]
+        else:
+            prompt = fresh or message
+        offsets = [o for o in offsets if o <= len(prompt)]
+        request = {"prompt_token_ids": prompt, "cache_salt": salt, "message_boundaries": offsets}
+        out = llm.generate([request], PARAMS)[0]
         output = out.outputs[0].token_ids
         assert output == reference(prompt)
-        assert out.num_cached_tokens == predicted_hit(windows, prompt, salt)
+        assert out.num_cached_tokens == model.hit(prompt, salt)
         llm.engine.check_integrity()
-        windows.update((salt, w) for w in retained_windows(full, prompt, output, salt, opportunistic))
-        full.update((salt, block) for block in computed_blocks(prompt, output))
+        model.run(prompt, output, salt, {o // B * B for o in offsets if o >= B})
+        previous = (prompt, output, salt)
+        held = {n.block_hash: n.window_kind for n in llm.engine.cache.tree.nodes() if n.window}
+        assert held == model.kinds_by_hash()
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
