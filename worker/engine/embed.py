@@ -94,7 +94,7 @@ def _embed_group(
         full=paged,
         sliding=PagedKV(paged.block_table, paged.block_table_start, paged.slot_mapping, block_size),
     )
-    config = model.config
+    config = model.kv_config  # this rank's KV heads (all of them on one rank)
     kv_caches = []
     for layer in range(config.num_layers):
         shape = (next_block, block_size, config.num_kv_heads(layer))

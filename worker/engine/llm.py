@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from worker.engine.embed import embed_prompts
 from worker.engine.kv_layout import GIB, plan_layout
 from worker.engine.llm_engine import EngineStats, LLMEngine
-from worker.engine.model_runner import ModelRunner
 from worker.engine.outputs import RequestError, RequestOutput
+from worker.engine.ranks import RankSpec, start_ranks
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import SchedulerConfig
 from worker.kv_cache.disk_store import DiskStore
@@ -30,9 +29,9 @@ from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.metrics import CacheMetrics, snapshot
 from worker.kv_cache.planner import plan_batch
 from worker.kv_cache.shared_store import SharedStore
-from worker.model.attention_torch import TorchAttention
 from worker.model.config import CheckpointError, ModelConfig
-from worker.model.loader import load_model, parse_dtype
+from worker.model.loader import parse_dtype
+from worker.model.tensor_parallel import check_shardable, local_kv_config
 from worker.model.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -65,6 +64,9 @@ class LLM:
     (tests use them to force preemption). ``max_num_batched_tokens`` is the per-step token budget
     (the chunked-prefill chunk size). ``opportunistic_windows`` keeps the sliding-window KV a
     sequence leaves behind as spare cache windows while the SWA pool has room (docs/kv-cache.md).
+    ``tensor_parallel_size`` runs the model over that many ranks (processes; one GPU each on CUDA),
+    ``expert_parallel`` spreads whole MoE experts over them (``ranks.py``, ``tensor_parallel.py``);
+    the KV budgets are then per rank. A rank that dies makes every later call raise ``EngineFailure``.
     """
 
     def __init__(
@@ -90,6 +92,8 @@ class LLM:
         shared_cache_dir: str | Path | None = None,
         overlap_loads: bool = True,
         opportunistic_windows: bool = True,
+        tensor_parallel_size: int = 1,
+        expert_parallel: bool = False,
     ):
         self.checkpoint = Path(model)
         self.device = resolve_device(device)
@@ -100,11 +104,11 @@ class LLM:
         self.tokenizer = (
             Tokenizer(self.checkpoint) if (self.checkpoint / "tokenizer.json").is_file() else None
         )
-        self.model = load_model(self.checkpoint, torch_dtype, self.device)
+        check_shardable(self.config, tensor_parallel_size, expert_parallel)
         if max_num_batched_tokens is None:
             max_num_batched_tokens = 512 if self.device.type == "cpu" else 8192
         layout = plan_layout(
-            self.config,
+            local_kv_config(self.config, tensor_parallel_size),  # KV budgets are per rank
             torch_dtype,
             block_size=block_size,
             kv_cache_bytes=int(kv_cache_gb * GIB),
@@ -113,16 +117,25 @@ class LLM:
             num_full_blocks=num_full_blocks,
             num_swa_blocks=num_swa_blocks,
         )
-        backend = _backend(attention_backend, self.device)
-        runner = ModelRunner(self.model, layout, backend, self.device, overlap_loads=overlap_loads)
-        self.disk_store = None
-        if enable_prefix_caching and disk_cache_dir and disk_cache_gb > 0:
-            namespace = cache_namespace(self.checkpoint, torch_dtype, block_size)
-            self.disk_store = DiskStore(disk_cache_dir, int(disk_cache_gb * GIB), namespace)
-        shared_store = None
-        if enable_prefix_caching and shared_cache_dir:
-            namespace = cache_namespace(self.checkpoint, torch_dtype, block_size)
-            shared_store = SharedStore(shared_cache_dir, namespace)
+        spec = RankSpec(
+            str(self.checkpoint),
+            torch_dtype,
+            self.device.type,
+            tensor_parallel_size,
+            expert_parallel,
+            layout,
+            attention_backend,
+            overlap_loads,
+        )
+        self.model, runner, self.followers = start_ranks(spec, self.device)
+        self.disk_store, shared_store = None, None
+        wants_disk = enable_prefix_caching and disk_cache_dir and disk_cache_gb > 0
+        if wants_disk or (enable_prefix_caching and shared_cache_dir):
+            namespace = cache_namespace(self.checkpoint, torch_dtype, block_size, tensor_parallel_size)
+            if wants_disk:
+                self.disk_store = DiskStore(disk_cache_dir, int(disk_cache_gb * GIB), namespace)
+            if enable_prefix_caching and shared_cache_dir:
+                shared_store = SharedStore(shared_cache_dir, namespace)
         self.engine = LLMEngine(
             self.config,
             runner,
@@ -225,14 +238,7 @@ class LLM:
         """
         if any(len(prompt) > self.max_model_len for prompt in prompts):
             raise ValueError(f"an embedding prompt is longer than the model's {self.max_model_len} tokens")
-        runner = self.engine.runner
-        return embed_prompts(
-            runner.model,
-            runner.backend,
-            prompts,
-            block_size=runner.layout.block_size,
-            max_tokens_per_pass=self.engine.scheduler.config.max_num_batched_tokens,
-        )
+        return self.engine.runner.embed(prompts, self.engine.scheduler.config.max_num_batched_tokens)
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
@@ -249,6 +255,8 @@ class LLM:
             cache.persist()
         if self.disk_store is not None:
             self.disk_store.close()
+        if self.followers is not None:
+            self.followers.close()
 
     def _planned(self, parsed: list[tuple]) -> list[tuple]:
         """Depth-first order over the call's prompt tree, with branch points and dependencies."""
@@ -315,9 +323,12 @@ class LLM:
         return prompt, self.get_tokenizer().encode(prompt, add_special_tokens=True), salt
 
 
-def cache_namespace(checkpoint: Path, dtype: torch.dtype, block_size: int) -> str:
-    """Names the KV a checkpoint produces: config, weight files (headers and edges of their data), dtype
-    and block size. A disk cache written under another namespace is never read."""
+def cache_namespace(
+    checkpoint: Path, dtype: torch.dtype, block_size: int, tensor_parallel_size: int = 1
+) -> str:
+    """Names the KV a checkpoint produces: config, weight files (headers and edges of their data), dtype,
+    block size and, with several ranks, their number (it orders a payload's heads). A disk cache
+    written under another namespace is never read."""
     h = hashlib.blake2b(digest_size=8)
     h.update((checkpoint / "config.json").read_bytes())
     for path in sorted(checkpoint.glob("*.safetensors")):
@@ -327,25 +338,13 @@ def cache_namespace(checkpoint: Path, dtype: torch.dtype, block_size: int) -> st
             h.update(f.read(1 << 20))
             f.seek(max(0, size - (1 << 20)))
             h.update(f.read())
-    return f"{checkpoint.name}-{h.hexdigest()}-{str(dtype).removeprefix('torch.')}-b{block_size}"
+    ranks = f"-tp{tensor_parallel_size}" if tensor_parallel_size > 1 else ""
+    return f"{checkpoint.name}-{h.hexdigest()}-{str(dtype).removeprefix('torch.')}-b{block_size}{ranks}"
 
 
 def _name_request(request_id: str, exc: Exception) -> str:
     message = str(exc)
     return message if message.startswith(f"request {request_id}:") else f"request {request_id}: {message}"
-
-
-def _backend(name: str, device: torch.device):
-    """``auto`` picks the Triton kernels on CUDA and the PyTorch backend elsewhere."""
-    if name == "auto":
-        name = "triton" if device.type == "cuda" else "torch"
-    if name == "torch":
-        return TorchAttention()
-    if name == "triton":
-        from worker.model.attention_triton import TritonAttention
-
-        return TritonAttention()
-    raise ValueError(f"unknown attention backend {name!r} (available: auto, torch, triton)")
 
 
 def _as_list(prompts) -> list:

@@ -35,3 +35,18 @@ class AttentionBackend(Protocol):
         scale: float,
     ) -> torch.Tensor:  # [num_tokens, num_q_heads, head_dim_v]
         ...
+
+
+def choose_backend(name: str, device: torch.device) -> AttentionBackend:
+    """``auto`` picks the Triton kernels on CUDA and the PyTorch backend elsewhere."""
+    if name == "auto":
+        name = "triton" if device.type == "cuda" else "torch"
+    if name == "torch":
+        from worker.model.attention_torch import TorchAttention
+
+        return TorchAttention()
+    if name == "triton":
+        from worker.model.attention_triton import TritonAttention
+
+        return TritonAttention()
+    raise ValueError(f"unknown attention backend {name!r} (available: auto, torch, triton)")

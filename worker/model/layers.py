@@ -9,6 +9,7 @@ from torch import nn
 from worker.model.config import ModelConfig, RopeConfig
 from worker.model.fp8_format import BlockFP8Format
 from worker.model.linear import Linear
+from worker.model.tensor_parallel import SINGLE, TensorParallel
 
 _ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
@@ -63,18 +64,23 @@ class DenseMLP(nn.Module):
         dtype: torch.dtype,
         device: torch.device,
         fp8: dict[str, BlockFP8Format | None] | None = None,
+        tp: TensorParallel = SINGLE,
     ):
         super().__init__()
-        inter, hidden = config.intermediate_size, config.hidden_size
+        self.tp = tp
+        lo, hi = tp.split(config.intermediate_size)  # this rank's intermediate columns
+        inter, hidden = hi - lo, config.hidden_size
         fp8 = fp8 or {}
         # gate and up projections fused into one matmul: rows [0, inter) gate, [inter, 2*inter) up.
-        self.gate_up = Linear((inter, inter), hidden, dtype=dtype, device=device, fp8=fp8.get("gate_up"))
+        self.gate_up = Linear(
+            (inter, inter), hidden, dtype=dtype, device=device, fp8=fp8.get("gate_up"), row_offsets=(lo, lo)
+        )
         self.down = Linear((hidden,), inter, dtype=dtype, device=device, fp8=fp8.get("down"))
         self.act = activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(self.act(gate) * up)
+        return self.tp.all_reduce(self.down(self.act(gate) * up))
 
 
 class MoEMLP(nn.Module):
@@ -86,13 +92,19 @@ class MoEMLP(nn.Module):
         dtype: torch.dtype,
         device: torch.device,
         fp8: dict[str, BlockFP8Format | None] | None = None,
+        tp: TensorParallel = SINGLE,
     ):
         super().__init__()
         fp8 = fp8 or {}
-        num_experts, hidden, inter = config.num_experts, config.hidden_size, config.moe_intermediate_size
+        num_experts, hidden = config.num_experts, config.hidden_size
         if num_experts % config.n_group:
             raise ValueError(f"n_routed_experts {num_experts} is not divisible by n_group {config.n_group}")
         self.config = config
+        self.tp = tp
+        # this rank's experts [experts_lo, hi) and, of each, the intermediate columns [lo, lo + inter)
+        self.experts_lo, experts_hi = tp.experts(num_experts)
+        lo, hi = tp.expert_width(config.moe_intermediate_size)
+        inter = hi - lo
         # The router stays in fp32 as in the reference (its weight and bias are kept fp32 there too).
         self.router = nn.Parameter(
             torch.empty(num_experts, hidden, dtype=torch.float32, device=device), requires_grad=False
@@ -100,8 +112,8 @@ class MoEMLP(nn.Module):
         self.correction_bias = nn.Parameter(
             torch.zeros(num_experts, dtype=torch.float32, device=device), requires_grad=False
         )
-        stacked = {"dtype": dtype, "device": device, "num_experts": num_experts}
-        self.gate_up = Linear((inter, inter), hidden, fp8=fp8.get("gate_up"), **stacked)
+        stacked = {"dtype": dtype, "device": device, "num_experts": experts_hi - self.experts_lo}
+        self.gate_up = Linear((inter, inter), hidden, fp8=fp8.get("gate_up"), row_offsets=(lo, lo), **stacked)
         self.down = Linear((hidden,), inter, fp8=fp8.get("down"), **stacked)
         self.act = activation(config.hidden_act)
 
@@ -131,16 +143,21 @@ class MoEMLP(nn.Module):
         order = flat_ids.argsort(stable=True)
         counts = torch.bincount(flat_ids, minlength=self.config.num_experts).tolist()
         sorted_x = x[order // top_k]
-        outputs = []
+        # Zeros for the pairs whose expert another rank holds (expert parallel): the all-reduce adds
+        # that rank's result in.
+        sorted_out = torch.zeros(num_tokens * top_k, x.shape[-1], dtype=x.dtype, device=x.device)
         start = 0
+        held = range(self.experts_lo, self.experts_lo + self.down.weight.shape[0])
         for expert, count in enumerate(counts):
-            if count == 0:
-                continue
-            gate, up = self.gate_up(sorted_x[start : start + count], expert=expert).chunk(2, dim=-1)
-            outputs.append(self.down(self.act(gate) * up, expert=expert))
+            if count and expert in held:
+                rows = slice(start, start + count)
+                local = expert - self.experts_lo
+                gate, up = self.gate_up(sorted_x[rows], expert=local).chunk(2, dim=-1)
+                sorted_out[rows] = self.down(self.act(gate) * up, expert=local)
             start += count
-        per_pair = torch.empty(num_tokens * top_k, x.shape[-1], dtype=x.dtype, device=x.device)
-        per_pair[order] = torch.cat(outputs)
+        per_pair = torch.empty_like(sorted_out)
+        per_pair[order] = sorted_out
         # Routing weights stay fp32 until the product, as in the reference.
         weighted = per_pair.view(num_tokens, top_k, -1) * weights[:, :, None]
-        return weighted.sum(dim=1).to(x.dtype)
+        out = weighted.sum(dim=1).to(x.dtype)
+        return self.tp.all_reduce(out)

@@ -39,9 +39,13 @@ class Linear(nn.Module):
         fp8: BlockFP8Format | None = None,
         num_experts: int | None = None,
         bias: bool = False,
+        row_offsets: tuple[int, ...] | None = None,
     ):
+        """``row_offsets``: where each part's rows start in the checkpoint tensor they come from (a
+        tensor-parallel rank holds rows ``[offset, offset + rows)`` of each part); zeros when whole."""
         super().__init__()
         self.part_rows, self.in_features, self.fp8 = tuple(part_rows), in_features, fp8
+        self.row_offsets = tuple(row_offsets) if row_offsets is not None else (0,) * len(self.part_rows)
         out_features = sum(self.part_rows)
         lead = () if num_experts is None else (num_experts,)
         self.weight = _frozen(
@@ -51,17 +55,22 @@ class Linear(nn.Module):
         if fp8 is None:
             self.scale_inv = None
             return
-        scale_rows = [fp8.scale_shape(rows, in_features)[0] for rows in self.part_rows]
+        bo = fp8.block_out
+        # part i holds checkpoint rows [off, off + rows): the scale rows [off // bo, ceil((off + rows) / bo))
+        scale_rows = [
+            -(-(off + rows) // bo) - off // bo
+            for off, rows in zip(self.row_offsets, self.part_rows, strict=True)
+        ]
         num_k_blocks = fp8.scale_shape(1, in_features)[1]
         self.scale_inv = _frozen(
             torch.ones(*lead, sum(scale_rows), num_k_blocks, dtype=torch.float32, device=device)
         )
-        # part i's rows r -> scale row (first scale row of part i) + r // block_out
+        # part i's row r -> scale row (first scale row of part i) + (off + r) // bo - off // bo
         firsts = [sum(scale_rows[:i]) for i in range(len(scale_rows))]
         scale_row = torch.cat(
             [
-                first + torch.arange(rows) // fp8.block_out
-                for first, rows in zip(firsts, self.part_rows, strict=True)
+                first + (off + torch.arange(rows)) // bo - off // bo
+                for first, off, rows in zip(firsts, self.row_offsets, self.part_rows, strict=True)
             ]
         )
         self.register_buffer("scale_row", scale_row.to(device=device, dtype=torch.int32), persistent=False)
