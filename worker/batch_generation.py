@@ -164,19 +164,25 @@ class BatchGeneration:
             return was_stopped
 
         llm = self.load_llm()
-        metrics_before = llm.cache_metrics() if hasattr(llm, "cache_metrics") else None
-        outputs = llm.generate_stream(prompts, params, request_ids=list(by_id), should_stop=should_stop)
+        metrics_before = None
         try:
-            # An exception here aborts the engine's unfinished requests (closing the stream).
-            with _engine_failures(), closing(outputs):
-                for output in outputs:
-                    self._record_output(by_id[output.request_id], output)
+            # A rank that died since the last call fails the first of these.
+            with _engine_failures():
+                metrics_before = llm.cache_metrics() if hasattr(llm, "cache_metrics") else None
+                outputs = llm.generate_stream(
+                    prompts, params, request_ids=list(by_id), should_stop=should_stop
+                )
+                with closing(outputs):  # an exception here aborts the engine's unfinished requests
+                    for output in outputs:
+                        self._record_output(by_id[output.request_id], output)
         except EngineFailed:
             metrics_before = None  # a failed engine is asked nothing more
             raise
         finally:
             if metrics_before is not None:
-                self._add_cache_metrics(llm.cache_metrics().since(metrics_before).as_dict())
+                with _engine_failures():
+                    metrics_after = llm.cache_metrics()
+                self._add_cache_metrics(metrics_after.since(metrics_before).as_dict())
         return was_stopped
 
     def _add_cache_metrics(self, wave: dict[str, Any]) -> None:

@@ -200,6 +200,26 @@ def test_an_engine_failing_on_its_first_output_records_nothing_and_the_shard_res
     assert_every_request_once(sharded, batch_id, {})
 
 
+class DeadEngine:
+    """An engine whose rank died after its last call: the next one fails at once."""
+
+    def cache_metrics(self):
+        raise EngineFailure(RANK_DIED)
+
+    def generate_stream(self, prompts, sampling_params, request_ids, should_stop=None):
+        raise EngineFailure(RANK_DIED)
+
+
+def test_an_engine_that_died_between_two_shards_fails_the_next_one_before_it_records(
+    sharded: jobs.JobContext,
+) -> None:
+    batch_id = planned_batch(sharded)
+    with pytest.raises(shard_job.EngineFailed, match=RANK_DIED):
+        shard_job.run_shard(batch_id, 1, dataclasses.replace(sharded, load_llm=DeadEngine))
+    assert read_outcome(sharded, batch_id).results == []
+    assert shard_row(sharded, batch_id, 1).lease_owner is None
+
+
 class EmbedderWhoseRankDies:
     def embed(self, prompts):
         raise EngineFailure(RANK_DIED)
