@@ -1,7 +1,8 @@
 """The worker process's one engine: loaded on first use, then reused by every batch.
 
 Loading a checkpoint and allocating the KV pools takes long and holds most of the device, so
-a worker process (one per GPU) keeps a single ``LLM`` for its whole life. The prefix cache
+a worker process (one per GPU, or one per node whose engine spans its GPUs with tensor parallel)
+keeps a single ``LLM`` for its whole life. The prefix cache
 lives inside it, so later batches of the same account hit what earlier ones left behind.
 torch and the engine are imported here only when the engine is first needed.
 """
@@ -33,6 +34,8 @@ def llm_options(settings: Settings, accepted: set[str]) -> dict[str, Any]:
         "enable_prefix_caching": True,
         "kv_cache_gb": settings.kv_cache_gb,
         "max_num_seqs": MAX_NUM_SEQS,
+        "tensor_parallel_size": settings.tensor_parallel,
+        "expert_parallel": settings.expert_parallel,
     }
     tiers = {
         "host_cache_gb": settings.host_cache_gb,

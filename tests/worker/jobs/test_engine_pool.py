@@ -22,6 +22,8 @@ def test_options_come_from_settings_and_skip_tiers_the_engine_lacks(tmp_path: Pa
         "enable_prefix_caching": True,
         "kv_cache_gb": 0.5,
         "max_num_seqs": 64,
+        "tensor_parallel_size": 1,
+        "expert_parallel": False,
     }
 
     assert engine_pool.llm_options(settings, accepted=set(base)) == base
@@ -57,8 +59,10 @@ def test_the_engine_is_loaded_once_per_settings(tmp_path: Path, monkeypatch: pyt
             enable_prefix_caching=False,
             kv_cache_gb=1.0,
             max_num_seqs=64,
+            tensor_parallel_size=1,
+            expert_parallel=False,
         ):
-            loads.append((model, kv_cache_gb))
+            loads.append((model, kv_cache_gb, tensor_parallel_size, expert_parallel))
 
     monkeypatch.setattr(worker.engine, "LLM", FakeLLM)
     monkeypatch.setattr(engine_pool, "_loaded", None)
@@ -68,4 +72,12 @@ def test_the_engine_is_loaded_once_per_settings(tmp_path: Path, monkeypatch: pyt
     assert engine_pool.get_llm(settings) is first
     other = engine_pool.get_llm(settings.model_copy(update={"kv_cache_gb": 0.25}))
     assert other is not first
-    assert loads == [(tmp_path / "ckpt", 0.5), (tmp_path / "ckpt", 0.25)]
+    assert loads == [(tmp_path / "ckpt", 0.5, 1, False), (tmp_path / "ckpt", 0.25, 1, False)]
+    node = engine_pool.get_llm(settings.model_copy(update={"tensor_parallel": 8, "expert_parallel": True}))
+    assert node is not other and loads[-1] == (tmp_path / "ckpt", 0.5, 8, True)
+
+
+def test_the_engine_takes_the_tensor_and_expert_parallel_options_passed_to_it() -> None:
+    # Passed always, never sniffed: an engine without them must fail loudly, not run on one GPU.
+    accepted = set(inspect.signature(worker.engine.LLM.__init__).parameters)
+    assert {"tensor_parallel_size", "expert_parallel"} <= accepted
