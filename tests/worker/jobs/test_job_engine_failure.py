@@ -14,7 +14,14 @@ from celery.exceptions import Ignore
 
 from hybatch.leases import Lease, new_lease_owner
 from hybatch.models import BatchShard, BatchStatus, ShardStatus
-from tests.worker.jobs.batches import SERVED_MODEL, assert_usage_consistent, chat_line, read_outcome, submit
+from tests.worker.jobs.batches import (
+    SERVED_MODEL,
+    InterceptedLLM,
+    assert_usage_consistent,
+    chat_line,
+    read_outcome,
+    submit,
+)
 from tests.worker.jobs.task_queue import QueuedTasks, drain
 from worker import jobs, shard_job
 from worker.engine import EngineFailure
@@ -249,3 +256,40 @@ def test_an_embeddings_shard_whose_engine_fails_records_nothing(context: jobs.Jo
     drain(context)
     outcome = read_outcome(context, batch_id)
     assert outcome.batch.status is BatchStatus.COMPLETED and len(outcome.usage) == 3
+
+
+def test_a_rank_killed_mid_batch_of_a_real_two_rank_engine(
+    sharded: jobs.JobContext, service_checkpoint, llm
+) -> None:
+    """The same with the engine's own failure: rank 1 of a tensor-parallel engine on gloo is SIGKILLed
+    once the first request is recorded. Requests the engine had finished in that step are still handed
+    over and recorded; the failure comes at its next collective (this shard's or the next one's)."""
+    from worker.engine import LLM
+
+    two_ranks = LLM(
+        service_checkpoint, device="cpu", enable_prefix_caching=True, kv_cache_gb=0.02, tensor_parallel_size=2
+    )
+    try:
+        batch_id = planned_batch(sharded)
+        [follower] = two_ranks.followers.processes
+
+        def kill_rank_1(num_outputs: int) -> None:
+            if num_outputs == 1:
+                follower.kill()
+                follower.join(timeout=10)
+
+        stricken = dataclasses.replace(sharded, load_llm=lambda: InterceptedLLM(two_ranks, kill_rank_1))
+        with pytest.raises(shard_job.EngineFailed, match=r"rank 1 \(pid \d+\) exited with signal 9"):
+            shard_job.run_shard(batch_id, 0, stricken)
+    finally:
+        two_ranks.close()
+
+    first = read_outcome(sharded, batch_id)
+    assert 1 <= len(first.results) == len(first.usage) < NUM_REQUESTS and first.batch.failed_requests == 0
+    shards = [shard_row(sharded, batch_id, index) for index in range(NUM_REQUESTS // SHARD_REQUESTS)]
+    assert all(row.lease_owner is None for row in shards)  # the failed shard's lease given back
+    assert any(row.status is ShardStatus.PENDING for row in shards)
+    other = another_worker(sharded)  # one rank: the session's engine
+    other.send.tasks.extend(("shard", batch_id, row.shard_index) for row in shards)
+    drain(other)
+    assert_every_request_once(sharded, batch_id, {r.custom_id: r.line["id"] for r in first.results})
