@@ -249,14 +249,22 @@ class LLM:
 
     def close(self) -> None:
         """Writes the prefix cache to the disk tier (if any) so a restarted worker finds it warm, and
-        publishes it to the shared tier (if on) so other workers find it."""
+        publishes it to the shared tier (if on) so other workers find it; stops the other ranks.
+        After an ``EngineFailure`` only the ranks are stopped: the device KV cannot be read back."""
         cache = self.engine.cache
-        if cache is not None and (self.disk_store is not None or cache.tiers.shared is not None):
-            cache.persist()
-        if self.disk_store is not None:
-            self.disk_store.close()
-        if self.followers is not None:
-            self.followers.close()
+        failed = self.followers is not None and self.followers.failure is not None
+        try:
+            if (
+                cache is not None
+                and not failed
+                and (self.disk_store is not None or cache.tiers.shared is not None)
+            ):
+                cache.persist()
+            if self.disk_store is not None:
+                self.disk_store.close()
+        finally:
+            if self.followers is not None:
+                self.followers.close()
 
     def _planned(self, parsed: list[tuple]) -> list[tuple]:
         """Depth-first order over the call's prompt tree, with branch points and dependencies."""

@@ -145,6 +145,11 @@ class Followers:
         self.close()
         raise EngineFailure(message)
 
+    @property
+    def failure(self) -> str | None:
+        """What broke the group, once something has."""
+        return None if self.group is None else self.group.broken
+
     def dead(self) -> str | None:
         """Which follower has exited, with its exit code, if any has."""
         for rank, process in enumerate(self.processes, start=1):

@@ -10,12 +10,10 @@ unread, as transformers skips them: speculative decoding does not use them yet.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from worker.model.config import CheckpointError, ModelConfig
 from worker.model.fp8_format import FP8_DTYPE, SCALE_SUFFIX, BlockFP8Format, FP8Modules
@@ -23,6 +21,7 @@ from worker.model.linear import Linear
 from worker.model.mimo import MiMoV2Model
 from worker.model.shard_cuts import Cut, cut_tensor, fp8_column_cut_aligned, linear_cuts
 from worker.model.tensor_parallel import SINGLE, TensorParallel, check_shardable
+from worker.model.tensor_source import TensorSource
 
 log = logging.getLogger(__name__)
 
@@ -50,40 +49,6 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
     return DTYPES[name]
 
 
-class _TensorSource:
-    """Name → tensor over one or many safetensors files."""
-
-    def __init__(self, checkpoint_dir: Path):
-        index = checkpoint_dir / "model.safetensors.index.json"
-        single = checkpoint_dir / "model.safetensors"
-        if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            self.files = {name: checkpoint_dir / shard for name, shard in weight_map.items()}
-        elif single.is_file():
-            with safe_open(single, "pt") as f:
-                self.files = {name: single for name in f.keys()}  # noqa: SIM118
-        else:
-            raise CheckpointError(
-                f"{checkpoint_dir}: neither model.safetensors nor model.safetensors.index.json"
-            )
-        missing_shards = sorted({str(p.name) for p in self.files.values() if not p.is_file()})
-        if missing_shards:
-            raise CheckpointError(f"{checkpoint_dir}: missing shard files {missing_shards}")
-        self._handles: dict[Path, object] = {}
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.files
-
-    def get(self, name: str) -> torch.Tensor:
-        path = self.files[name]
-        if path not in self._handles:
-            self._handles[path] = safe_open(path, "pt")
-        return self._handles[path].get_tensor(name)
-
-    def names(self) -> set[str]:
-        return set(self.files)
-
-
 MTP_PREFIX = "model.mtp."
 
 
@@ -102,7 +67,7 @@ def _assign(target: torch.Tensor, tensor: torch.Tensor, name: str) -> None:
 
 
 class _Reader:
-    def __init__(self, source: _TensorSource):
+    def __init__(self, source: TensorSource):
         self.source = source
         self.used: set[str] = set()
 
@@ -174,7 +139,7 @@ def load_model(
     checkpoint_dir = Path(checkpoint_dir)
     config = ModelConfig.from_dir(checkpoint_dir)
     check_shardable(config, tp.size, tp.expert_parallel)
-    source = _TensorSource(checkpoint_dir)
+    source = TensorSource(checkpoint_dir)
     model = MiMoV2Model(config, dtype, device, plan_fp8(config, source, tp), tp)
     reader = _Reader(source)
     with torch.no_grad():
