@@ -23,7 +23,7 @@ import torch
 
 from worker.kv_cache.disk_store import DiskEntry, DiskStore
 from worker.kv_cache.host_store import HostStore
-from worker.kv_cache.radix import Node, Tier, WindowKind
+from worker.kv_cache.radix import Node, Tier
 from worker.kv_cache.shared_store import SharedStore
 
 
@@ -59,7 +59,7 @@ class LowerTiers:
         return host is not None and host.num_bytes + num_bytes <= host.budget_bytes
 
     def _for_disk(self, node: Node, payload: torch.Tensor) -> tuple[DiskEntry, torch.Tensor]:
-        if node.window_kind is WindowKind.SPARE and node.window_len:
+        if node.window_kind is not None and node.window_kind.is_spare and node.window_len:
             return _disk_entry(node, 0), payload[: self.bare_numel]
         return _disk_entry(node, node.window_len), payload
 

@@ -220,7 +220,8 @@ class PrefixCache:
         window goes down with it only to the host, only if it ends at a multiple of the window span
         (so the host never keeps one SWA block twice) and only where the host has room for it
         without pushing anything out; the disk never keeps spare windows (``lower_tiers.py``)."""
-        if self.tiers.enabled and node.window_kind is WindowKind.SPARE and not self._spare_goes_below(node):
+        spare = node.window_kind is not None and node.window_kind.is_spare
+        if self.tiers.enabled and spare and not self._spare_goes_below(node):
             self.windows.drop(node)
             self.stats.windows_dropped += 1
         payload = self.transfer.save(node.full_block, node.window or ()) if self.tiers.enabled else None
@@ -231,7 +232,7 @@ class PrefixCache:
             self._drop_subtree(node)
 
     def _spare_goes_below(self, node: Node) -> bool:
-        tiles = self.windows.drop_rank(node) > 0  # ends at a multiple of the span: shares no block
+        tiles = self.windows.tiles(node)  # ends at a multiple of the span: shares no block
         return tiles and self.tiers.host_has_room(self.transfer.payload_bytes(node.window_len))
 
     def _store_below(self, node: Node, payload) -> bool:
@@ -312,7 +313,7 @@ class PrefixCache:
             path.append(parent)
         retained = self.windows.retain_passed(seq, previous_computed, path)
         self.stats.windows_retained += retained[WindowKind.PLANNED] + retained[WindowKind.MESSAGE]
-        self.stats.spare_windows_retained += retained[WindowKind.SPARE]
+        self.stats.spare_windows_retained += retained[WindowKind.SPARE] + retained[WindowKind.TAIL]
 
     # -- eviction ----------------------------------------------------------------------------------
     def reclaim(self, full_needed: int, swa_needed: int) -> None:
@@ -355,7 +356,7 @@ class PrefixCache:
         for node in self.tree.nodes():
             if node.full_block is not None:
                 full[node.full_block] = full.get(node.full_block, 0) + 1
-            if include_spare or node.window_kind is not WindowKind.SPARE:
+            if include_spare or node.window_kind is None or not node.window_kind.is_spare:
                 for block in node.window or ():
                     swa[block] = swa.get(block, 0) + 1
         return full, swa

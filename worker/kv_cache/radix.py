@@ -25,7 +25,16 @@ class WindowKind(Enum):
 
     PLANNED = "planned"  # prompt end, branch point, divergence, every N tokens
     MESSAGE = "message"  # a chat message boundary: dropped after spare windows, before planned ones
+    # A spare window within one window span before a prompt's end, where a later prompt that shares
+    # all of it but its last message parts (another question on the same document): dropped after
+    # the other spare windows, before message windows.
+    TAIL = "tail"
     SPARE = "spare"  # left behind by a sequence's sliding window while the SWA pool has room
+
+    @property
+    def is_spare(self) -> bool:
+        """Kept only while the SWA pool has room (spare or tail): never the disk's, nor the footprint's."""
+        return self in (WindowKind.SPARE, WindowKind.TAIL)
 
 
 @dataclass(eq=False)

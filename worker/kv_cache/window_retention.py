@@ -1,7 +1,7 @@
 """Which prefix-cache entries keep a sliding-window window, and which windows go first under pressure.
 
 An entry's window component is the SWA blocks a computation resuming at the entry's end reads (the
-last ``W - 1`` tokens, page-aligned). Three kinds (``WindowKind``):
+last ``W - 1`` tokens, page-aligned). Four kinds (``WindowKind``):
 
 - *planned* windows, where a later prompt is expected to resume: the end of every prompt (its last
   full block), the branch points the planner found and the other points a sequence carries in
@@ -14,7 +14,13 @@ last ``W - 1`` tokens, page-aligned). Three kinds (``WindowKind``):
   cost one SWA block each, not a window's worth: the windows ending at consecutive boundaries share
   all but one block, and the blocks are the ones the sequence's window leaves behind as it slides,
   which would otherwise be freed. So with SWA memory to spare every block boundary hits, as in
-  vLLM and SGLang.
+  vLLM and SGLang;
+- *tail* windows: the spare windows at the ``S`` block boundaries before a prompt's end (``S`` the
+  window's span, below), where a later prompt that shares all of this one but its last message
+  parts from it (the next question on the same document). Together they cost one span of blocks
+  more than the prompt end's window, and they outlive the other spare windows, so that prompt
+  resumes exactly where it parts instead of a thinned stride above (vLLM keeps a prompt's tail by
+  the order it frees blocks in).
 
 A window a later prompt goes past loses its rank: a prompt whose full-KV match ends at a leaf of the
 tree extends a cached prompt (the next turn of a conversation) and plans its own window further
@@ -25,8 +31,8 @@ recently used, together crowding out the only window of a chat that waits), as v
 blocks that leave a request's window first (``PrefixCache.pass_windows``). A prompt that later
 parts at such a window plans it again.
 
-When the SWA pool runs short, spare windows are dropped first, message windows next and planned
-ones only once no other window is left: under pressure the cache falls back to the planned windows, never below them. Spare
+When the SWA pool runs short, spare windows are dropped first, tail windows next, then message
+windows, and planned ones only once no other window is left: under pressure the cache falls back to the planned windows, never below them. Spare
 windows go by *level*, then least recently used first. Let a window's span ``S`` be its length
 (``ceil((W - 1) / B)`` blocks): windows ending at multiples of ``S`` tile a path without sharing a
 block, the others overlap them. Level 0 is a window ending off those multiples; level ``k + 1`` one
@@ -62,8 +68,9 @@ from worker.kv_cache.radix import Node, Tier, WindowKind
 
 PLANNED_RANK = 64  # above every spare level: planned windows are dropped last
 MESSAGE_RANK = PLANNED_RANK - 1
+TAIL_RANK = MESSAGE_RANK - 1
 # A window of one kind retained where one of a lower kind is becomes that kind.
-_KIND_ORDER = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 1, WindowKind.PLANNED: 2}
+_KIND_ORDER = {WindowKind.SPARE: 0, WindowKind.TAIL: 1, WindowKind.MESSAGE: 2, WindowKind.PLANNED: 3}
 
 
 class WindowRetention:
@@ -80,16 +87,23 @@ class WindowRetention:
         self._holders: dict[int, NodeHeap] = {}
 
     def drop_rank(self, node: Node) -> int:
-        """Where ``node``'s window stands in the drop order: its spare level, ``MESSAGE_RANK`` or
-        ``PLANNED_RANK``."""
+        """Where ``node``'s window stands in the drop order: its spare level, ``TAIL_RANK``,
+        ``MESSAGE_RANK`` or ``PLANNED_RANK``."""
         if node.window_kind is WindowKind.PLANNED:
             return PLANNED_RANK
         if node.window_kind is WindowKind.MESSAGE:
             return MESSAGE_RANK
+        if node.window_kind is WindowKind.TAIL:
+            return TAIL_RANK
         spans, rest = divmod(node.depth + 1, self.span_blocks)
         if rest:
             return 0
-        return min(1 + ((spans & -spans).bit_length() - 1), PLANNED_RANK - 1)
+        return min(1 + ((spans & -spans).bit_length() - 1), TAIL_RANK - 1)
+
+    def tiles(self, node: Node) -> bool:
+        """Whether ``node``'s window ends at a multiple of the span: it shares no block with the
+        other windows that do."""
+        return (node.depth + 1) % self.span_blocks == 0
 
     def _heap(self, rank: int) -> NodeHeap:
         heap = self._holders.get(rank)
@@ -117,8 +131,10 @@ class WindowRetention:
             if depth < len(path) and path[depth].tier is Tier.DEVICE:
                 if end_token in planned:
                     kind = WindowKind.PLANNED
+                elif end_token in messages:
+                    kind = WindowKind.MESSAGE
                 else:
-                    kind = WindowKind.MESSAGE if end_token in messages else WindowKind.SPARE
+                    kind = WindowKind.TAIL if self._in_tail(seq, end_token) else WindowKind.SPARE
                 if self._retain(seq, path[depth], kind):
                     retained[kind] += 1
         return retained
@@ -144,7 +160,7 @@ class WindowRetention:
     def kind_at(self, seq: KVSequence, end_token: int) -> WindowKind:
         """The kind of window ``seq`` itself retains at block boundary ``end_token`` as it computes
         past it (``retain_passed``): planned at its retention points, a message window at its
-        message boundaries, else spare."""
+        message boundaries, a tail window in the span before its prompt's end, else spare."""
         step = self._every_step()
         if (
             end_token in seq.retain_at
@@ -152,7 +168,17 @@ class WindowRetention:
             or (step is not None and end_token % step == 0)
         ):
             return WindowKind.PLANNED
-        return WindowKind.MESSAGE if end_token in seq.message_boundaries else WindowKind.SPARE
+        if end_token in seq.message_boundaries:
+            return WindowKind.MESSAGE
+        return WindowKind.TAIL if self._in_tail(seq, end_token) else WindowKind.SPARE
+
+    def _in_tail(self, seq: KVSequence, end_token: int) -> bool:
+        # The span of block boundaries before the prompt's end: [end - S*B, end). A window ending
+        # at end - j*B shares all but j of its blocks with the prompt end's, so the whole tail costs
+        # one span of blocks more.
+        size = self.blocks.block_size
+        prompt_end = seq.prompt_len // size * size
+        return prompt_end - self.span_blocks * size <= end_token < prompt_end
 
     def _retain(self, seq: KVSequence, node: Node, kind: WindowKind) -> bool:
         if node.window is not None:

@@ -49,7 +49,8 @@ def computed_blocks(prompt: list[int], output: list[int]) -> list[tuple[int, ...
     return [tuple(computed[:p]) for p in range(B, len(computed) // B * B + 1, B)]
 
 
-_RANK = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 1, WindowKind.PLANNED: 2}
+_RANK = {WindowKind.SPARE: 0, WindowKind.TAIL: 1, WindowKind.MESSAGE: 2, WindowKind.PLANNED: 3}
+SPAN = 2  # blocks a window spans: ceil((W - 1) / B) with W = 6
 
 
 class WindowModel:
@@ -60,8 +61,8 @@ class WindowModel:
     does, it extends a cached prompt, and each window of its hit where the tree does not branch drops
     to the kind the request itself gives that point. As it computes, it keeps windows at its
     prompt's last block boundary and divergence point (planned), at its message boundaries (message)
-    and, with spare windows on, at every other block boundary (spare); a window kept again takes the
-    higher kind."""
+    and, with spare windows on, at every other block boundary: tail windows in the span before the
+    prompt's end, spare ones elsewhere; a window kept again takes the higher kind."""
 
     def __init__(self, opportunistic: bool) -> None:
         self.opportunistic = opportunistic
@@ -92,7 +93,10 @@ class WindowModel:
         def kind_at(p: int) -> WindowKind:
             if p in planned:
                 return WindowKind.PLANNED
-            return WindowKind.MESSAGE if p in boundaries else WindowKind.SPARE
+            if p in boundaries:
+                return WindowKind.MESSAGE
+            prompt_end = len(prompt) // B * B
+            return WindowKind.TAIL if prompt_end - SPAN * B <= p < prompt_end else WindowKind.SPARE
 
         if 0 < matched < last:
             if not self._children(salt, tuple(prompt[:matched])):
@@ -106,7 +110,7 @@ class WindowModel:
             else:
                 planned.add(matched)
         for block in computed_blocks(prompt, output):
-            if len(block) > hit and (self.opportunistic or kind_at(len(block)) is not WindowKind.SPARE):
+            if len(block) > hit and (self.opportunistic or not kind_at(len(block)).is_spare):
                 self._keep((salt, block), kind_at(len(block)))
         self.full.update((salt, block) for block in computed_blocks(prompt, output))
 

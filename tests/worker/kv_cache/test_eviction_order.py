@@ -77,9 +77,10 @@ def spare_level(node: Node, window: int) -> int:
 
 
 def drop_key(node: Node, window: int) -> tuple[int, int, int]:
-    """Spare windows (by level) before message windows before planned ones; each group least
-    recently used first."""
-    kind = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 1, WindowKind.PLANNED: 2}[node.window_kind]
+    """Spare windows (by level) before tail windows before message windows before planned ones;
+    each group least recently used first."""
+    kinds = {WindowKind.SPARE: 0, WindowKind.TAIL: 1, WindowKind.MESSAGE: 2, WindowKind.PLANNED: 3}
+    kind = kinds[node.window_kind]
     return kind, spare_level(node, window) if kind == 0 else 0, node.last_access
 
 
@@ -333,20 +334,27 @@ def test_windows_one_hit_stamped_alike_drop_shallowest_first():
 
 
 def test_spare_windows_are_dropped_before_any_planned_one():
-    world = World.make(RecordingCache, full=32, swa=24, window=6, host_bytes=0, every=None)
-    first = list(range(1, 18))  # 4 full blocks: a planned window at 16 (the prompt's end), spare at 4-12
+    world = World.make(RecordingCache, full=32, swa=32, window=6, host_bytes=0, every=None)
+    # 6 full blocks: a planned window at 24 (the prompt's end), tail ones at 16 and 20 (the span of
+    # boundaries before it), spare ones at 4-12.
+    first = list(range(1, 26))
     world.run(first, "a", 64, hold=False)
-    world.run(list(range(40, 57)), "a", 64, hold=False)  # newer: the same shape on another path
+    world.run(list(range(40, 65)), "a", 64, hold=False)  # newer: the same shape on another path
     kinds = {(n.token_ids[0], n.depth): n.window_kind for n in world.cache.tree.nodes() if n.window}
-    assert kinds[(13, 3)] is WindowKind.PLANNED and kinds[(1, 0)] is WindowKind.SPARE
+    assert kinds[(21, 5)] is WindowKind.PLANNED and kinds[(1, 0)] is WindowKind.SPARE
+    assert kinds[(13, 3)] is kinds[(17, 4)] is WindowKind.TAIL
     assert sum(k is WindowKind.SPARE for k in kinds.values()) == 6
     world.cache.reclaim(0, world.blocks.swa.num_blocks)  # asks for every block: drops all windows
     world.check()
     by_hash = {n.block_hash: n for n in world.cache.tree.nodes()}
     dropped = [(by_hash[h].token_ids[0], by_hash[h].depth) for h in world.cache.windows.dropped]
     # Windows span 2 blocks (W=6, B=4): the spare ones ending off the span's multiples go first
-    # (depths 0 and 2, the older path's first), then those at multiples (depth 1), then planned.
-    assert dropped == [(1, 0), (9, 2), (40, 0), (48, 2), (5, 1), (44, 1), (13, 3), (52, 3)]
+    # (depths 0 and 2, the older path's first), then those at multiples (depth 1), then the tail
+    # ones, then planned.
+    assert dropped == [
+        (1, 0), (9, 2), (40, 0), (48, 2), (5, 1), (44, 1),
+        (13, 3), (17, 4), (52, 3), (56, 4), (21, 5), (60, 5),
+    ]  # fmt: skip
 
 
 def test_an_entry_in_use_is_skipped_and_stays_queued():
@@ -371,12 +379,14 @@ def test_under_pressure_spare_windows_thin_out_to_a_stride_on_every_path():
     windows = world.cache.windows
     before = sorted(n.depth for n in world.cache.tree.nodes() if n.window)
     assert len(before) == 2 * 16
-    # Ask for half the SWA blocks the windows hold: levels 0 and 1 go, on both paths alike.
+    # The tail windows (depths 13 and 14, the span before each prompt's end at depth 15) rank
+    # above every spare level and hold 2 blocks more per path. Ask for half the SWA blocks the
+    # windows hold less those: levels 0 and 1 go, on both paths alike.
     held = world.blocks.swa.num_used
-    world.cache.reclaim(0, world.blocks.swa.num_free + held // 2)
+    world.cache.reclaim(0, world.blocks.swa.num_free + held // 2 - 4)
     world.check()
     kept = sorted((n.token_ids[0] >= 100, n.depth) for n in world.cache.tree.nodes() if n.window)
-    stride = [d for d in range(16) if (d + 1) % 4 == 0]  # every 4 blocks = 2 spans
+    stride = sorted({d for d in range(16) if (d + 1) % 4 == 0} | {13, 14})  # every 2 spans, the tail
     assert kept == [(False, d) for d in stride] + [(True, d) for d in stride]
-    assert world.blocks.swa.num_used <= held - held // 2
+    assert world.blocks.swa.num_used <= held - held // 2 + 4
     assert windows.dropped  # in level order, checked against the scan at every drop

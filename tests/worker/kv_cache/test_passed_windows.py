@@ -62,8 +62,9 @@ class Cache:
 
 
 def turn(chat_id: int, k: int) -> list[int]:
-    """Turn ``k`` (from 0) of a chat: 9 tokens, and 8 more each turn (the reply and a message)."""
-    return [chat_id] + [chat_id * 1000 + i for i in range(8 + 8 * k)]
+    """Turn ``k`` (from 0) of a chat: 9 tokens, and 12 more each turn (the reply and a message),
+    so the last prompt's end lies before the span of boundaries that leads to the next one's."""
+    return [chat_id] + [chat_id * 1000 + i for i in range(8 + 12 * k)]
 
 
 def test_the_next_turn_lowers_the_window_it_resumed_at_and_plans_its_own():
@@ -72,10 +73,11 @@ def test_the_next_turn_lowers_the_window_it_resumed_at_and_plans_its_own():
     assert cache.kinds(1) == {8: WindowKind.PLANNED}
     assert cache.run(turn(1, 1)) == 8
     # Turn 1's end is passed: spare now (no message boundary there); turn 2 planned its own end.
-    assert cache.kinds(1) == {8: WindowKind.SPARE, 16: WindowKind.PLANNED}
-    assert cache.run(turn(1, 2), message_ends=frozenset({8, 16, 24})) == 16
-    # At one of its message boundaries a passed window stays a message window.
-    assert cache.kinds(1) == {8: WindowKind.SPARE, 16: WindowKind.MESSAGE, 24: WindowKind.PLANNED}
+    assert cache.kinds(1) == {8: WindowKind.SPARE, 20: WindowKind.PLANNED}
+    assert cache.run(turn(1, 2), message_ends=frozenset({8, 20, 32})) == 20
+    # At one of its message boundaries a passed window stays a message window; one lowered
+    # before stays as it is (passing never raises a window).
+    assert cache.kinds(1) == {8: WindowKind.SPARE, 20: WindowKind.MESSAGE, 32: WindowKind.PLANNED}
     assert cache.cache.stats.windows_passed == 2
 
 
@@ -105,6 +107,6 @@ def test_under_swa_pressure_an_idle_chat_keeps_its_live_window():
     cache.run(turn(1, 0))
     cache.run(turn(2, 0))
     for k in (1, 2, 3):
-        assert cache.run(turn(1, k)) == 8 + 8 * (k - 1)
+        assert cache.run(turn(1, k)) == 8 + 12 * (k - 1)
     assert cache.run(turn(2, 1)) == 8
-    assert cache.kinds(1)[32] is WindowKind.PLANNED
+    assert cache.kinds(1)[44] is WindowKind.PLANNED
