@@ -16,6 +16,16 @@ from hybatch.stale_work import claim_stale_work
 from worker import jobs, shard_job
 
 
+class FakeConsumer:
+    """Stands in for kombu's consumer of the worker's queue: records that it was cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class QueuedTasks:
     """A ``jobs.TaskSender`` that keeps what it is sent: ``("batch", id)`` / ``("shard", id, index)``."""
 

@@ -22,7 +22,7 @@ from tests.worker.jobs.batches import (
     read_outcome,
     submit,
 )
-from tests.worker.jobs.task_queue import QueuedTasks, drain
+from tests.worker.jobs.task_queue import FakeConsumer, QueuedTasks, drain
 from worker import jobs, shard_job
 from worker.engine import EngineFailure
 
@@ -135,21 +135,13 @@ def test_a_failed_engine_gives_the_shard_back_with_what_it_recorded_and_bills_no
     assert shard_row(sharded, batch_id, 0).attempts == 2
 
 
-class _TaskConsumer:
-    def __init__(self) -> None:
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 def test_the_task_puts_the_shard_back_and_stops_the_worker_without_retrying_or_failing_the_batch(
     tasks, sharded: jobs.JobContext, llm, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from celery.worker import state as worker_state
 
     batch_id = planned_batch(sharded)
-    task_consumer = _TaskConsumer()
+    task_consumer = FakeConsumer()
     monkeypatch.setattr(tasks._TaskConsumer, "consumer", None)  # put back after the test
     tasks.keep_task_consumer(sender=SimpleNamespace(task_consumer=task_consumer))
     monkeypatch.setattr(worker_state, "should_stop", None)

@@ -14,6 +14,7 @@ from hybatch.models import BatchShard, BatchStatus, ShardStatus
 from hybatch.settings import Settings
 from hybatch.tasks import RUN_BATCH_TASK, RUN_SHARD_TASK, SWEEP_TASK
 from tests.worker.jobs.batches import chat_lines, read_outcome, submit
+from tests.worker.jobs.task_queue import FakeConsumer
 from worker import jobs, shard_job
 
 
@@ -59,20 +60,10 @@ def test_the_batch_task_plans_and_the_shard_tasks_finish(tasks, context: jobs.Jo
     assert tasks.run_batch("batch_unknown") is None
 
 
-class _TaskConsumer:
-    """Stands in for kombu's consumer of the worker's queue."""
-
-    def __init__(self) -> None:
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 def test_a_shutdown_stops_consuming_then_puts_the_batch_back(
     tasks, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    task_consumer = _TaskConsumer()
+    task_consumer = FakeConsumer()
     monkeypatch.setattr(tasks._TaskConsumer, "consumer", None)  # put back after the test
     tasks.keep_task_consumer(sender=SimpleNamespace(task_consumer=task_consumer))
     published = []
