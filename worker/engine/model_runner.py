@@ -10,8 +10,10 @@ import torch
 from worker.engine import sequence
 from worker.engine.embed import embed_prompts
 from worker.engine.kv_layout import KVCacheLayout, allocate_kv_tensors
+from worker.engine.rank_commands import RunEmbed, RunStep
 from worker.engine.rank_group import RankGroup
 from worker.engine.sharded_transfer import ShardedKVTransfer
+from worker.engine.step_plan import StepPlan
 from worker.kv_cache.kv_transfer import KVTransfer
 from worker.model.attention_backend import AttentionBackend
 from worker.model.attention_metadata import AttentionMetadata, PagedKV
@@ -33,24 +35,6 @@ class ScheduledSeq:
 class StepLogits:
     sampled: torch.Tensor  # fp32 [num_completing_seqs, vocab], in batch order of completing seqs
     all_rows: torch.Tensor | None  # fp32 [num_tokens, vocab] when every position was asked for
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """One step's model inputs as plain lists: what rank 0 sends the other tensor-parallel ranks."""
-
-    input_ids: list[int]
-    positions: list[int]
-    full_slots: list[int]
-    swa_slots: list[int]
-    query_starts: list[int]  # [num_seqs + 1]
-    seq_lens: list[int]
-    query_lens: list[int]
-    full_tables: list[list[int]]
-    swa_tables: list[list[int]]
-    swa_first_blocks: list[int]
-    sample_rows: list[int]  # packed rows whose logits are sampled (the last row of completing seqs)
-    all_logits: bool
 
 
 class ModelRunner:
@@ -81,7 +65,7 @@ class ModelRunner:
     def execute(self, batch: list[ScheduledSeq], all_logits: bool = False) -> StepLogits:
         plan = self._plan(batch, all_logits)
         if self.group is not None:
-            self.transfer.send_step(("step", plan))
+            self.transfer.send_step(RunStep(plan))
         return self.run(plan)
 
     @torch.inference_mode()
@@ -103,7 +87,7 @@ class ModelRunner:
     def embed(self, prompts: Sequence[Sequence[int]], max_tokens_per_pass: int) -> list[torch.Tensor]:
         """``embed.embed_prompts`` on this runner's model (every rank of a group computes it)."""
         if self.group is not None:
-            self.transfer.send_step(("embed", [list(p) for p in prompts], max_tokens_per_pass))
+            self.transfer.send_step(RunEmbed([list(p) for p in prompts], max_tokens_per_pass))
         return embed_prompts(
             self.model,
             self.backend,

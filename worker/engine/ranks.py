@@ -1,13 +1,9 @@
 """The processes of a tensor-parallel engine: rank 0 is the caller's, ``start`` spawns ranks 1..N-1.
 
 Rank 0 runs the whole engine (scheduler, prefix cache, sampling) and its shard of the model; the
-other ranks only follow: ``follow`` loops over rank 0's commands, each answered in the same order on
-every rank (lockstep):
-
-    ("step", StepPlan, loads)    receive this rank's shards of the step's KV loads, run the step
-    ("embed", prompts, n, loads) run an embedding pass
-    ("save", block, window)      copy this block's KV (and window) out, send it to rank 0
-    ("stop",)                    leave
+other ranks only follow: ``follow`` loops over rank 0's commands (``rank_commands.py``), each answered
+in the same order on every rank (lockstep): run a step or an embedding pass (after receiving this
+rank's shards of the KV loads the command names), copy a block's KV out to rank 0, stop.
 
 Startup: each follower loads its shard, then says so in the group's store (``ready/<rank>`` =
 ``ok`` or the error); rank 0 waits for every rank while watching the processes, so a rank that
@@ -32,6 +28,7 @@ import torch.distributed as dist
 from worker.engine.kv_layout import KVCacheLayout
 from worker.engine.model_runner import ModelRunner
 from worker.engine.outputs import EngineFailure
+from worker.engine.rank_commands import RunStep, SaveBlock, Stop
 from worker.engine.rank_group import RankGroup
 from worker.kv_cache.kv_transfer import PendingLoad
 from worker.model.attention_backend import choose_backend
@@ -41,8 +38,8 @@ from worker.model.tensor_parallel import TensorParallel
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = float(os.environ.get("HYBATCH_TP_START_TIMEOUT_S", "900"))  # loading a shard
-STEP_TIMEOUT_S = float(os.environ.get("HYBATCH_TP_TIMEOUT_S", "600"))  # one collective
+START_TIMEOUT_S = 900.0  # starting a rank and loading its shard
+STEP_TIMEOUT_S = 600.0  # one collective: a peer alive but stuck this long fails the engine
 
 
 @dataclass(frozen=True)
@@ -162,7 +159,7 @@ class Followers:
         """Stops the followers: asks them to leave while the group works, then ends the processes."""
         if self.group is not None and self.group.broken is None:
             with contextlib.suppress(EngineFailure):  # a follower died meanwhile: kill the rest below
-                self.group.broadcast_object(("stop",))
+                self.group.broadcast_object(Stop())
         for process in self.processes:
             process.join(timeout=10)
             if process.is_alive():
@@ -200,20 +197,15 @@ def follow(rank: int, port: int, spec: RankSpec) -> None:
 def _serve(group: RankGroup, runner: ModelRunner) -> None:
     while True:
         command = group.broadcast_object()
-        kind = command[0]
-        if kind == "stop":
+        if isinstance(command, Stop):
             return
-        if kind == "save":
-            _, full_block, window = command
-            group.gather(runner.transfer.save(full_block, window))
+        if isinstance(command, SaveBlock):
+            group.gather(runner.transfer.save(command.full_block, command.window))
             continue
-        *body, loads = command
-        for full_block, window, numel in loads:
-            payload = group.recv(torch.empty(numel, dtype=runner.model.dtype))
-            runner.transfer.schedule_load(PendingLoad(payload, full_block, window))
-        if kind == "step":
-            runner.run(body[1])
-        elif kind == "embed":
-            runner.embed(body[1], body[2])
+        for load in command.loads:
+            payload = group.recv(torch.empty(load.numel, dtype=runner.model.dtype))
+            runner.transfer.schedule_load(PendingLoad(payload, load.full_block, load.window))
+        if isinstance(command, RunStep):
+            runner.run(command.plan)
         else:
-            raise EngineFailure(f"unknown command {kind!r} from rank 0")
+            runner.embed(command.prompts, command.max_tokens_per_pass)

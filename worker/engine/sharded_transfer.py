@@ -14,8 +14,11 @@ the shards travel between rank 0 and the others over the group's gloo channel:
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from worker.engine.rank_commands import RunEmbed, RunStep, SaveBlock, ShardLoad
 from worker.engine.rank_group import RankGroup
 from worker.kv_cache.kv_transfer import KVTransfer, PendingLoad
 
@@ -35,7 +38,7 @@ class ShardedKVTransfer:
 
     # -- device -> host ------------------------------------------------------------------------------
     def save(self, full_block: int, window: tuple[int, ...]) -> torch.Tensor:
-        self.group.broadcast_object(("save", full_block, tuple(window)))
+        self.group.broadcast_object(SaveBlock(full_block, tuple(window)))
         return torch.cat(self.group.gather(self.local.save(full_block, window)))
 
     # -- host -> device ------------------------------------------------------------------------------
@@ -45,11 +48,11 @@ class ShardedKVTransfer:
         self.local.schedule_load(own)
         self._outgoing.append((own, shards[1:]))
 
-    def send_step(self, command: tuple) -> None:
-        """Sends ``command`` (a step's plan, an embedding pass) to every rank, then each rank its
-        shards of the KV loads queued for this step, which ``ranks.follow`` schedules before it runs."""
-        loads = [(own.full_block, own.window, own.payload.numel()) for own, _ in self._outgoing]
-        self.group.broadcast_object((*command, loads))
+    def send_step(self, command: RunStep | RunEmbed) -> None:
+        """Sends ``command`` to every rank with the step's KV loads named in it, then each rank its
+        shards of them, which ``ranks.follow`` schedules before it runs the command."""
+        loads = tuple(ShardLoad(own.full_block, own.window, own.payload.numel()) for own, _ in self._outgoing)
+        self.group.broadcast_object(dataclasses.replace(command, loads=loads))
         for _, shards in self._outgoing:
             for rank, shard in enumerate(shards, start=1):
                 self.group.send(shard, rank)

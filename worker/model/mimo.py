@@ -17,7 +17,7 @@ from worker.model.config import FULL, SLIDING, ModelConfig
 from worker.model.fp8_format import BlockFP8Format, FP8Modules
 from worker.model.layers import DenseMLP, MoEMLP, RMSNorm, RotaryEmbedding, apply_rotary
 from worker.model.linear import Linear
-from worker.model.tensor_parallel import SINGLE, TensorParallel
+from worker.model.tensor_parallel import SINGLE, TensorParallel, local_kv_config
 
 
 def _param(*shape, dtype, device) -> nn.Parameter:
@@ -136,7 +136,7 @@ class MiMoV2Model(nn.Module):
         super().__init__()
         self.config = config
         self.tp = tp
-        self.kv_config = tp.local_kv_config(config)  # the KV heads this rank's pools hold
+        self.kv_config = local_kv_config(config, tp.size)  # the KV heads this rank's pools hold
         # vocabulary rows [vocab_lo, vocab_lo + rows) (the last rank's tail past vocab_size is zeros)
         self.vocab_lo, vocab_hi = tp.vocab_rows(config.vocab_size)
         rows = vocab_hi - self.vocab_lo

@@ -88,10 +88,6 @@ class TensorParallel:
         """``[lo, hi)`` of each held expert's intermediate dim (split only without expert parallel)."""
         return (0, moe_intermediate_size) if self.expert_parallel else self.split(moe_intermediate_size)
 
-    def local_kv_config(self, config: ModelConfig) -> ModelConfig:
-        """``config`` with this rank's KV head counts: what its KV pools, transfers and scratch KV use."""
-        return local_kv_config(config, self.size)
-
 
 def local_kv_config(config: ModelConfig, size: int) -> ModelConfig:
     """``config`` with the KV head counts each of ``size`` ranks holds (the same on every rank)."""
