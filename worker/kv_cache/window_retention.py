@@ -129,12 +129,7 @@ class WindowRetention:
         for end_token in sorted(planned.union(messages, spare)):
             depth = end_token // size - 1
             if depth < len(path) and path[depth].tier is Tier.DEVICE:
-                if end_token in planned:
-                    kind = WindowKind.PLANNED
-                elif end_token in messages:
-                    kind = WindowKind.MESSAGE
-                else:
-                    kind = WindowKind.TAIL if self._in_tail(seq, end_token) else WindowKind.SPARE
+                kind = self.kind_at(seq, end_token)
                 if self._retain(seq, path[depth], kind):
                     retained[kind] += 1
         return retained
