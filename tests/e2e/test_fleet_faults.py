@@ -210,6 +210,9 @@ class ShardHistory:
     lease_expires_at: datetime | None = None  # the last one seen (the row keeps none once done)
     published_at: datetime | None = None  # when a task for it was last sent
     taken_at: dict[int, float] = field(default_factory=dict)  # attempt -> time.monotonic()
+    # attempt -> the wall clock then, the clock leases use (compared with a lease's end: the
+    # machine's wall clock may be stepped against the monotonic one mid-test)
+    taken_wall: dict[int, datetime] = field(default_factory=dict)
     taker_pid: dict[int, int | None] = field(default_factory=dict)  # attempt -> pid (None: done unseen)
     done_at: float | None = None
 
@@ -248,7 +251,7 @@ class ShardWatch(threading.Thread):
                     BatchShard.published_at,
                 ).where(BatchShard.batch_id == self.batch_id)
             ).all()
-        now = time.monotonic()
+        now, wall = time.monotonic(), datetime.now(UTC)
         with self._lock:
             for row in rows:
                 shard = self.shards.get(row.shard_index)
@@ -265,6 +268,7 @@ class ShardWatch(threading.Thread):
                 shard.published_at = row.published_at
                 if row.attempts and row.attempts not in shard.taken_at:
                     shard.taken_at[row.attempts] = now
+                    shard.taken_wall[row.attempts] = wall
                     shard.taker_pid[row.attempts] = shard.owner_pid
                 if row.status == "done" and shard.done_at is None:
                     shard.done_at = now
@@ -275,7 +279,12 @@ class ShardWatch(threading.Thread):
         with self._lock:
             return {
                 index: ShardHistory(
-                    **{**vars(s), "taken_at": dict(s.taken_at), "taker_pid": dict(s.taker_pid)}
+                    **{
+                        **vars(s),
+                        "taken_at": dict(s.taken_at),
+                        "taken_wall": dict(s.taken_wall),
+                        "taker_pid": dict(s.taker_pid),
+                    }
                 )
                 for index, s in self.shards.items()
             }
@@ -362,6 +371,7 @@ class Takeover:
     lease_left_s: float  # until the stricken worker's lease ran out
     resent_s: float  # until a sweeper sent a task for the shard again
     after_s: float  # until the shard was taken again
+    after_wall_s: float  # the same on the wall clock, to compare with lease_left_s
     busy_s: float  # until the end of the last shard done before it was taken again
     bound_s: float  # what after_s may be: two lease periods or busy_s, whichever is later, + slack
     taker_pid: int | None
@@ -370,8 +380,8 @@ class Takeover:
     def __str__(self) -> str:
         return (
             f"lease ran out after {self.lease_left_s:.2f} s, resent after {self.resent_s:.2f} s, taken"
-            f" over after {self.after_s:.2f} s (bound {self.bound_s:.2f} s; the survivor was busy until"
-            f" {self.busy_s:.2f} s)"
+            f" over after {self.after_s:.2f} s ({self.after_wall_s:.2f} s by the wall clock; bound"
+            f" {self.bound_s:.2f} s; the survivor was busy until {self.busy_s:.2f} s)"
         )
 
 
@@ -402,6 +412,7 @@ def _wait_for_takeover(fleet: Fleet, watch: ShardWatch, caught: MidShard, fault:
         lease_left_s=(lease_expires_at - fault.wall).total_seconds(),
         resent_s=(shard.published_at - fault.wall).total_seconds(),
         after_s=taken_at - fault.at,
+        after_wall_s=(shard.taken_wall[next_attempt] - fault.wall).total_seconds(),
         busy_s=busy_until - fault.at,
         bound_s=free_at - fault.at + TAKEOVER_SLACK_S,
         taker_pid=shard.taker_pid[next_attempt],
@@ -432,7 +443,7 @@ def _assert_taken_over_in_time(what: str, takeover: Takeover, fleet: Fleet) -> N
     )
     explained = f"{takeover}\n{takeover.timeline}\n{tasks}"
     assert 0 < takeover.lease_left_s <= LEASE_S, explained
-    assert takeover.lease_left_s < takeover.after_s <= takeover.bound_s, explained
+    assert takeover.lease_left_s < takeover.after_wall_s and takeover.after_s <= takeover.bound_s, explained
     if takeover.resent_s > 0:  # a sweep sent it again (before the survivor took it, if at all)
         sweep_due_s = takeover.lease_left_s + LEASE_S / 2 + SWEEP_SLACK_S
         assert takeover.lease_left_s < takeover.resent_s <= sweep_due_s, explained
