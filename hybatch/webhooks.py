@@ -7,11 +7,13 @@ one delivery per subscribed endpoint: the event ``{"id", "object": "event", "cre
 (``webhook-id`` = the message id, the same on every retry; ``webhook-timestamp``;
 ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``), so the official openai SDK's
 ``client.webhooks.unwrap`` verifies it unchanged. Delivery is at least once: a non-2xx answer, a
-timeout or a refused connection is tried again with exponential backoff for up to a day.
+timeout, a redirect or a refused connection is tried again with exponential backoff for up to
+a day.
 
 Only http(s) URLs, and none that resolve to a loopback, link-local, private or otherwise reserved
-address (checked when the endpoint is created and again before every attempt, since DNS can change)
-unless ``HYBATCH_WEBHOOK_ALLOW_PRIVATE`` is set.
+address (checked when the endpoint is created and again before every attempt, since DNS can
+change; the attempt then connects to the addresses checked, and follows no redirect:
+``hybatch.webhook_http``) unless ``HYBATCH_WEBHOOK_ALLOW_PRIVATE`` is set.
 """
 
 from __future__ import annotations
@@ -23,10 +25,7 @@ import ipaddress
 import json
 import secrets
 import socket
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ from hybatch.errors import InvalidRequestError, NotFoundError
 from hybatch.ids import new_id
 from hybatch.models import Batch, BatchStatus, WebhookDelivery, WebhookEndpoint, utc_now
 from hybatch.pagination import Page, paginate
+from hybatch.webhook_http import Attempt, post
 
 BATCH_EVENTS = {
     BatchStatus.COMPLETED: "batch.completed",
@@ -69,21 +69,31 @@ def secret_hint(secret: str) -> str:
 
 def check_url(url: str, *, allow_private: bool, resolve: Callable[[str], Iterable[str]] | None = None) -> str:
     """``url`` itself if webhooks may be sent there; raises InvalidRequestError otherwise."""
+    public_addresses(url, allow_private=allow_private, resolve=resolve)
+    return url
+
+
+def public_addresses(
+    url: str, *, allow_private: bool, resolve: Callable[[str], Iterable[str]] | None = None
+) -> tuple[str, ...] | None:
+    """The addresses ``url``'s host resolves to, every one of them public, for the attempt to
+    connect to (None when the operator allows any address: nothing is checked or pinned); raises
+    InvalidRequestError for a URL that is not http(s), a host that does not resolve, or any
+    loopback, link-local, private or reserved address among them."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequestError(
             "A webhook URL must be an http(s) URL with a host.", param="url", code="invalid_url"
         )
     if allow_private:
-        return url
-    addresses = list((resolve or _resolve)(parts.hostname))
+        return None
+    addresses = tuple((resolve or _resolve)(parts.hostname))
     if not addresses:
         raise InvalidRequestError(
             f"The host {parts.hostname!r} does not resolve.", param="url", code="invalid_url"
         )
     for address in addresses:
-        ip = ipaddress.ip_address(address)
-        if not ip.is_global or ip.is_multicast:
+        if not _is_public(ipaddress.ip_address(address)):
             raise InvalidRequestError(
                 f"The host {parts.hostname!r} resolves to {address}, a loopback, link-local or private "
                 "address: webhooks are sent to public addresses only (an operator may allow others "
@@ -91,7 +101,24 @@ def check_url(url: str, *, allow_private: bool, resolve: Callable[[str], Iterabl
                 param="url",
                 code="invalid_url",
             )
-    return url
+    return addresses
+
+
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: IPv4 behind a NAT64 gateway
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Global unicast, and so is any IPv4 address an IPv6 one carries (6to4, Teredo, NAT64), since
+    a gateway would forward to that one."""
+    if not ip.is_global or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in NAT64_PREFIX:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return _is_public(embedded)
+    return True
 
 
 def _resolve(host: str) -> list[str]:
@@ -217,38 +244,15 @@ def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """What one delivery attempt got: an HTTP status, or an error without one."""
-
-    status_code: int | None
-    error: str | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Attempt:
-    """POST ``body`` to ``url``; never raises (an unreachable endpoint is an ``Attempt`` too)."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (http(s) only)
-            return Attempt(response.status)
-    except urllib.error.HTTPError as error:
-        return Attempt(error.code, f"HTTP {error.code}")
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        return Attempt(None, f"{type(error).__name__}: {error}")
-
-
 def retry_delay(attempts: int) -> timedelta:
     """How long after its ``attempts``-th failure a delivery is tried again (5 s, 10 s, 20 s, ...)."""
     return timedelta(seconds=min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** (attempts - 1)))
 
 
-def claim_due(session: Session, now: datetime | None = None) -> list[str]:
-    """Deliveries due now, each claimed (its next attempt pushed past the attempt's timeout, so no
-    other sweeper takes it meanwhile); commits. The caller delivers them."""
+def claim_due(session: Session, now: datetime | None = None, *, limit: int = DUE_PER_SWEEP) -> list[str]:
+    """Up to ``limit`` deliveries due now, each claimed (its next attempt pushed past the attempt's
+    timeout, so no other sweeper takes it meanwhile); commits. The caller delivers them at once:
+    a claim outlives one attempt, not a queue of them."""
     now = now or utc_now()
     due = session.scalars(
         sa.select(WebhookDelivery.id)
@@ -260,7 +264,7 @@ def claim_due(session: Session, now: datetime | None = None) -> list[str]:
             WebhookEndpoint.deleted_at.is_(None),
         )
         .order_by(WebhookDelivery.next_attempt_at)
-        .limit(DUE_PER_SWEEP)
+        .limit(limit)
     ).all()
     claimed = []
     for delivery_id in due:
@@ -280,11 +284,15 @@ def deliver(
     delivery_id: str,
     *,
     allow_private: bool,
-    send: Callable[[str, bytes, dict[str, str], float], Attempt] = post,
-) -> Attempt:
+    send: Callable[[str, bytes, dict[str, str], float, Sequence[str] | None], Attempt] = post,
+    resolve: Callable[[str], Iterable[str]] | None = None,
+) -> Attempt | None:
     """One attempt at a claimed delivery, and what follows from it (delivered, retried later, or
-    given up after a day); commits."""
+    given up after a day); commits. None, and nothing sent, when it was delivered or given up
+    meanwhile (a claim taken over from a sweeper slower than the claim)."""
     delivery = session.get(WebhookDelivery, delivery_id)
+    if delivery.delivered_at is not None or delivery.gave_up_at is not None:
+        return None
     endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
     body = json.dumps(delivery.payload, separators=(",", ":")).encode()
     timestamp = int(utc_now().timestamp())
@@ -296,8 +304,10 @@ def deliver(
         "webhook-signature": signature(endpoint.secret, delivery.id, timestamp, body),
     }
     try:
-        check_url(endpoint.url, allow_private=allow_private)  # again: DNS may point elsewhere now
-        attempt = send(endpoint.url, body, headers, ATTEMPT_TIMEOUT_S)
+        # Checked again (DNS may point elsewhere now), and the attempt connects to the addresses
+        # checked, not to what the host resolves to a moment later.
+        addresses = public_addresses(endpoint.url, allow_private=allow_private, resolve=resolve)
+        attempt = send(endpoint.url, body, headers, ATTEMPT_TIMEOUT_S, addresses)
     except InvalidRequestError as refused:
         attempt = Attempt(None, refused.message)
     now = utc_now()
@@ -315,14 +325,25 @@ def deliver(
     return attempt
 
 
-def deliver_due(session_factory, *, allow_private: bool) -> int:
-    """Claim every delivery due now and attempt each once; returns how many were attempted."""
-    with session_factory() as session:
-        due = claim_due(session)
-    for delivery_id in due:
+def deliver_due(
+    session_factory,
+    *,
+    allow_private: bool,
+    send: Callable[[str, bytes, dict[str, str], float, Sequence[str] | None], Attempt] = post,
+) -> int:
+    """Attempt each delivery due now once, up to ``DUE_PER_SWEEP`` of them; returns how many were
+    attempted. Each is claimed just before its attempt: claiming them all first would let the
+    later claims lapse while slow endpoints hold the earlier attempts, and other sweepers would
+    send those deliveries a second time."""
+    attempted = 0
+    while attempted < DUE_PER_SWEEP:
         with session_factory() as session:
-            deliver(session, delivery_id, allow_private=allow_private)
-    return len(due)
+            claimed = claim_due(session, limit=1)
+            if not claimed:
+                break
+            deliver(session, claimed[0], allow_private=allow_private, send=send)
+        attempted += 1
+    return attempted
 
 
 def recent_deliveries(session: Session, endpoint_id: str, limit: int = 10) -> list[WebhookDelivery]:

@@ -28,6 +28,9 @@ from tests.hybatch.batch_rows import add_batch
         "http://192.168.0.1/hook",
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",  # IPv4-mapped
+        "http://[2002:7f00:1::]/hook",  # 6to4 of 127.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
     ],
 )
 def test_only_public_http_urls_are_accepted(url: str) -> None:
@@ -135,3 +138,69 @@ def test_a_url_that_now_resolves_privately_is_not_sent_to(session_factory: sessi
             session, delivery_id, allow_private=False, send=lambda *args: sent.append(args)
         )
     assert sent == [] and not attempt.succeeded and "private" in attempt.error
+
+
+def test_an_attempt_connects_to_the_addresses_just_checked(session_factory: sessionmaker[Session]) -> None:
+    sent = []
+    with session_factory() as session:
+        batch = add_batch(session)
+        _endpoint(session, batch.account_id, "https://hooks.example/x")
+        move_batch(session, batch.id, BatchStatus.COMPLETED, from_statuses=UNFINISHED)
+        session.commit()
+        [delivery_id] = webhooks.claim_due(session)
+        attempt = webhooks.deliver(
+            session,
+            delivery_id,
+            allow_private=False,
+            send=lambda *args: sent.append(args) or webhooks.Attempt(204),
+            resolve=lambda host: ["93.184.216.34"],
+        )
+    assert attempt.succeeded
+    [(url, _body, headers, timeout_s, addresses)] = sent
+    assert url == "https://hooks.example/x" and headers["webhook-id"] == delivery_id
+    assert timeout_s == webhooks.ATTEMPT_TIMEOUT_S  # a timeout on every attempt
+    assert addresses == ("93.184.216.34",)  # pinned: no second lookup a rebinding DNS could answer
+
+
+def test_each_delivery_is_claimed_just_before_its_attempt(session_factory: sessionmaker[Session]) -> None:
+    """A claim outlives one attempt: claiming a sweep's worth first would let later claims lapse
+    behind slow endpoints, and another sweeper would send those deliveries again."""
+    with session_factory() as session:
+        for i in range(3):
+            batch = add_batch(session, account_name=f"acme{i}")
+            _endpoint(session, batch.account_id, "http://127.0.0.1:9/x")
+            move_batch(session, batch.id, BatchStatus.COMPLETED, from_statuses=UNFINISHED)
+        session.commit()
+    unclaimed_during_attempts = []
+
+    def send(url, body, headers, timeout_s, addresses):
+        with session_factory() as session:
+            due = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(WebhookDelivery)
+                .where(WebhookDelivery.attempts == 0, WebhookDelivery.next_attempt_at <= utc_now())
+            )
+        unclaimed_during_attempts.append(due)
+        return webhooks.Attempt(200)
+
+    assert webhooks.deliver_due(session_factory, allow_private=True, send=send) == 3
+    assert unclaimed_during_attempts == [2, 1, 0]  # the others still due while one is sent
+    with session_factory() as session:
+        assert all(d.delivered_at for d in session.scalars(sa.select(WebhookDelivery)))
+    assert webhooks.deliver_due(session_factory, allow_private=True, send=send) == 0
+
+
+def test_a_delivery_finished_meanwhile_is_not_sent_again(session_factory: sessionmaker[Session]) -> None:
+    sent = []
+    with session_factory() as session:
+        batch = add_batch(session)
+        _endpoint(session, batch.account_id, "http://127.0.0.1:9/x")
+        move_batch(session, batch.id, BatchStatus.COMPLETED, from_statuses=UNFINISHED)
+        session.commit()
+        [delivery_id] = webhooks.claim_due(session)
+        session.execute(sa.update(WebhookDelivery).values(delivered_at=utc_now(), attempts=1))
+        session.commit()
+        assert (
+            webhooks.deliver(session, delivery_id, allow_private=True, send=lambda *a: sent.append(a)) is None
+        )
+        assert sent == [] and session.get(WebhookDelivery, delivery_id).attempts == 1
