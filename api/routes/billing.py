@@ -134,6 +134,7 @@ def spend_limits(caller: CurrentCaller, sessions: SessionsDep) -> dict[str, Any]
                 "object": "billing.spend_limit",
                 "scope": "account" if state.scope == ACCOUNT_SCOPE else "api_key",
                 "api_key_id": None if state.scope == ACCOUNT_SCOPE else state.scope,
+                "api_key_prefix": state.key_prefix,
                 "period": str(state.period),
                 "currency": state.currency,
                 "soft": None if state.soft is None else decimal_string(state.soft),

@@ -49,7 +49,8 @@ def set_limits(
         if key_prefix is not None:
             key = session.scalar(
                 sa.select(ApiKey).where(
-                    ApiKey.account_id == account.id, ApiKey.prefix == key_prefix.removesuffix("...")
+                    ApiKey.account_id == account.id,
+                    ApiKey.prefix == key_prefix.removesuffix("...").removesuffix("…"),
                 )
             )
             if key is None:
@@ -74,16 +75,11 @@ def show_limits(settings: Settings, account_name: str) -> list[str]:
     with _session_factory(settings)() as session:
         account = accounts.get_account(session, account_name)
         states = limit_states(session, account.id, None)
-        prefixes = dict(
-            session.execute(sa.select(ApiKey.id, ApiKey.prefix).where(ApiKey.account_id == account.id)).all()
-        )
     if not states:
         return [f"{account_name} has no spend limits"]
     out = []
     for state in states:
-        scope = (
-            account_name if state.scope == ACCOUNT_SCOPE else f"key {prefixes.get(state.scope, state.scope)}"
-        )
+        scope = account_name if state.scope == ACCOUNT_SCOPE else f"key {state.key_prefix or state.scope}"
         soft = "-" if state.soft is None else decimal_string(state.soft)
         hard = "-" if state.hard is None else decimal_string(state.hard)
         out.append(

@@ -27,7 +27,7 @@ from billing.money import EXACT, MINOR_UNIT_EXPONENTS, ZERO, add, decimal_string
 from billing.periods import Period
 from hybatch.batch_lifecycle import UNFINISHED
 from hybatch.errors import InvalidRequestError
-from hybatch.models import Batch, CreditHold, SpendLimit, UsageRecord, utc_now
+from hybatch.models import ApiKey, Batch, CreditHold, SpendLimit, UsageRecord, utc_now
 
 ACCOUNT_SCOPE = "account"  # SpendLimit.scope of an account-wide limit; a key's is its id
 HARD_LIMIT_REACHED = "billing_hard_limit_reached"  # batch creation refused (OpenAI's code)
@@ -39,6 +39,7 @@ class LimitState:
     """One limit and where its scope stands this month."""
 
     scope: str  # "account" or an API key id
+    key_prefix: str | None  # the visible start of that key, as its owner knows it (None: the account)
     soft: Decimal | None
     hard: Decimal | None
     currency: str
@@ -53,7 +54,11 @@ class LimitState:
 
     @property
     def label(self) -> str:
-        return "the account" if self.scope == ACCOUNT_SCOPE else f"API key {self.scope}"
+        """``the account`` or ``API key hb-3xQ…`` (named by its prefix, as the dashboard shows keys:
+        its owner never sees the key's id)."""
+        if self.scope == ACCOUNT_SCOPE:
+            return "the account"
+        return f"API key {self.key_prefix}…" if self.key_prefix else f"API key {self.scope}"
 
 
 def _check_amount(name: str, value: Decimal | None, currency: str, problems: list[str]) -> None:
@@ -131,11 +136,19 @@ def limit_states(
     query = sa.select(SpendLimit).where(SpendLimit.account_id == account_id)
     if api_key_id is not None:
         query = query.where(SpendLimit.scope.in_([ACCOUNT_SCOPE, api_key_id]))
+    rows = session.scalars(query.order_by(SpendLimit.scope)).all()
+    key_ids = [row.scope for row in rows if row.scope != ACCOUNT_SCOPE]
+    prefixes = (
+        dict(session.execute(sa.select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(key_ids))).all())
+        if key_ids
+        else {}
+    )
     states = []
-    for row in session.scalars(query.order_by(SpendLimit.scope)):
+    for row in rows:
         states.append(
             LimitState(
                 scope=row.scope,
+                key_prefix=prefixes.get(row.scope),
                 soft=row.soft,
                 hard=row.hard,
                 currency=row.currency,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from billing.limits.spend_limits import set_limit
 from hybatch import cli
 from hybatch.db import make_engine, make_session_factory
-from hybatch.models import UsageRecord
+from hybatch.models import ApiKey, UsageRecord
 from tests.billing.ledger import add_customer
 
 runner = CliRunner()
@@ -110,6 +110,50 @@ def test_a_batch_past_the_hard_limit_is_refused(api, caller, session_factory) ->
     assert [(row["scope"], row["hard"], row["spent"]) for row in limits["data"]] == [
         ("account", "0.01", "0.01")
     ]
+    assert (limits["data"][0]["api_key_id"], limits["data"][0]["api_key_prefix"]) == (None, None)
+
+
+def test_a_batch_past_its_keys_hard_limit_is_refused_naming_the_key(api, caller, session_factory) -> None:
+    headers, customer = caller("acme")
+    file_id = _upload(api, headers)
+    create = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    with session_factory() as session:
+        set_limit(
+            session,
+            customer.account_id,
+            api_key_id=customer.api_key_id,
+            soft=None,
+            hard=Decimal("0.01"),
+            currency="usd",
+        )
+        session.add(
+            UsageRecord(
+                account_id=customer.account_id,
+                api_key_id=customer.api_key_id,
+                batch_id=customer.batch_id,
+                custom_id="spent",
+                model="tiny-test",
+                cache_hit_input_tokens=0,
+                cache_miss_input_tokens=10,
+                output_tokens=0,
+                prompt_tokens=10,
+                amount=Decimal("0.015"),
+                currency="usd",
+                price_version="default@x",
+            )
+        )
+        session.commit()
+        prefix = session.get(ApiKey, customer.api_key_id).prefix
+    error = api.post("/v1/batches", headers=headers, json=create).json()["error"]
+    assert error["code"] == "billing_hard_limit_reached"
+    assert f"hard spend limit of API key {prefix}… is reached: 0.01 usd, 0.015 usd spent" in error["message"]
+    assert customer.api_key_id not in error["message"]
+    [row] = api.get("/v1/billing/limits", headers=headers).json()["data"]
+    assert (row["scope"], row["api_key_id"], row["api_key_prefix"]) == (
+        "api_key",
+        customer.api_key_id,
+        prefix,
+    )
 
 
 def test_an_anthropic_message_batch_past_the_hard_limit_is_refused(api, caller, session_factory) -> None:

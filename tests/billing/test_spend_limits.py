@@ -58,10 +58,12 @@ def test_a_new_batch_is_refused_at_a_hard_limit_naming_it(session: Session) -> N
     with pytest.raises(InvalidRequestError) as raised:
         check_batch_creation(session, key_a.account_id, key_a.api_key_id, at=MARCH_NOW)
     assert raised.value.code == "billing_hard_limit_reached"
+    # The key is named as its owner knows it (its prefix), not by an id they never see.
     assert (
-        f"API key {key_a.api_key_id}" in raised.value.message
-        and "0.3 usd, 0.35 usd spent in 2026-03" in raised.value.message
+        "hard spend limit of API key hb-acme… is reached: 0.3 usd, 0.35 usd spent in 2026-03"
+        in raised.value.message
     )
+    assert key_a.api_key_id not in raised.value.message
     check_batch_creation(session, key_a.account_id, key_b.api_key_id, at=MARCH_NOW)  # 0.75 < 1.00
     _spend(session, key_b, "0.25", "2026-03-05 10:00")  # the account reaches 1.00 exactly
     with pytest.raises(InvalidRequestError, match="hard spend limit of the account is reached: 1 usd"):
@@ -95,6 +97,24 @@ def test_a_soft_limit_alerts_once_a_month(session: Session) -> None:
     [alert] = recent_alerts(session, key_a.account_id)
     assert alert.kind == SOFT_LIMIT_REACHED and alert.dedupe_key == "2026-03:account"
     assert "soft spend limit of the account is reached: 0.5 usd, 0.75 usd spent in 2026-03" in alert.message
+
+
+def test_a_keys_soft_limit_alert_names_the_key_by_its_prefix(session: Session) -> None:
+    customer = add_customer(session)
+    _spend(session, customer, "0.40", "2026-03-02 10:00")
+    set_limit(
+        session,
+        customer.account_id,
+        api_key_id=customer.api_key_id,
+        soft=D("0.25"),
+        hard=None,
+        currency="usd",
+    )
+    states = limit_states(session, customer.account_id, customer.api_key_id, MARCH_NOW)
+    assert [(s.scope, s.key_prefix) for s in states] == [(customer.api_key_id, "hb-acme")]
+    assert check_soft_limits(session, customer.account_id, states, D("0")) == [customer.api_key_id]
+    [alert] = recent_alerts(session, customer.account_id)
+    assert alert.message.startswith("The monthly soft spend limit of API key hb-acme… is reached: 0.25 usd")
 
 
 def test_a_soft_limit_not_yet_reached_counts_the_request_being_recorded(session: Session) -> None:

@@ -123,3 +123,18 @@ def test_the_panel_shows_the_spend_limits(sign_in: Callable[[str], TestClient], 
     limits = re.search(r'<ul id="spend-limits">.*?</ul>', panel, re.S).group(0)
     assert "The account: $0.00 spent in" in limits
     assert "soft limit $50.00 (an alert)" in limits and "hard limit $80.00" in limits
+
+
+def test_a_keys_limit_is_named_by_the_keys_prefix(
+    sign_in: Callable[[str], TestClient], session_factory
+) -> None:
+    from billing.limits.spend_limits import set_limit
+
+    with unit_of_work(session_factory) as session:
+        account = accounts.create_account(session, "hal")
+        made = accounts.create_api_key(session, account.id)
+        set_limit(session, account.id, api_key_id=made.key.id, soft=None, hard=Decimal("5"), currency="usd")
+        secret, prefix, key_id = made.secret, made.key.prefix, made.key.id
+    panel = _panel(sign_in(secret).get("/dashboard/invoices").text)
+    limits = re.search(r'<ul id="spend-limits">.*?</ul>', panel, re.S).group(0)
+    assert f"API key {prefix}…: $0.00 spent in" in limits and key_id not in limits
