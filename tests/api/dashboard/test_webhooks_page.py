@@ -46,3 +46,31 @@ def test_endpoints_and_their_attempts_are_shown_to_their_account_only(
     assert 'aria-current="page">Webhooks' in page
     bob_page = sign_in(world.bob_secret).get("/dashboard/webhooks").text
     assert "hooks.example/alice" not in bob_page and "No webhook endpoints" in bob_page
+
+
+def test_an_account_event_is_shown_by_its_message_not_linked_as_a_batch(
+    sign_in: Callable[[str], TestClient], world: World, settings
+) -> None:
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session:
+        endpoint, _secret = webhooks.create_endpoint(
+            session,
+            world.alice_account_id,
+            url="https://hooks.example/alice",
+            event_types=["batch.completed", "credits.low_balance"],
+            name="billing",
+            allow_private=True,
+        )
+        webhooks.record_account_event(
+            session,
+            world.alice_account_id,
+            "credits.low_balance",
+            {"id": "alert_123", "message": "Prepaid credit is running low."},
+        )
+        session.commit()
+    engine.dispose()
+
+    page = sign_in(world.alice_secret).get("/dashboard/webhooks").text
+    section = page[page.index(f'id="endpoint-{endpoint.id}"') :]
+    assert "credits.low_balance" in section and "Prepaid credit is running low." in section
+    assert "/dashboard/batches/alert_123" not in section  # an alert is not a batch
