@@ -25,6 +25,7 @@ import ipaddress
 import json
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,6 +55,9 @@ FIRST_RETRY_S = 5.0  # then 10, 20, 40 s ... capped at an hour, for up to a day
 MAX_RETRY_S = 3600.0
 GIVE_UP_AFTER = timedelta(days=1)
 DUE_PER_SWEEP = 100
+# A sweep starts no attempt after this long: the thread that sends webhooks also sweeps leases,
+# and endpoints that time out one after another must not hold that up for minutes.
+SWEEP_BUDGET_S = 5.0
 
 
 # -- endpoints --------------------------------------------------------------------------------
@@ -330,13 +334,16 @@ def deliver_due(
     *,
     allow_private: bool,
     send: Callable[[str, bytes, dict[str, str], float, Sequence[str] | None], Attempt] = post,
+    budget_s: float = SWEEP_BUDGET_S,
 ) -> int:
-    """Attempt each delivery due now once, up to ``DUE_PER_SWEEP`` of them; returns how many were
-    attempted. Each is claimed just before its attempt: claiming them all first would let the
-    later claims lapse while slow endpoints hold the earlier attempts, and other sweepers would
-    send those deliveries a second time."""
+    """Attempt deliveries due now, each once, up to ``DUE_PER_SWEEP`` of them and starting none
+    after ``budget_s`` seconds (the rest wait for the next sweep, here or in another worker);
+    returns how many were attempted. Each is claimed just before its attempt: claiming them all
+    first would let the later claims lapse while slow endpoints hold the earlier attempts, and
+    other sweepers would send those deliveries a second time."""
+    deadline = time.monotonic() + budget_s
     attempted = 0
-    while attempted < DUE_PER_SWEEP:
+    while attempted < DUE_PER_SWEEP and (attempted == 0 or time.monotonic() < deadline):
         with session_factory() as session:
             claimed = claim_due(session, limit=1)
             if not claimed:

@@ -3,6 +3,7 @@ signatures the official openai SDK verifies, at-least-once delivery with backoff
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import openai
@@ -204,3 +205,26 @@ def test_a_delivery_finished_meanwhile_is_not_sent_again(session_factory: sessio
             webhooks.deliver(session, delivery_id, allow_private=True, send=lambda *a: sent.append(a)) is None
         )
         assert sent == [] and session.get(WebhookDelivery, delivery_id).attempts == 1
+
+
+def test_a_sweep_starts_no_attempt_after_its_budget(session_factory: sessionmaker[Session]) -> None:
+    """The sweeper thread that sends webhooks also sweeps leases: endpoints that answer slowly one
+    after another must not hold that up."""
+    with session_factory() as session:
+        for i in range(4):
+            batch = add_batch(session, account_name=f"slow{i}")
+            _endpoint(session, batch.account_id, "http://127.0.0.1:9/slow")
+            move_batch(session, batch.id, BatchStatus.COMPLETED, from_statuses=UNFINISHED)
+        session.commit()
+
+    def slow(*_args) -> webhooks.Attempt:
+        time.sleep(0.2)
+        return webhooks.Attempt(200)
+
+    assert webhooks.deliver_due(session_factory, allow_private=True, send=slow, budget_s=0.3) == 2
+    assert (
+        webhooks.deliver_due(session_factory, allow_private=True, send=slow, budget_s=0.0) == 1
+    )  # one at least
+    assert webhooks.deliver_due(session_factory, allow_private=True, send=slow) == 1  # the rest, next sweep
+    with session_factory() as session:
+        assert all(d.delivered_at for d in session.scalars(sa.select(WebhookDelivery)))
