@@ -228,3 +228,16 @@ def test_a_sweep_starts_no_attempt_after_its_budget(session_factory: sessionmake
     assert webhooks.deliver_due(session_factory, allow_private=True, send=slow) == 1  # the rest, next sweep
     with session_factory() as session:
         assert all(d.delivered_at for d in session.scalars(sa.select(WebhookDelivery)))
+
+
+def test_a_deleted_endpoint_gets_nothing_more(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        batch = add_batch(session)
+        endpoint, _ = _endpoint(session, batch.account_id, "http://127.0.0.1:9/x")
+        move_batch(session, batch.id, BatchStatus.COMPLETED, from_statuses=UNFINISHED)
+        session.commit()
+        webhooks.delete_endpoint(session, batch.account_id, endpoint.id)
+        assert webhooks.claim_due(session) == []  # its pending delivery is dropped
+        other = add_batch(session, account_name="other")
+        assert webhooks.record_batch_event(session, other.id, BatchStatus.FAILED) == 0
+        assert webhooks.record_account_event(session, batch.account_id, "batch.failed", {"id": "x"}) == 0
