@@ -101,6 +101,7 @@ def invoice_page(
         invoice=invoice,
         credit=credit,
         credit_notes=notes,
+        total_after_credit_notes=invoice.total_minor - sum(note.total_minor for note, _ in notes),
         lines=lines,
         labels=line_labels(versions, lines),
         closed_months=closed_months,

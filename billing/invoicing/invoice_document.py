@@ -1,8 +1,9 @@
 """A finalized invoice as the words and figures printed on it: what the invoice PDF lays out.
 
 Built from the same rows and the same wording functions as the dashboard's invoice page
-(``invoices.invoice_lines``, ``line_labels``, ``money_text``), so every description, amount and
-total reads exactly as the page and the export show it. Reads only.
+(``invoices.invoice_lines``, ``credit_notes_of``, ``line_labels``, ``money_text``), so every
+description, amount and total reads exactly as the page and the export show it, and the credit
+notes that corrected the invoice since it was issued are listed after its total. Reads only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.invoicing import invoices
+from billing.invoicing.credit_notes import credit_notes_of
 from billing.invoicing.line_labels import adjustment_note, line_labels, token_class_label
 from billing.money_text import integer, minor_money, unit_price
 from billing.periods import Period
@@ -39,6 +41,18 @@ class PrintedLine:
 
 
 @dataclass(frozen=True)
+class PrintedCreditNote:
+    """A credit note on the invoice, as the invoice page's credit-note table writes it."""
+
+    number: int  # 1-based per invoice
+    credit_note_id: str
+    issued: str  # "2026-04-03 10:00 UTC"
+    reason: str
+    lines: str  # "line 1: $0.05, line 2: $0.10"
+    given_back: str  # "$0.15": whole minor units, nothing rounded
+
+
+@dataclass(frozen=True)
 class InvoiceDocument:
     invoice_id: str
     account_name: str
@@ -50,6 +64,8 @@ class InvoiceDocument:
     subtotal: str  # "$12.34": the lines' rounded amounts added up
     credit: str | None  # "-$2.00": the prepaid credit deducted (as the export's credit row); None: none
     total: str  # "$10.34": what is due, the subtotal less the credit
+    credit_notes: tuple[PrintedCreditNote, ...] = ()  # in number order; the invoice stays as issued
+    total_after_credit_notes: str | None = None  # "$10.19": the total less every note; None: no note
 
     @property
     def finalized(self) -> str:
@@ -73,6 +89,7 @@ def invoice_document(session: Session, account_id: str, invoice_id: str) -> Invo
     labels = line_labels(schedule_versions(session, {line.price_version for line in lines}), lines)
     closed_months = set(session.scalars(sa.select(BillingPeriodClose.period)))
     credit = invoices.invoice_credit(session, invoice.id)
+    notes = credit_notes_of(session, invoice.id)
     currency = invoice.currency
     return InvoiceDocument(
         invoice_id=invoice.id,
@@ -98,6 +115,25 @@ def invoice_document(session: Session, account_id: str, invoice_id: str) -> Invo
         subtotal=minor_money(sum(line.amount_minor for line in lines), currency),
         credit=minor_money(-credit.amount_minor, currency) if credit is not None else None,
         total=minor_money(invoice.total_minor, currency),
+        credit_notes=tuple(
+            PrintedCreditNote(
+                number=note.number,
+                credit_note_id=note.id,
+                issued=note.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                reason=note.reason,
+                lines=", ".join(
+                    f"line {line.invoice_line_number}: {minor_money(line.amount_minor, note.currency)}"
+                    for line in note_lines
+                ),
+                given_back=minor_money(note.total_minor, note.currency),
+            )
+            for note, note_lines in notes
+        ),
+        total_after_credit_notes=(
+            minor_money(invoice.total_minor - sum(note.total_minor for note, _ in notes), currency)
+            if notes
+            else None
+        ),
     )
 
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 from fpdf import FPDF, FontFace
 from fpdf.enums import Align, TableBordersLayout, XPos, YPos
 
-from billing.invoicing.invoice_document import InvoiceDocument, PrintedLine
+from billing.invoicing.invoice_document import InvoiceDocument, PrintedCreditNote, PrintedLine
 
 _ENCODING = "windows-1252"  # what fpdf2's core fonts can print
 _FONT = "helvetica"
 # Columns of the line table (mm, summing to A4's 210 less two 15 mm margins).
 _COLUMNS = (("#", 9), ("Description", 85), ("Tokens", 27), ("Unit price", 33), ("Amount", 26))
 _ALIGN = ("RIGHT", "LEFT", "RIGHT", "RIGHT", "RIGHT")
+# The credit-note table: the invoice page's columns (mm, the same 180 in all), in 8 pt so that a
+# note's id and a time fit one line each.
+_NOTE_COLUMNS = (("Note", 52), ("Issued", 34), ("Reason", 36), ("Lines", 36), ("Given back", 22))
+_NOTE_ALIGN = ("LEFT", "LEFT", "LEFT", "LEFT", "RIGHT")
 _GREY = (90, 90, 90)
 _RULE_GREY = (200, 200, 200)
 
@@ -58,6 +62,8 @@ def render_invoice_pdf(document: InvoiceDocument, *, issuer: str | None = None) 
     pdf.add_page()
     _heading(pdf, document, issuer)
     _lines_table(pdf, document)
+    if document.credit_notes:
+        _credit_notes_table(pdf, document)
     pdf.ln(4)
     pdf.set_font(_FONT, size=8)
     pdf.set_text_color(*_GREY)
@@ -140,3 +146,40 @@ def _lines_table(pdf: FPDF, document: InvoiceDocument) -> None:
         row = table.row()
         row.cell("Total", colspan=4, align="RIGHT", style=FontFace(emphasis="BOLD"))
         row.cell(_printable(document.total), style=FontFace(emphasis="BOLD"))
+
+
+def _credit_notes_table(pdf: FPDF, document: InvoiceDocument) -> None:
+    """The credit notes issued on the invoice since, as the invoice page lists them, and the total
+    less them (the lines above stay as issued)."""
+    pdf.ln(6)
+    pdf.set_font(_FONT, style="B", size=11)
+    pdf.cell(0, 6, "Credit notes", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_font(_FONT, size=9)
+    pdf.multi_cell(0, 5, "This invoice was corrected by credit notes; the invoice itself stays as issued.")
+    pdf.ln(1)
+    pdf.set_font(_FONT, size=8)
+    with pdf.table(
+        col_widths=tuple(width for _, width in _NOTE_COLUMNS),
+        text_align=_NOTE_ALIGN,
+        line_height=5,
+        padding=1,
+        borders_layout=TableBordersLayout.HORIZONTAL_LINES,
+        headings_style=FontFace(emphasis="BOLD", fill_color=(238, 238, 238)),
+        v_align="TOP",
+    ) as table:
+        table.row([title for title, _ in _NOTE_COLUMNS])
+        for note in document.credit_notes:
+            table.row([_printable(cell) for cell in _note_cells(note)])
+        row = table.row()
+        row.cell("Total less credit notes", colspan=4, align="RIGHT", style=FontFace(emphasis="BOLD"))
+        row.cell(_printable(document.total_after_credit_notes or ""), style=FontFace(emphasis="BOLD"))
+
+
+def _note_cells(note: PrintedCreditNote) -> tuple[str, ...]:
+    return (
+        f"no. {note.number}\n{note.credit_note_id}",
+        note.issued,
+        note.reason,
+        note.lines,
+        note.given_back,
+    )

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from billing.credits.drawdown import draw_credits
 from billing.credits.grants import grant_credits
+from billing.invoicing.credit_notes import CreditRequest, issue_credit_note
 from billing.invoicing.exports import export_rows
 from billing.invoicing.invoice_document import invoice_document
 from billing.invoicing.invoices import close_period, list_invoices
@@ -141,6 +142,36 @@ def test_prepaid_credit_is_deducted_as_the_export_shows_it(session: Session) -> 
     summary, _ = export_rows(session, MARCH, acme.account_id)
     [credit_row] = [row for row in summary if row["row_type"] == "credit"]
     assert credit_row["billed_amount"] == "-2.00" and invoice.total_minor == 277
+
+
+def test_credit_notes_issued_since_are_listed_after_the_total(session: Session) -> None:
+    _schedule(session)
+    acme, other = _march(session), _march(session, "other")
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    [invoice] = list_invoices(session, acme.account_id)
+    # Lines are numbered long prompts first: 5 is short Output first 1M ($2.00), 3 short Cache hit
+    # input ($0.01), 6 short Output over 1M ($0.45). By hand: note 1 gives back 50 cents of line 5;
+    # note 2 all of line 3 (1 cent) and 10 cents of line 6 (11 cents). 477 - 50 - 11 = 416.
+    first = issue_credit_note(session, None, invoice.id, reason="Outage", credits=[CreditRequest(5, 50)])
+    second = issue_credit_note(
+        session, None, invoice.id, reason="Goodwill", credits=[CreditRequest(3), CreditRequest(6, 10)]
+    )
+    session.commit()
+    document = invoice_document(session, acme.account_id, invoice.id)
+    text = pdf_text(render_invoice_pdf(document))
+    assert f"Total {MARCH_TOTAL}\nCredit notes\n" in text  # the invoice as issued, then its notes
+    issued = [note.created_at.strftime("%Y-%m-%d %H:%M UTC") for note in (first, second)]
+    assert (
+        "Note Issued Reason Lines Given back\n"
+        f"no. 1\n{first.id}\n{issued[0]} Outage line 5: $0.50 $0.50\n"
+        f"no. 2\n{second.id}\n{issued[1]} Goodwill line 3: $0.01, line 6: $0.10 $0.11\n"
+        "Total less credit notes $4.16"
+    ) in text
+    assert (document.total, document.total_after_credit_notes) == ("$4.77", "$4.16")
+    # An invoice without a note has no such section.
+    [plain] = list_invoices(session, other.account_id)
+    plain_text = pdf_text(render_invoice_pdf(invoice_document(session, other.account_id, plain.id)))
+    assert "Credit notes" not in plain_text and f"Total {MARCH_TOTAL}" in plain_text
 
 
 def test_late_usage_is_named_on_the_next_invoice(session: Session) -> None:

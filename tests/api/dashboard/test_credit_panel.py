@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 
+import pypdf
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,10 +106,19 @@ def test_an_invoice_page_lists_its_credit_notes(
             session, None, invoice.id, reason="Outage on 3 March", credits=[CreditRequest(1, 5)]
         )
         invoice_id, note_id = invoice.id, note.id
-    page = sign_in(secret).get(f"/dashboard/invoices/{invoice_id}").text
+    client = sign_in(secret)
+    page = client.get(f"/dashboard/invoices/{invoice_id}").text
     section = re.search(r'<section aria-labelledby="credit-notes-heading".*?</section>', page, re.S).group(0)
     assert note_id in section and "Outage on 3 March" in section and "line 1: $0.05" in section
     assert 'data-metric="credit_note_total" data-value="5"' in section
+    # 200,000 cache-miss tokens at the default $0.70 / 1M: $0.14, less the note's $0.05
+    assert 'data-metric="invoice_total" data-value="14"' in page
+    assert 'data-metric="total_after_credit_notes" data-value="9">$0.09<' in section
+    # The invoice PDF lists the same note and total, as the page does.
+    pdf = client.get(f"/dashboard/invoices/{invoice_id}/pdf").content
+    text = "\n".join(sheet.extract_text() for sheet in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+    assert f"no. 1\n{note_id}\n" in text and "line 1: $0.05 $0.05" in text
+    assert "Total less credit notes $0.09" in text
 
 
 def test_the_panel_shows_the_spend_limits(sign_in: Callable[[str], TestClient], session_factory) -> None:
