@@ -204,6 +204,60 @@ def test_late_usage_on_a_volume_table_reprices_the_units_already_billed(session:
     assert sorted((row["line_number"], row["amount"]) for row in detail) == [(1, "-1.8"), (2, "1.6")]
 
 
+def test_the_issues_example_999_then_100_late_then_1000_more(session: Session) -> None:
+    """#16 item 4 as filed: a month billed at 999 tokens on a volume table, then 100 late ones. The
+    old close billed the late 100 at the tier of 1,099 and never repriced the 999: 11.99 + 1.00 =
+    12.99 for a month the schedule prices at 10.99 (18% more). A second late round moves the month
+    again, from the tier it was repriced to."""
+    # Volume output table, per 1M: up to 1,000 tokens 12,000; up to 2,000 10,000; beyond 9,000.
+    prices = {
+        "cache_hit_input": flat("1"),
+        "cache_miss_input": flat("1"),
+        "output": table("volume", (1000, "12000"), (2000, "10000"), (None, "9000")),
+    }
+    load_schedule(
+        session, parse_schedule(schedule("vol", version("v1", "2026-01-01", [model_entry("*", prices)])))
+    )
+    customer = add_customer(session, "vic")
+    assign_schedule(session, customer.account_id, "vol", at("2026-01-01 00:00"))
+    add_usage(session, customer, at("2026-03-10 09:00"), out=999)
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    add_usage(session, customer, at("2026-03-31 23:59"), out=100)  # late: March is now 1,099
+    close_period(session, APRIL, now=at("2026-05-01 01:00"))
+    add_usage(session, customer, at("2026-03-31 23:59"), out=1000)  # later still: March is 2,099
+    close_period(session, Period(2026, 5), now=at("2026-06-01 01:00"))
+    session.commit()
+    by_period = {invoice.period: invoice for invoice in list_invoices(session, customer.account_id)}
+
+    def lines(period: str) -> list[tuple]:
+        return [
+            (
+                line.price_tier,
+                line.repriced_from_tier,
+                line.tokens,
+                line.unit_price,
+                line.amount,
+                line.amount_minor,
+            )
+            for line in invoice_lines(session, by_period[period].id)
+        ]
+
+    # By hand (tier, repriced from, tokens, unit price, exact amount, cents):
+    assert lines("2026-03") == [(1, None, 999, D("12000"), D("11.988"), 1199)]
+    assert lines("2026-04") == [
+        (2, None, 100, D("10000"), D("1"), 100),
+        (2, 1, 999, D("-2000"), D("-1.998"), -200),  # the 999 moved from tier 1 to tier 2
+    ]
+    assert lines("2026-05") == [
+        (3, None, 1000, D("9000"), D("9"), 900),
+        (3, 2, 1099, D("-1000"), D("-1.099"), -110),  # all 1,099 billed so far, now at tier 3
+    ]
+    assert [by_period[p].total_minor for p in ("2026-03", "2026-04", "2026-05")] == [1199, -100, 790]
+    # March in all: 1,099 x 10,000 / 1M = 10.99 after April, 2,099 x 9,000 / 1M = 18.891 -> 18.89 after May.
+    assert by_period["2026-03"].total_minor + by_period["2026-04"].total_minor == 1099
+    assert sum(invoice.total_minor for invoice in by_period.values()) == 1889
+
+
 def test_late_usage_that_keeps_a_volume_tier_reprices_nothing(session: Session, acme) -> None:
     _usage(session, acme, "2026-03-02 09:00", out=100_000, model="pro")
     close_period(session, MARCH, now=at("2026-04-01 01:00"))
