@@ -152,12 +152,13 @@ def create_endpoint(
             param="event_types",
             code="invalid_value",
         )
+    _check_lengths(url, name)
     check_url(url, allow_private=allow_private)
     secret = new_secret()
     endpoint = WebhookEndpoint(
         id=new_id("we_"),
         account_id=account_id,
-        name=name or url,
+        name=name or _shortened(url, MAX_NAME_LENGTH),
         url=url,
         event_types=sorted(set(events), key=supported.index),
         secret=secret,
@@ -166,6 +167,29 @@ def create_endpoint(
     session.add(endpoint)
     session.commit()
     return endpoint, secret
+
+
+MAX_URL_LENGTH = WebhookEndpoint.__table__.c.url.type.length
+MAX_NAME_LENGTH = WebhookEndpoint.__table__.c.name.type.length
+
+
+def _check_lengths(url: str, name: str | None) -> None:
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidRequestError(
+            f"A webhook URL may be at most {MAX_URL_LENGTH} characters; this one has {len(url)}.",
+            param="url",
+            code="invalid_url",
+        )
+    if name is not None and len(name) > MAX_NAME_LENGTH:
+        raise InvalidRequestError(
+            f"A webhook endpoint's name may be at most {MAX_NAME_LENGTH} characters; this one has {len(name)}.",
+            param="name",
+            code="invalid_value",
+        )
+
+
+def _shortened(text: str, max_length: int) -> str:
+    return text if len(text) <= max_length else text[: max_length - 3] + "..."
 
 
 def _live_endpoints(account_id: str) -> sa.Select[tuple[WebhookEndpoint]]:

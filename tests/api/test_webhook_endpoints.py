@@ -40,3 +40,16 @@ def test_bad_endpoints_are_clear_400s(sdk: openai.OpenAI, base_url: str, new_key
     created = sdk.webhooks.create(name="x", url="http://127.0.0.1:9/hook", event_types=["batch.completed"])
     with pytest.raises(openai.NotFoundError):  # another account's endpoint does not exist for it
         other.webhooks.retrieve(created.id)
+
+
+def test_long_urls_and_names(sdk: openai.OpenAI) -> None:  # noqa: F811
+    long_url = "http://127.0.0.1:9/" + "a" * 500  # longer than a name may be
+    created = sdk.webhooks.create(name=None, url=long_url, event_types=["batch.completed"])
+    assert created.url == long_url and len(created.name) == 200 and created.name.endswith("...")
+    with pytest.raises(openai.BadRequestError, match="at most 200 characters") as long_name:
+        sdk.webhooks.create(name="n" * 201, url="http://127.0.0.1:9/x", event_types=["batch.completed"])
+    assert long_name.value.body["param"] == "name"
+    with pytest.raises(openai.BadRequestError, match="at most 2048 characters") as too_long:
+        sdk.webhooks.create(name="x", url="http://127.0.0.1:9/" + "b" * 2048, event_types=["batch.completed"])
+    assert too_long.value.body["param"] == "url"
+    assert [endpoint.id for endpoint in sdk.webhooks.list().data] == [created.id]
