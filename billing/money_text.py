@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from billing.money import minor_to_decimal
+from billing.money import MINOR_UNIT_EXPONENTS, decimal_string, minor_to_decimal
 
 CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cny": "¥", "jpy": "¥"}
 ZERO_DECIMAL_CURRENCIES = {"jpy", "krw"}
@@ -49,6 +49,18 @@ def money(amount: Decimal | None, currency: str | None) -> str:
     if places > 2:
         text = text.rstrip("0")
     return ("-" if rounded < 0 else "") + _with_currency(text, code)
+
+
+def exact_amount(amount: Decimal, currency: str) -> str:
+    """An exact amount for an operator's terminal, nothing rounded: at least the currency's minor
+    places, more where the amount has them (``10`` usd -> ``10.00``, ``8.4999`` -> ``8.4999``,
+    ``1500`` jpy -> ``1500``)."""
+    minor_places = MINOR_UNIT_EXPONENTS.get(currency.lower(), 2)
+    text = decimal_string(amount)
+    written = len(text.partition(".")[2])
+    if written >= minor_places:
+        return text
+    return f"{text}{'' if '.' in text else '.'}{'0' * (minor_places - written)}"
 
 
 def _with_currency(digits: str, code: str) -> str:

@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 from billing.credits.balance import credit_balance
 from billing.credits.grants import grant_credits
-from billing.money import decimal_string
+from billing.money_text import exact_amount
 from billing.usage.buckets import account_currency
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
@@ -65,10 +65,15 @@ def grant(
             now=now,
         )
         after = credit_balance(session, account.id, now)
-    until = f", usable until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    until = (
+        f", usable through {expires_text} UTC: it expires {expires_at:%Y-%m-%d %H:%M} UTC"
+        if expires_at
+        else ""
+    )
     return [
-        f"granted {decimal_string(amount)} {made.currency} to {account_name} ({made.id}, priority {priority}{until})",
-        f"balance: {decimal_string(after.balance)} {after.currency}",
+        f"granted {exact_amount(amount, made.currency)} {made.currency} to {account_name} "
+        f"({made.id}, priority {priority}{until})",
+        f"balance: {exact_amount(after.balance, after.currency)} {after.currency}",
     ]
 
 
@@ -79,16 +84,17 @@ def balance(settings: Settings, account_name: str) -> list[str]:
         state = credit_balance(session, account.id)
     if state is None:
         return [f"{account_name} has no credit grants (it is billed after use)"]
+    currency = state.currency
     out = [
-        f"{account_name}: balance {decimal_string(state.balance)} {state.currency} "
-        f"(held by running requests {decimal_string(state.held)}, spendable {decimal_string(state.spendable)})"
+        f"{account_name}: balance {exact_amount(state.balance, currency)} {currency} (held by running "
+        f"requests {exact_amount(state.held, currency)}, spendable {exact_amount(state.spendable, currency)})"
     ]
     for grant_state in state.grants:
         expiry = grant_state.expires_at.strftime("%Y-%m-%d %H:%M UTC") if grant_state.expires_at else "never"
         status = "" if grant_state.is_live else "  (expired)"
         out.append(
-            f"  {grant_state.grant_id}  granted {decimal_string(grant_state.amount)}  drawn "
-            f"{decimal_string(grant_state.drawn)}  left {decimal_string(grant_state.remaining)}  "
+            f"  {grant_state.grant_id}  granted {exact_amount(grant_state.amount, currency)}  drawn "
+            f"{exact_amount(grant_state.drawn, currency)}  left {exact_amount(grant_state.remaining, currency)}  "
             f"priority {grant_state.priority}  expires {expiry}{status}"
         )
     return out

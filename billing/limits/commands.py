@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 import sqlalchemy as sa
 
 from billing.limits.spend_limits import ACCOUNT_SCOPE, limit_states, set_limit
-from billing.money import decimal_string
+from billing.money_text import exact_amount
 from billing.usage.buckets import account_currency
 from hybatch import accounts
 from hybatch.db import make_engine, make_session_factory, unit_of_work
@@ -63,7 +63,7 @@ def set_limits(
     if soft is None and hard is None:
         return [f"removed the spend limits of {scope}"]
     shown = ", ".join(
-        f"{name} {decimal_string(value)} {currency}"
+        f"{name} {exact_amount(value, currency)} {currency}"
         for name, value in (("soft", soft), ("hard", hard))
         if value
     )
@@ -80,10 +80,10 @@ def show_limits(settings: Settings, account_name: str) -> list[str]:
     out = []
     for state in states:
         scope = account_name if state.scope == ACCOUNT_SCOPE else f"key {state.key_prefix or state.scope}"
-        soft = "-" if state.soft is None else decimal_string(state.soft)
-        hard = "-" if state.hard is None else decimal_string(state.hard)
+        soft = "-" if state.soft is None else exact_amount(state.soft, state.currency)
+        hard = "-" if state.hard is None else exact_amount(state.hard, state.currency)
         out.append(
             f"{scope}: soft {soft}  hard {hard} {state.currency}  spent in {state.period} "
-            f"{decimal_string(state.spent)}  held {decimal_string(state.held)}"
+            f"{exact_amount(state.spent, state.currency)}  held {exact_amount(state.held, state.currency)}"
         )
     return out

@@ -35,15 +35,32 @@ def _run(*args: str) -> str:
 def test_grant_and_balance(cli_database: str) -> None:
     assert "has no credit grants" in _run("credits", "balance", "--account", "acme")
     first = _run("credits", "grant", "--account", "acme", "--amount", "10.00", "--expires", "2099-01-31")
-    assert "granted 10 usd to acme" in first and "usable until 2099-02-01 00:00 UTC" in first
-    assert "balance: 10 usd" in first
-    second = _run("credits", "grant", "--account", "acme", "--amount", "2.50", "--priority", "-1")
-    assert "balance: 12.5 usd" in second
+    # Money as the operator typed it (to the cent), and the day they named as the last one usable.
+    assert "granted 10.00 usd to acme" in first
+    assert "usable through 2099-01-31 UTC: it expires 2099-02-01 00:00 UTC" in first
+    assert "balance: 10.00 usd" in first
+    second = _run("credits", "grant", "--account", "acme", "--amount", "2.5", "--priority", "-1")
+    assert "granted 2.50 usd" in second and "balance: 12.50 usd" in second
     shown = _run("credits", "balance", "--account", "acme").splitlines()
-    assert shown[0].startswith("acme: balance 12.5 usd")
+    assert shown[0] == "acme: balance 12.50 usd (held by running requests 0.00, spendable 12.50)"
     # Draw order: the priority -1 grant first, then the expiring one.
-    assert "granted 2.5 " in shown[1] and "priority -1" in shown[1]
-    assert "granted 10 " in shown[2] and "expires 2099-02-01 00:00 UTC" in shown[2]
+    assert "granted 2.50  drawn 0.00  left 2.50  priority -1" in shown[1]
+    assert "granted 10.00 " in shown[2] and "expires 2099-02-01 00:00 UTC" in shown[2]
+
+
+def test_exact_amounts_keep_every_digit_and_at_least_the_minor_unit() -> None:
+    from decimal import Decimal
+
+    from billing.money_text import exact_amount
+
+    assert [exact_amount(Decimal(text), "usd") for text in ("10", "12.5", "8.4999", "0", "-0.5")] == [
+        "10.00",
+        "12.50",
+        "8.4999",
+        "0.00",
+        "-0.50",
+    ]
+    assert (exact_amount(Decimal("1500"), "jpy"), exact_amount(Decimal("0.25"), "jpy")) == ("1500", "0.25")
 
 
 def test_bad_grants_are_refused_with_the_reason(cli_database: str) -> None:

@@ -39,14 +39,14 @@ def _run(*args: str) -> str:
 
 def test_set_show_and_remove(cli_database: str) -> None:
     assert "has no spend limits" in _run("limits", "show", "--account", "acme")
-    assert "soft 50 usd, hard 80 usd" in _run(
+    assert "soft 50.00 usd, hard 80.00 usd" in _run(
         "limits", "set", "--account", "acme", "--soft", "50", "--hard", "80"
     )
-    assert "key hb-acme: hard 5 usd" in _run(
+    assert "key hb-acme: hard 5.00 usd" in _run(
         "limits", "set", "--account", "acme", "--key", "hb-acme", "--hard", "5"
     )
     shown = _run("limits", "show", "--account", "acme")
-    assert "acme: soft 50  hard 80 usd" in shown and "key hb-acme: soft -  hard 5 usd" in shown
+    assert "acme: soft 50.00  hard 80.00 usd" in shown and "key hb-acme: soft -  hard 5.00 usd" in shown
     bad = runner.invoke(cli.app, ["limits", "set", "--account", "acme", "--soft", "9", "--hard", "8"])
     assert bad.exit_code == 1 and "above hard" in bad.output
     unknown = runner.invoke(
