@@ -84,7 +84,13 @@ def public_addresses(
     connect to (None when the operator allows any address: nothing is checked or pinned); raises
     InvalidRequestError for a URL that is not http(s), a host that does not resolve, or any
     loopback, link-local, private or reserved address among them."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number from 0 to 65535)
+    except ValueError as error:  # "http://[::1" and the like
+        raise InvalidRequestError(
+            f"Invalid webhook URL: {error}.", param="url", code="invalid_url"
+        ) from error
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequestError(
             "A webhook URL must be an http(s) URL with a host.", param="url", code="invalid_url"

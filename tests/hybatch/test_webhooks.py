@@ -32,6 +32,9 @@ from tests.hybatch.batch_rows import add_batch
         "http://[::ffff:127.0.0.1]/hook",  # IPv4-mapped
         "http://[2002:7f00:1::]/hook",  # 6to4 of 127.0.0.1
         "http://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
+        "http://[::1/hook",  # not a URL at all
+        "http://hooks.example:99999/hook",  # no such port
+        "http://hooks.example:port/hook",
     ],
 )
 def test_only_public_http_urls_are_accepted(url: str) -> None:
@@ -39,6 +42,13 @@ def test_only_public_http_urls_are_accepted(url: str) -> None:
         webhooks.check_url(
             url, allow_private=False, resolve=lambda host: webhooks._resolve(host) or ["127.0.0.1"]
         )
+
+
+@pytest.mark.parametrize("url", ["http://[::1/hook", "http://127.0.0.1:99999/hook"])
+def test_a_malformed_url_is_refused_even_where_private_ones_are_allowed(url: str) -> None:
+    with pytest.raises(InvalidRequestError) as refused:
+        webhooks.check_url(url, allow_private=True)
+    assert (refused.value.param, refused.value.code) == ("url", "invalid_url")
 
 
 def test_a_public_url_is_accepted_and_private_ones_when_the_operator_allows() -> None:
