@@ -134,7 +134,7 @@ def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 def _resolve(host: str) -> list[str]:
     try:
         return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):  # UnicodeError: not a host name ("ex..com", a label over 63)
         return []
 
 

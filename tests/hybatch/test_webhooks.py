@@ -51,6 +51,12 @@ def test_a_malformed_url_is_refused_even_where_private_ones_are_allowed(url: str
     assert (refused.value.param, refused.value.code) == ("url", "invalid_url")
 
 
+@pytest.mark.parametrize("host", ["ex..com", "a" * 64 + ".example"])
+def test_a_host_that_is_not_a_name_does_not_resolve(host: str) -> None:
+    with pytest.raises(InvalidRequestError, match="does not resolve"):
+        webhooks.check_url(f"https://{host}/hook", allow_private=False)
+
+
 def test_a_public_url_is_accepted_and_private_ones_when_the_operator_allows() -> None:
     assert webhooks.check_url(
         "https://hooks.example/x", allow_private=False, resolve=lambda host: ["93.184.216.34"]
