@@ -99,7 +99,7 @@ def post(
         response = connection.getresponse()
         status = response.status
         location = response.getheader("location")
-    except (OSError, http.client.HTTPException) as error:
+    except (OSError, http.client.HTTPException, ValueError) as error:  # ValueError: a host that is no name
         return Attempt(None, f"{type(error).__name__}: {error}")
     finally:
         connection.close()

@@ -91,6 +91,8 @@ def test_non_2xx_and_unreachable_are_failed_attempts(recorder: ThreadingHTTPServ
     assert not refused.succeeded and refused.status_code is None and "ConnectionRefused" in refused.error
     bad_port = post("http://127.0.0.1:notaport/hook", b"{}", {}, 2.0)
     assert not bad_port.succeeded and bad_port.status_code is None
+    no_name = post("http://ex..com/hook", b"{}", {}, 2.0)  # stored where private URLs are allowed
+    assert not no_name.succeeded and no_name.status_code is None and no_name.error
 
 
 def _certificate_files(directory: Path, host: str) -> tuple[Path, Path, Path]:
