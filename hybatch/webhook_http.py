@@ -45,7 +45,7 @@ def _connect_any(addresses: Sequence[str], port: int, timeout_s: float | None) -
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """An HTTP connection to one of ``addresses``, never to what ``host`` resolves to now."""
 
-    def __init__(self, host: str, port: int | None, *, addresses: Sequence[str], timeout: float) -> None:
+    def __init__(self, host: str, port: int, *, addresses: Sequence[str], timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self._addresses = tuple(addresses)
 
@@ -56,7 +56,7 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """An HTTPS connection to one of ``addresses``; SNI and the certificate check use ``host``."""
 
-    def __init__(self, host: str, port: int | None, *, addresses: Sequence[str], timeout: float) -> None:
+    def __init__(self, host: str, port: int, *, addresses: Sequence[str], timeout: float) -> None:
         self._tls = ssl.create_default_context()
         super().__init__(host, port, timeout=timeout, context=self._tls)
         self._addresses = tuple(addresses)
@@ -69,14 +69,17 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 def _connection(url: str, addresses: Sequence[str] | None, timeout_s: float) -> http.client.HTTPConnection:
     parts = urlsplit(url)
     is_https = parts.scheme == "https"
+    # Always a port: given none, http.client reads the last group of an IPv6 host ("2001:db8::1")
+    # as one.
+    port = parts.port or (http.client.HTTPS_PORT if is_https else http.client.HTTP_PORT)
     if addresses is None:  # the operator allows any address: the host is resolved as usual
         if is_https:
             return http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=timeout_s, context=ssl.create_default_context()
+                parts.hostname, port, timeout=timeout_s, context=ssl.create_default_context()
             )
-        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+        return http.client.HTTPConnection(parts.hostname, port, timeout=timeout_s)
     pinned = _PinnedHTTPSConnection if is_https else _PinnedHTTPConnection
-    return pinned(parts.hostname, parts.port, addresses=addresses, timeout=timeout_s)
+    return pinned(parts.hostname, port, addresses=addresses, timeout=timeout_s)
 
 
 def post(

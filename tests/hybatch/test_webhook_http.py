@@ -161,3 +161,21 @@ def test_https_to_the_vetted_address_checks_the_certificate_of_the_urls_host(
         assert len(server.seen) == 1
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_an_ipv6_host_without_a_port_goes_to_that_address_on_the_schemes_port(
+    pinned: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connected = []
+
+    def create_connection(address, *_args, **_kwargs):
+        connected.append(address[:2])
+        raise ConnectionRefusedError("not here")
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    addresses = ("2001:db8::1",) if pinned else None
+    for url, port in (("http://[2001:db8::1]/hook", 80), ("https://[2001:db8::1]/hook", 443)):
+        attempt = post(url, b"{}", {}, 1.0, addresses)
+        assert not attempt.succeeded and "not here" in attempt.error
+        assert connected.pop() == ("2001:db8::1", port)
