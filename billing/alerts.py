@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from billing.credits.balance import CreditBalance
 from billing.limits.spend_limits import LimitState
-from billing.money import EXACT, decimal_string
+from billing.money import EXACT, MINOR_UNIT_EXPONENTS, decimal_string
+from billing.money_text import exact_amount
 from billing.sql import insert_ignoring_conflicts
 from hybatch import webhooks
 from hybatch.ids import new_id
@@ -51,10 +52,11 @@ def record_alert(
 
 
 def check_credit_alerts(session: Session, after: CreditBalance, low_balance: Decimal) -> list[str]:
-    """Alert when the balance is at or below ``low_balance`` (major units) and when it is used up;
-    returns the kinds newly alerted."""
-    balance = after.balance
-    data = {"balance": decimal_string(balance), "currency": after.currency}
+    """Alert when the balance is at or below ``low_balance`` (major units) and when it is used up:
+    less than one minor unit left (requests draw their exact cost, and admission never lets one run
+    past the balance, so a balance seldom lands on exactly zero). Returns the kinds newly alerted."""
+    balance, currency = after.balance, after.currency
+    data = {"balance": decimal_string(balance), "currency": currency}
     key = after.latest_grant_id
     kinds = []
     if balance <= low_balance and record_alert(
@@ -62,15 +64,41 @@ def check_credit_alerts(session: Session, after: CreditBalance, low_balance: Dec
         after.account_id,
         CREDITS_LOW,
         key,
-        f"Credit balance {decimal_string(balance)} {after.currency} is at or below {decimal_string(low_balance)}.",
+        f"Credit balance {exact_amount(balance, currency)} {currency} is at or below "
+        f"{exact_amount(low_balance, currency)} {currency}.",
         data,
     ):
         kinds.append(CREDITS_LOW)
-    if balance <= 0 and record_alert(
-        session, after.account_id, CREDITS_DEPLETED, key, f"Credits used up ({after.currency}).", data
+    smallest = Decimal(1).scaleb(-MINOR_UNIT_EXPONENTS.get(currency, 2))
+    if balance < smallest and record_alert(
+        session,
+        after.account_id,
+        CREDITS_DEPLETED,
+        key,
+        f"Credits used up: {exact_amount(balance, currency)} {currency} left, less than "
+        f"{exact_amount(smallest, currency)} {currency}.",
+        data,
     ):
         kinds.append(CREDITS_DEPLETED)
     return kinds
+
+
+def alert_credit_short(session: Session, balance: CreditBalance, worst_case: Decimal) -> bool:
+    """The ``credits.depleted`` alert for a request whose worst case (major units) is more than the
+    whole balance: no request that is running can change that (they only draw), so it ends as
+    ``insufficient_credits`` unless credit is granted. Once per grant, like the zero alert; True when
+    new. Does not commit."""
+    currency = balance.currency
+    return record_alert(
+        session,
+        balance.account_id,
+        CREDITS_DEPLETED,
+        balance.latest_grant_id,
+        f"Credits used up: the balance of {exact_amount(balance.balance, currency)} {currency} does not "
+        f"cover a request's worst case of {exact_amount(worst_case, currency)} {currency}; such requests "
+        "end as insufficient_credits until credit is granted.",
+        {"balance": decimal_string(balance.balance), "currency": currency},
+    )
 
 
 def check_soft_limits(

@@ -19,6 +19,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from billing.alerts import alert_credit_short
 from billing.credits.balance import credit_balance
 from billing.limits.spend_limits import SPEND_LIMIT_REACHED, limit_room
 from billing.money import EXACT
@@ -49,7 +50,9 @@ def hold_credit(
 ) -> HoldResult:
     """Hold the worst case of every candidate ``(custom_id, worst_case)`` that still fits both the
     credit (a prepaid account) and the hard limits (of the account and ``api_key_id``), in order,
-    passing over those that do not. Does not commit (the caller's commit ends the lock)."""
+    passing over those that do not. A candidate that exceeds the whole balance can never fit and
+    raises the ``credits.depleted`` alert (``billing.alerts.alert_credit_short``). Does not commit
+    (the caller's commit ends the lock)."""
     at = at or utc_now()
     lock_account(session, account_id)
     session.execute(
@@ -67,6 +70,8 @@ def hold_credit(
     for custom_id, worst_case in candidates:
         if credit_room is not None and worst_case > credit_room:
             refused[custom_id] = INSUFFICIENT_CREDITS
+            if worst_case > balance.balance:  # never fits, whatever settles: say so
+                alert_credit_short(session, balance, worst_case)
             continue
         if spend_room is not None and worst_case > spend_room:
             refused[custom_id] = SPEND_LIMIT_REACHED
