@@ -225,7 +225,8 @@ def push_credit_note(session: Session, client: stripe.StripeClient, credit_note_
     """Mirror one credit note as a Stripe credit note on its Stripe invoice; safe to repeat.
 
     One custom line per credit note line (amount = its ``amount_minor``), the reason as the memo,
-    idempotency key ``hybatch-credit-note-{id}``; commits once Stripe's id is recorded. Returns that
+    idempotency key ``hybatch-credit-note-{id}``; on an invoice already paid the whole note is
+    credited to the customer's Stripe balance (``credit_amount``). Commits once Stripe's id is recorded. Returns that
     id, or None while the invoice is not finalized in Stripe yet (push the invoice first).
     """
     note = session.get(CreditNote, credit_note_id)
@@ -241,23 +242,26 @@ def push_credit_note(session: Session, client: stripe.StripeClient, credit_note_
         .where(CreditNoteLine.credit_note_id == note.id)
         .order_by(CreditNoteLine.line_number)
     ).all()
-    created = client.v1.credit_notes.create(
-        params={
-            "invoice": invoice.stripe_invoice_id,
-            "memo": note.reason,
-            "lines": [
-                {
-                    "type": "custom_line_item",
-                    "description": f"Correction of invoice line {line.invoice_line_number}",
-                    "quantity": 1,
-                    "unit_amount": line.amount_minor,
-                }
-                for line in lines
-            ],
-            "metadata": {"hybatch_credit_note_id": note.id, "hybatch_invoice_id": invoice.id},
-        },
-        options=_key("credit-note", note.id),
-    )
+    params: dict[str, Any] = {
+        "invoice": invoice.stripe_invoice_id,
+        "memo": note.reason,
+        "lines": [
+            {
+                "type": "custom_line_item",
+                "description": f"Correction of invoice line {line.invoice_line_number}",
+                "quantity": 1,
+                "unit_amount": line.amount_minor,
+            }
+            for line in lines
+        ],
+        "metadata": {"hybatch_credit_note_id": note.id, "hybatch_invoice_id": invoice.id},
+    }
+    if invoice.status is InvoiceStatus.PAID:
+        # A note on a paid invoice must say where the money goes (Stripe refuses it otherwise): to the
+        # customer's Stripe balance, which pays their next invoice. A refund is the operator's call,
+        # made in Stripe.
+        params["credit_amount"] = note.total_minor
+    created = client.v1.credit_notes.create(params=params, options=_key("credit-note", note.id))
     if created.total != note.total_minor:
         raise StripeMismatchError(
             f"Stripe credit note {created.id} totals {created.total}, {note.id} {note.total_minor}"

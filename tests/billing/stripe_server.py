@@ -42,6 +42,11 @@ class FakeStripe:
     def fail_next(self, path: str, status: int = 500) -> None:
         self.failures[path] = status
 
+    def mark_paid(self, invoice_id: str) -> None:
+        """The customer paid the invoice (as Stripe's collection would)."""
+        invoice = self.invoices[invoice_id]
+        invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
+
     def writes(self) -> list[tuple[str, str | None, dict[str, str]]]:
         """(path, idempotency key, params) of every POST that was not a replay."""
         return [
@@ -155,6 +160,15 @@ class FakeStripe:
                 return 400, _error(
                     "invalid_request_error", "The credit note's total is more than the invoice's"
                 )
+            # Stripe: on a paid invoice (post-payment) the refund, customer balance credit and outside
+            # of Stripe amounts must add up to the credit note's total.
+            settled = sum(int(params.get(name, "0")) for name in _POST_PAYMENT_AMOUNTS)
+            if invoice["status"] == "paid" and settled != total:
+                return 400, _error(
+                    "invalid_request_error",
+                    "For post-payment credit notes the sum of the refund, credit and outside of Stripe "
+                    "amounts must equal the credit note total.",
+                )
             note = {
                 "id": self._new_id("cn"),
                 "object": "credit_note",
@@ -162,6 +176,7 @@ class FakeStripe:
                 "currency": invoice["currency"],
                 "memo": params.get("memo"),
                 "total": total,
+                **{name: int(params[name]) for name in _POST_PAYMENT_AMOUNTS if name in params},
                 "lines": {"object": "list", "data": lines, "has_more": False},
                 "metadata": _metadata(params),
                 "livemode": False,
@@ -169,6 +184,9 @@ class FakeStripe:
             self.credit_notes[note["id"]] = note
             return 200, note
         return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path})")
+
+
+_POST_PAYMENT_AMOUNTS = ("refund_amount", "credit_amount", "out_of_band_amount")
 
 
 def _metadata(params: dict[str, str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from billing.pricing.schedule_parser import parse_schedule
 from billing.pricing.schedule_store import assign_schedule, load_schedule
 from billing.settings import BillingSettings
 from hybatch.errors import InvalidRequestError, NotFoundError
-from hybatch.models import CreditNote, Invoice
+from hybatch.models import CreditNote, Invoice, InvoiceStatus
 from tests.billing.ledger import add_customer, add_usage, at
 from tests.billing.schedule_docs import flat, model_entry, schedule, version
 from tests.billing.stripe_server import StripeServer
@@ -158,6 +158,28 @@ def test_notes_go_to_stripe_once(session: Session, invoice: Invoice, client) -> 
     assert push_credit_note(session, stripe_api, note.id) == stripe_id
     assert len(server.fake.credit_notes) == 1
     assert session.get(CreditNote, note.id).stripe_credit_note_id == stripe_id
+
+
+def test_a_note_on_a_paid_invoice_credits_the_customers_stripe_balance(
+    session: Session, invoice: Invoice, client
+) -> None:
+    """Stripe refuses a post-payment credit note that does not say where its money goes; ours goes to
+    the customer's balance (it pays their next invoice). A note before payment reduces what is due."""
+    server, stripe_api = client
+    before = issue_credit_note(session, None, invoice.id, reason="outage", credits=[CreditRequest(1, 100)])
+    session.commit()
+    push_invoice(session, stripe_api, invoice.id)
+    push_credit_note(session, stripe_api, before.id)
+    server.fake.mark_paid(invoice.stripe_invoice_id)
+    invoice.status = InvoiceStatus.PAID  # as the invoice.paid webhook records it
+    session.commit()
+    after = issue_credit_note(session, None, invoice.id, reason="goodwill", credits=[CreditRequest(2, 75)])
+    session.commit()
+    stripe_id = push_credit_note(session, stripe_api, after.id)
+    posts = [params for path, _key, params in server.fake.writes() if path == "/v1/credit_notes"]
+    assert [params.get("credit_amount") for params in posts] == [None, "75"]
+    assert server.fake.credit_notes[stripe_id]["credit_amount"] == 75
+    assert sum(note["total"] for note in server.fake.credit_notes.values()) == 175  # 1.00 + 0.75
 
 
 def test_the_invoice_over_http_lists_its_credit_notes(api, caller, session_factory) -> None:
