@@ -151,3 +151,32 @@ def test_unpriced_usage_raises_as_the_close_would(session: Session, acme: Custom
         upcoming_invoice(session, acme.account_id, at("2026-03-03 00:00"))
     with pytest.raises(UnpricedModelError):
         close_period(session, MARCH, now=at("2026-04-01 01:00"))
+
+
+def test_the_upcoming_invoice_deducts_the_prepaid_credit_as_the_close_will(session: Session, acme) -> None:
+    from billing.credits.drawdown import draw_credits
+    from billing.credits.grants import grant_credits
+
+    grant_credits(session, acme.account_id, amount=D("1.00"), currency="usd", now=at("2026-03-01 00:00"))
+    # By hand: r1 400,000 output at 2 per 1M = 0.80, r2 300,000 = 0.60, of which the grant's 0.20 left
+    # pays. Lines: output 700,000 = 1.40 (140); credit 1.00 (100); due 0.40 (40).
+    for custom_id, out, drawn, when in (
+        ("r1", 400_000, "0.80", "2026-03-02 09:00"),
+        ("r2", 300_000, "0.20", "2026-03-03 09:00"),
+    ):
+        draw_credits(
+            session,
+            account_id=acme.account_id,
+            batch_id=acme.batch_id,
+            custom_id=custom_id,
+            amount=D(drawn),
+            currency="usd",
+            at=at(when),
+        )
+        add_usage(session, acme, at(when), out=out, model="m", custom_id=custom_id)
+    preview = upcoming_invoice(session, acme.account_id, at("2026-03-10 00:00"))
+    assert (preview.subtotal_minor, preview.credit_minor, preview.total_minor) == (140, 100, 40)
+    assert preview.total_amount == D("0.40")
+    close_period(session, MARCH, now=at("2026-04-01 01:00"))
+    march = next(i for i in list_invoices(session, acme.account_id) if i.period == "2026-03")
+    assert (march.total_minor, march.total_amount) == (preview.total_minor, preview.total_amount)
