@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     model_name: str
     device: Literal["auto", "cpu", "cuda"] = "auto"
     kv_cache_gb: float = Field(default=1.0, gt=0)
+    # The sliding-window pool's share of KV_CACHE_GB's bytes (the full-attention pool gets the rest);
+    # unset: the engine's own (half; docs/kv-cache.md says how it was chosen and when to move it).
+    kv_swa_share: float | None = Field(default=None, gt=0, lt=1)
     host_cache_gb: float = Field(default=4.0, ge=0)
     disk_cache_dir: Path
     disk_cache_gb: float = Field(default=20.0, ge=0)

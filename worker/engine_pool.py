@@ -9,7 +9,6 @@ torch and the engine are imported here only when the engine is first needed.
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -19,32 +18,28 @@ if TYPE_CHECKING:
     from worker.engine import LLM
 
 MAX_NUM_SEQS = 64
-# Cache tiers below device memory; passed only where this engine version accepts them.
-_TIER_OPTIONS = ("host_cache_gb", "disk_cache_dir", "disk_cache_gb", "shared_cache_dir")
 
 _lock = threading.Lock()
 _loaded: tuple[tuple, LLM] | None = None
 
 
-def llm_options(settings: Settings, accepted: set[str]) -> dict[str, Any]:
-    """Keyword arguments for ``LLM(settings.model, **options)``; ``accepted`` = its parameter names."""
-    options: dict[str, Any] = {
+def llm_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``LLM(settings.model, **options)``: every one always passed, so an
+    engine that lacks one fails loudly instead of running without it."""
+    return {
         "device": settings.device,
         "dtype": "auto",
         "enable_prefix_caching": True,
         "kv_cache_gb": settings.kv_cache_gb,
+        "kv_swa_share": settings.kv_swa_share,
         "max_num_seqs": MAX_NUM_SEQS,
         "tensor_parallel_size": settings.tensor_parallel,
         "expert_parallel": settings.expert_parallel,
-    }
-    tiers = {
         "host_cache_gb": settings.host_cache_gb,
         "disk_cache_dir": str(settings.disk_cache_dir),
         "disk_cache_gb": settings.disk_cache_gb,
         "shared_cache_dir": str(settings.shared_cache_dir) if settings.shared_cache_dir else None,
     }
-    options.update({name: tiers[name] for name in _TIER_OPTIONS if name in accepted})
-    return options
 
 
 def get_llm(settings: Settings) -> LLM:
@@ -55,7 +50,7 @@ def get_llm(settings: Settings) -> LLM:
     global _loaded
     from worker.engine import LLM
 
-    options = llm_options(settings, set(inspect.signature(LLM.__init__).parameters))
+    options = llm_options(settings)
     key = (str(settings.model), tuple(sorted(options.items())))
     with _lock:
         if _loaded is None or _loaded[0] != key:

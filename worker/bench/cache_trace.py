@@ -12,8 +12,8 @@ are replayed on token ids alone, no model, through
                   (``cache_trace_sglang.py``)
     every layer   a radix cache of all 70 layers with no SWA awareness (``cache_trace_every_layer.py``)
 
-each with the same device memory per budget (``FULL+SWA`` GB: this cache's two pools; every peer
-gets their sum) on the MiMo-V2.5-Pro KV shape (``cache_trace_memory.py``). Per workload and budget
+each with the same device memory per budget (``TOTAL`` GB, which this cache splits between its two
+pools as the worker's engine does, or ``FULL+SWA`` GB to choose the split; every peer gets the total) on the MiMo-V2.5-Pro KV shape (``cache_trace_memory.py``). Per workload and budget
 it prints the hit ratio (hit ÷ prompt tokens) and the prompt tokens computed, ours ÷ the best
 peer in hit tokens, and the capacity multiplier
 (cached tokens per byte at the end vs caching every layer). ``unbounded`` is the every-layer cache
@@ -38,7 +38,7 @@ from worker.bench.cache_trace_vllm import VllmHybridCache
 from worker.bench.cache_trace_workloads import Trace, TraceRequest, default_workloads, mix
 from worker.kv_cache.planner import plan_batch
 
-DEFAULT_BUDGETS = "2+2,4+4,8+4,16+4,12+8,32+8,64+16"
+DEFAULT_BUDGETS = "4,8,12,20,40,80"
 UNBOUNDED_BYTES = 10**15
 BINDS_BELOW = 0.99  # memory binds where the best peer hits under 99% of what the trace allows
 
@@ -179,7 +179,7 @@ def print_table(trace: Trace, unbounded: PolicyResult, rows: list[BudgetResult],
         f"{trace.prompt_tokens:,} prompt tokens; unbounded: {_cell(unbounded)}"
     )
     print(
-        "| budget (full+SWA) | hybatch | vLLM hybrid | SGLang SWA radix | every layer | ours ÷ best peer "
+        "| budget (ours: full+SWA) | hybatch | vLLM hybrid | SGLang SWA radix | every layer | ours ÷ best peer "
         "| memory binds | capacity x (ours / vLLM / SGLang) |"
     )
     print("|---|---|---|---|---|---|---|---|")
@@ -217,7 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--budgets",
         default=DEFAULT_BUDGETS,
-        help=f"comma-separated FULL+SWA GB budgets (default {DEFAULT_BUDGETS})",
+        help=(
+            "comma-separated budgets in GB: TOTAL (split between our pools as the worker's engine "
+            f"splits HYBATCH_KV_CACHE_GB) or FULL+SWA (a split of your choosing); default {DEFAULT_BUDGETS}"
+        ),
     )
     parser.add_argument(
         "--block-size", type=int, default=16, help="tokens per KV block, every policy (default 16)"
@@ -239,7 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
         help="run chat requests as plain prompts (no windows planned where their messages end)",
     )
     args = parser.parse_args(argv)
-    budgets = [Budget.parse(b) for b in args.budgets.split(",") if b]
+    try:
+        budgets = [Budget.parse(b, args.chunk_tokens, args.block_size) for b in args.budgets.split(",") if b]
+    except ValueError as exc:
+        parser.error(str(exc))
     ratios = [float(r) for r in args.sglang_ratios.split(",") if r]
     kv = pro_kv_bytes(args.block_size)
     print(

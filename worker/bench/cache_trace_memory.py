@@ -72,10 +72,12 @@ def pro_kv_bytes(block_size: int) -> KVBytes:
 
 @dataclass(frozen=True)
 class Budget:
-    """Device KV memory: this cache's full pool and SWA pool; every peer gets their sum."""
+    """Device KV memory: this cache's full pool and SWA pool; every peer gets their sum.
+    ``split_by_engine``: the two came from a total the way the engine splits it (``plan_layout``)."""
 
     full_bytes: int
     swa_bytes: int
+    split_by_engine: bool = False
 
     @property
     def total_bytes(self) -> int:
@@ -83,18 +85,44 @@ class Budget:
 
     @property
     def label(self) -> str:
-        return f"{self.full_bytes / GB:g}+{self.swa_bytes / GB:g} GB"
+        split = f"{self.full_bytes / GB:.3g}+{self.swa_bytes / GB:.3g}"
+        return f"{self.total_bytes / GB:.3g} GB ({split})" if self.split_by_engine else f"{split} GB"
 
     @classmethod
-    def parse(cls, text: str) -> Budget:
-        """``FULL+SWA`` in GB (10^9 bytes), e.g. ``4+2``."""
+    def parse(cls, text: str, chunk_tokens: int, block_size: int) -> Budget:
+        """``TOTAL`` in GB (10^9 bytes), split between the pools as the worker's engine splits it,
+        or ``FULL+SWA`` to choose the split, e.g. ``20`` or ``4+2``."""
         full, sep, swa = text.partition("+")
-        if not sep:
-            raise ValueError(f"budget {text!r}: expected FULL_GB+SWA_GB, e.g. 4+2")
-        budget = cls(int(float(full) * GB), int(float(swa) * GB))
+        try:
+            if not sep:
+                return cls.engine_split(int(float(full) * GB), chunk_tokens, block_size)
+            budget = cls(int(float(full) * GB), int(float(swa) * GB))
+        except ValueError as exc:
+            raise ValueError(f"budget {text!r}: expected TOTAL_GB or FULL_GB+SWA_GB, e.g. 20 or 4+2 ({exc})") from exc
         if budget.full_bytes <= 0 or budget.swa_bytes <= 0:
             raise ValueError(f"budget {text!r}: both pools need a positive size")
         return budget
+
+    @classmethod
+    def engine_split(cls, total_bytes: int, chunk_tokens: int, block_size: int) -> Budget:
+        """``total_bytes`` split as the worker's engine splits ``HYBATCH_KV_CACHE_GB`` on this shape
+        (its default SWA share, ``max_num_seqs`` running sequences, ``chunk_tokens`` per step)."""
+        import torch
+
+        from worker.engine.kv_layout import plan_layout
+        from worker.engine_pool import MAX_NUM_SEQS
+        from worker.model.config import ModelConfig
+
+        layout = plan_layout(
+            ModelConfig.from_dict(PRO_CONFIG),
+            torch.bfloat16,
+            block_size=block_size,
+            kv_cache_bytes=total_bytes,
+            max_num_seqs=MAX_NUM_SEQS,
+            max_num_batched_tokens=chunk_tokens,
+        )
+        swa_bytes = layout.num_swa_blocks * layout.swa_block_bytes
+        return cls(total_bytes - swa_bytes, swa_bytes, split_by_engine=True)
 
 
 class BudgetTooSmall(RuntimeError):

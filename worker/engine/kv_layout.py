@@ -31,6 +31,15 @@ def block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype, slidin
     return block_size * element * sum(per_layer(i) for i in layers)
 
 
+# The SWA pool's share of a KV budget's bytes, unless the caller chooses one. A cached prefix needs
+# both pools: full-layer KV for every token, SWA KV for each window it keeps. Measured with
+# `hybatch bench cache-trace` on the MiMo-V2.5-Pro shape (docs/performance.md): hits rise with the
+# SWA share up to about half and fall off past 0.7 on every workload that shares prompts, at every
+# budget from 8 to 80 GB; sizing the SWA pool for the running sequences alone (what this did before)
+# left 11 GB of 80 for windows and lost a quarter of the mix's hits.
+DEFAULT_SWA_SHARE = 0.5
+
+
 def plan_layout(
     config: ModelConfig,
     dtype: torch.dtype,
@@ -39,22 +48,29 @@ def plan_layout(
     kv_cache_bytes: int,
     max_num_seqs: int,
     max_num_batched_tokens: int,
+    swa_share: float = DEFAULT_SWA_SHARE,
     num_full_blocks: int | None = None,
     num_swa_blocks: int | None = None,
 ) -> KVCacheLayout:
-    """Splits the budget: the SWA pool gets what ``max_num_seqs`` windows plus one chunk need
-    (at most half the budget when the model also has full layers), the full pool the rest."""
+    """Splits ``kv_cache_bytes`` between the pools by bytes: the SWA pool gets ``swa_share`` of it,
+    and at least what ``max_num_seqs`` windows plus one chunk need (up to half the budget) so the
+    running sequences fit; the full pool gets the rest. A model with one kind of layer gives it all
+    to that pool. ``num_full_blocks`` / ``num_swa_blocks`` override either count."""
     full_bytes = block_bytes(config, block_size, dtype, sliding=False)
     swa_bytes = block_bytes(config, block_size, dtype, sliding=True)
     window = config.sliding_window if config.swa_layers else 0
     if num_swa_blocks is None:
         if not swa_bytes:
             num_swa_blocks = 0
+        elif not full_bytes:
+            num_swa_blocks = kv_cache_bytes // swa_bytes
         else:
+            if not 0 < swa_share < 1:
+                raise ValueError(f"swa_share must lie strictly between 0 and 1, not {swa_share}")
             per_seq = _ceil_div(window, block_size) + 2
-            target = max_num_seqs * per_seq + _ceil_div(max_num_batched_tokens, block_size)
-            share = kv_cache_bytes // 2 if full_bytes else kv_cache_bytes
-            num_swa_blocks = min(target, share // swa_bytes)
+            running = max_num_seqs * per_seq + _ceil_div(max_num_batched_tokens, block_size)
+            floor = min(running, kv_cache_bytes // 2 // swa_bytes)
+            num_swa_blocks = max(floor, int(kv_cache_bytes * swa_share) // swa_bytes)
     if num_full_blocks is None:
         num_full_blocks = (kv_cache_bytes - num_swa_blocks * swa_bytes) // full_bytes if full_bytes else 0
     if full_bytes and num_full_blocks <= 0:

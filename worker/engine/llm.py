@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from worker.engine.kv_layout import GIB, plan_layout
+from worker.engine.kv_layout import DEFAULT_SWA_SHARE, GIB, plan_layout
 from worker.engine.llm_engine import EngineStats, LLMEngine
 from worker.engine.outputs import RequestError, RequestOutput
 from worker.engine.ranks import RankSpec, start_ranks
@@ -60,8 +60,9 @@ def _eos_ids(checkpoint: Path, config: ModelConfig, tokenizer: Tokenizer | None)
 class LLM:
     """Loads a checkpoint and serves ``generate`` / ``generate_stream`` with continuous batching.
 
-    ``kv_cache_gb`` sizes both KV pools; ``num_full_blocks`` / ``num_swa_blocks`` override the split
-    (tests use them to force preemption). ``max_num_batched_tokens`` is the per-step token budget
+    ``kv_cache_gb`` sizes both KV pools, ``kv_swa_share`` of its bytes for the sliding-window pool
+    (``plan_layout``; None: ``DEFAULT_SWA_SHARE``); ``num_full_blocks`` / ``num_swa_blocks``
+    override the split (tests use them to force preemption). ``max_num_batched_tokens`` is the per-step token budget
     (the chunked-prefill chunk size). ``opportunistic_windows`` keeps the sliding-window KV a
     sequence leaves behind as spare cache windows while the SWA pool has room (docs/kv-cache.md).
     ``tensor_parallel_size`` runs the model over that many ranks (processes; one GPU each on CUDA),
@@ -77,6 +78,7 @@ class LLM:
         dtype: str = "auto",
         enable_prefix_caching: bool = False,
         kv_cache_gb: float = 1.0,
+        kv_swa_share: float | None = None,
         block_size: int = 16,
         max_num_seqs: int = 64,
         max_num_batched_tokens: int | None = None,
@@ -114,6 +116,7 @@ class LLM:
             kv_cache_bytes=int(kv_cache_gb * GIB),
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
+            swa_share=DEFAULT_SWA_SHARE if kv_swa_share is None else kv_swa_share,
             num_full_blocks=num_full_blocks,
             num_swa_blocks=num_swa_blocks,
         )

@@ -29,13 +29,23 @@ def test_pro_shape_bytes_per_token():
 
 
 def test_budget_parse():
-    assert Budget.parse("4+0.5") == Budget(4 * GB, GB // 2)
-    for bad in ("4", "0+1", "x+1"):
+    assert Budget.parse("4+0.5", 2048, 16) == Budget(4 * GB, GB // 2)
+    for bad in ("0+1", "x+1", "x", "4+"):
         try:
-            Budget.parse(bad)
+            Budget.parse(bad, 2048, 16)
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} parsed")
+
+
+def test_a_total_budget_is_split_as_the_engine_splits_it():
+    # Half of 20 GB by bytes for the SWA pool, in whole SWA blocks (16 tokens x 614,400 B each);
+    # the full pool gets the rest: the engine's DEFAULT_SWA_SHARE on the Pro shape.
+    budget = Budget.parse("20", 2048, 16)
+    swa_block = 16 * 614_400
+    assert budget.swa_bytes == (10 * GB // swa_block) * swa_block
+    assert budget.full_bytes == 20 * GB - budget.swa_bytes
+    assert budget.split_by_engine and budget.label == "20 GB (10+10)"
 
 
 def test_our_cache_hits_a_system_prompt_from_an_earlier_batch():

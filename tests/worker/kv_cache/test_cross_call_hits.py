@@ -8,7 +8,6 @@ on that path was at the end of the first prompt, 16 tokens past where the second
 
 from __future__ import annotations
 
-import inspect
 import random
 
 import pytest
@@ -35,7 +34,7 @@ def prompts():
 
 def worker_llm(path, tmp_path, **overrides) -> LLM:
     settings = Settings(data_dir=tmp_path, model=path)
-    options = llm_options(settings, set(inspect.signature(LLM.__init__).parameters))
+    options = llm_options(settings)
     return LLM(path, **(options | {"dtype": "float32"} | overrides))
 
 
