@@ -25,9 +25,9 @@ class WindowKind(Enum):
 
     PLANNED = "planned"  # prompt end, branch point, divergence, every N tokens
     MESSAGE = "message"  # a chat message boundary: dropped after spare windows, before planned ones
-    # A spare window within one window span before a prompt's end, where a later prompt that shares
-    # all of it but its last message parts (another question on the same document): dropped after
-    # the other spare windows, before message windows.
+    # A spare window within one window span before a plain prompt's end, where a later prompt that
+    # shares all of it but its last part parts (another question on the same document): dropped
+    # with the planned ones, least recently used first.
     TAIL = "tail"
     SPARE = "spare"  # left behind by a sequence's sliding window while the SWA pool has room
 

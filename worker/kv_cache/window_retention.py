@@ -15,12 +15,15 @@ last ``W - 1`` tokens, page-aligned). Four kinds (``WindowKind``):
   all but one block, and the blocks are the ones the sequence's window leaves behind as it slides,
   which would otherwise be freed. So with SWA memory to spare every block boundary hits, as in
   vLLM and SGLang;
-- *tail* windows: the spare windows at the ``S`` block boundaries before a prompt's end (``S`` the
-  window's span, below), where a later prompt that shares all of this one but its last message
-  parts from it (the next question on the same document). Together they cost one span of blocks
-  more than the prompt end's window, and they outlive the other spare windows, so that prompt
+- *tail* windows: the spare windows at the ``S`` block boundaries before a plain prompt's end
+  (``S`` the window's span, below), where a later prompt that shares all of this one but its last
+  part parts from it (the next question on the same document). Together they cost one span of
+  blocks more than the prompt end's window, and they rank with the planned windows, so that prompt
   resumes exactly where it parts instead of a thinned stride above (vLLM keeps a prompt's tail by
-  the order it frees blocks in).
+  the order it frees blocks in). Ranked below the planned ones (as they were first), they went
+  before the planned end of every unshared prompt and lost most documents' second questions once
+  traffic that is never repeated filled the SWA pool (docs/performance.md). A chat prompt has no
+  tail windows: its message boundaries already mark where a later prompt parts (message windows).
 
 A window a later prompt goes past loses its rank: a prompt whose full-KV match ends at a leaf of the
 tree extends a cached prompt (the next turn of a conversation) and plans its own window further
@@ -31,8 +34,8 @@ recently used, together crowding out the only window of a chat that waits), as v
 blocks that leave a request's window first (``PrefixCache.pass_windows``). A prompt that later
 parts at such a window plans it again.
 
-When the SWA pool runs short, spare windows are dropped first, tail windows next, then message
-windows, and planned ones only once no other window is left: under pressure the cache falls back to the planned windows, never below them. Spare
+When the SWA pool runs short, spare windows are dropped first, then message windows, and planned
+and tail ones (least recently used first among both) only once no other window is left: under pressure the cache falls back to the planned windows, never below them. Spare
 windows go by *level*, then least recently used first. Let a window's span ``S`` be its length
 (``ceil((W - 1) / B)`` blocks): windows ending at multiples of ``S`` tile a path without sharing a
 block, the others overlap them. Level 0 is a window ending off those multiples; level ``k + 1`` one
@@ -66,11 +69,10 @@ from worker.kv_cache.kv_sequence import KVSequence
 from worker.kv_cache.node_heap import NodeHeap
 from worker.kv_cache.radix import Node, Tier, WindowKind
 
-PLANNED_RANK = 64  # above every spare level: planned windows are dropped last
+PLANNED_RANK = 64  # above every spare level: planned (and tail) windows are dropped last
 MESSAGE_RANK = PLANNED_RANK - 1
-TAIL_RANK = MESSAGE_RANK - 1
 # A window of one kind retained where one of a lower kind is becomes that kind.
-_KIND_ORDER = {WindowKind.SPARE: 0, WindowKind.TAIL: 1, WindowKind.MESSAGE: 2, WindowKind.PLANNED: 3}
+_KIND_ORDER = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 1, WindowKind.TAIL: 2, WindowKind.PLANNED: 3}
 
 
 class WindowRetention:
@@ -87,18 +89,16 @@ class WindowRetention:
         self._holders: dict[int, NodeHeap] = {}
 
     def drop_rank(self, node: Node) -> int:
-        """Where ``node``'s window stands in the drop order: its spare level, ``TAIL_RANK``,
-        ``MESSAGE_RANK`` or ``PLANNED_RANK``."""
-        if node.window_kind is WindowKind.PLANNED:
+        """Where ``node``'s window stands in the drop order: its spare level, ``MESSAGE_RANK`` or
+        ``PLANNED_RANK`` (planned and tail windows)."""
+        if node.window_kind in (WindowKind.PLANNED, WindowKind.TAIL):
             return PLANNED_RANK
         if node.window_kind is WindowKind.MESSAGE:
             return MESSAGE_RANK
-        if node.window_kind is WindowKind.TAIL:
-            return TAIL_RANK
         spans, rest = divmod(node.depth + 1, self.span_blocks)
         if rest:
             return 0
-        return min(1 + ((spans & -spans).bit_length() - 1), TAIL_RANK - 1)
+        return min(1 + ((spans & -spans).bit_length() - 1), MESSAGE_RANK - 1)
 
     def tiles(self, node: Node) -> bool:
         """Whether ``node``'s window ends at a multiple of the span: it shares no block with the
@@ -155,7 +155,7 @@ class WindowRetention:
     def kind_at(self, seq: KVSequence, end_token: int) -> WindowKind:
         """The kind of window ``seq`` itself retains at block boundary ``end_token`` as it computes
         past it (``retain_passed``): planned at its retention points, a message window at its
-        message boundaries, a tail window in the span before its prompt's end, else spare."""
+        message boundaries, a tail window in the span before a plain prompt's end, else spare."""
         step = self._every_step()
         if (
             end_token in seq.retain_at
@@ -165,7 +165,10 @@ class WindowRetention:
             return WindowKind.PLANNED
         if end_token in seq.message_boundaries:
             return WindowKind.MESSAGE
-        return WindowKind.TAIL if self._in_tail(seq, end_token) else WindowKind.SPARE
+        # A chat prompt's message boundaries mark where a later prompt parts from it (a message
+        # window); a plain prompt has no such mark, so the span before its end keeps tail windows.
+        tail = not seq.message_boundaries and self._in_tail(seq, end_token)
+        return WindowKind.TAIL if tail else WindowKind.SPARE
 
     def _in_tail(self, seq: KVSequence, end_token: int) -> bool:
         # The span of block boundaries before the prompt's end: [end - S*B, end). A window ending
@@ -193,7 +196,7 @@ class WindowRetention:
 
     def plan(self, node: Node, kind: WindowKind = WindowKind.PLANNED) -> bool:
         """Raises ``node``'s window (on the device) to ``kind`` if that ranks above its own (spare <
-        message < planned); True if it changed."""
+        message < tail < planned); True if it changed."""
         if node.window is None or _KIND_ORDER[kind] <= _KIND_ORDER[node.window_kind]:
             return False
         self._heap(self.drop_rank(node)).discard(node)
@@ -246,8 +249,8 @@ class WindowRetention:
             self._heap(self.drop_rank(node)).touched(node)
 
     def drop_least_recent(self, swa_needed: int) -> int:
-        """Drops retained windows, spare ones first by level, then message windows, planned ones
-        last, each rank least recently used first, until ``swa_needed`` SWA blocks are free or none is left; returns how
+        """Drops retained windows, spare ones first by level, then message windows, planned and tail
+        ones last, each rank least recently used first, until ``swa_needed`` SWA blocks are free or none is left; returns how
         many were dropped. A window another window or a running sequence shares frees no block, but
         is dropped all the same."""
         dropped = 0

@@ -49,7 +49,7 @@ def computed_blocks(prompt: list[int], output: list[int]) -> list[tuple[int, ...
     return [tuple(computed[:p]) for p in range(B, len(computed) // B * B + 1, B)]
 
 
-_RANK = {WindowKind.SPARE: 0, WindowKind.TAIL: 1, WindowKind.MESSAGE: 2, WindowKind.PLANNED: 3}
+_RANK = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 1, WindowKind.TAIL: 2, WindowKind.PLANNED: 3}
 SPAN = 2  # blocks a window spans: ceil((W - 1) / B) with W = 6
 
 
@@ -61,8 +61,9 @@ class WindowModel:
     does, it extends a cached prompt, and each window of its hit where the tree does not branch drops
     to the kind the request itself gives that point. As it computes, it keeps windows at its
     prompt's last block boundary and divergence point (planned), at its message boundaries (message)
-    and, with spare windows on, at every other block boundary: tail windows in the span before the
-    prompt's end, spare ones elsewhere; a window kept again takes the higher kind."""
+    and, with spare windows on, at every other block boundary: tail windows in the span before a
+    plain prompt's end (one without message boundaries), spare ones elsewhere; a window kept again
+    takes the higher kind."""
 
     def __init__(self, opportunistic: bool) -> None:
         self.opportunistic = opportunistic
@@ -96,7 +97,8 @@ class WindowModel:
             if p in boundaries:
                 return WindowKind.MESSAGE
             prompt_end = len(prompt) // B * B
-            return WindowKind.TAIL if prompt_end - SPAN * B <= p < prompt_end else WindowKind.SPARE
+            in_tail = prompt_end - SPAN * B <= p < prompt_end
+            return WindowKind.TAIL if in_tail and not boundaries else WindowKind.SPARE
 
         if 0 < matched < last:
             if not self._children(salt, tuple(prompt[:matched])):

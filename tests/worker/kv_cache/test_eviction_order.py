@@ -77,9 +77,9 @@ def spare_level(node: Node, window: int) -> int:
 
 
 def drop_key(node: Node, window: int) -> tuple[int, int, int]:
-    """Spare windows (by level) before tail windows before message windows before planned ones;
+    """Spare windows (by level) before message windows before planned and tail ones (one group);
     each group least recently used first."""
-    kinds = {WindowKind.SPARE: 0, WindowKind.TAIL: 1, WindowKind.MESSAGE: 2, WindowKind.PLANNED: 3}
+    kinds = {WindowKind.SPARE: 0, WindowKind.MESSAGE: 2, WindowKind.TAIL: 3, WindowKind.PLANNED: 3}
     kind = kinds[node.window_kind]
     return kind, spare_level(node, window) if kind == 0 else 0, node.last_access
 
@@ -350,10 +350,10 @@ def test_spare_windows_are_dropped_before_any_planned_one():
     dropped = [(by_hash[h].token_ids[0], by_hash[h].depth) for h in world.cache.windows.dropped]
     # Windows span 2 blocks (W=6, B=4): the spare ones ending off the span's multiples go first
     # (depths 0 and 2, the older path's first), then those at multiples (depth 1), then the tail
-    # ones, then planned.
+    # and planned ones together, the older path's first.
     assert dropped == [
         (1, 0), (9, 2), (40, 0), (48, 2), (5, 1), (44, 1),
-        (13, 3), (17, 4), (52, 3), (56, 4), (21, 5), (60, 5),
+        (13, 3), (17, 4), (21, 5), (52, 3), (56, 4), (60, 5),
     ]  # fmt: skip
 
 
