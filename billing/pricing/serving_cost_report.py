@@ -21,6 +21,8 @@ from billing.pricing.serving_cost import Margin, ServingCost, margins, serving_c
 from billing.pricing.serving_inputs import CacheTier, ServingInputsInvalidError, serving_inputs
 
 TIERED_INPUTS = ("cache_hit_tokens_per_s", "cache_hit_shares")
+_TIER_FIGURES = {"cache_hit_tokens_per_s": "tokens/s", "cache_hit_shares": "shares"}
+_DESCRIPTIONS = {"hardware", "measured", "currency"}  # inputs that are not measured figures
 CLASS_NAMES = {
     TokenClass.CACHE_HIT_INPUT: "cache-hit input",
     TokenClass.CACHE_MISS_INPUT: "cache-miss input",
@@ -101,15 +103,20 @@ def report_lines(report: ServingCostReport) -> list[str]:
         f"{tier} {inputs.cache_hit_tokens_per_s[tier]:,} tokens/s × {inputs.cache_hit_shares[tier]}"
         for tier in CacheTier
     )
+    tiers_given = [name for key, name in _TIER_FIGURES.items() if key in report.overridden]
+    tiers_mark = f"  (given: {' and '.join(tiers_given)})" if tiers_given else ""
+    # The file's hardware and measurement describe only the figures it gave.
+    figures_given = set(report.overridden) - _DESCRIPTIONS
+    whose = "  (the file's; the figures marked given are not from it)" if figures_given else ""
     lines = [
         f"inputs ({'given: ' + ', '.join(report.overridden) if report.overridden else 'all from the file'}):",
-        f"  hardware       {inputs.hardware}{mark('hardware')}",
-        f"  measured       {inputs.measured}{mark('measured')}",
+        f"  hardware       {inputs.hardware}{mark('hardware') or whose}",
+        f"  measured       {inputs.measured}{mark('measured') or whose}",
         f"  hourly price   {inputs.hourly_price} {currency}{mark('hourly_price')}, utilization "
         f"{inputs.utilization}{mark('utilization')}: {cost.cost_per_hour_served} {currency} per hour served",
         f"  prefill        {inputs.prefill_tokens_per_s:,} tokens/s{mark('prefill_tokens_per_s')}",
         f"  decode         {inputs.decode_tokens_per_s:,} tokens/s{mark('decode_tokens_per_s')}",
-        f"  cache hits     {shares}",
+        f"  cache hits     {shares}{tiers_mark}",
         f"cost per 1M tokens ({currency}):",
         f"  cache-miss input  {cost.per_1m(TokenClass.CACHE_MISS_INPUT)}",
         f"  cache-hit input   {cost.per_1m(TokenClass.CACHE_HIT_INPUT)}  (by tier: "

@@ -183,11 +183,19 @@ def test_the_command_states_inputs_costs_and_margins(cli_database: str) -> None:
     result = runner.invoke(cli.app, [*args, "--model", "hybatch-tiny"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "given: hourly_price, prefill_tokens_per_s, decode_tokens_per_s, cache_hit_tokens_per_s" in out
+    assert (
+        "given: hourly_price, prefill_tokens_per_s, decode_tokens_per_s, cache_hit_tokens_per_s, "
+        "cache_hit_shares)" in out
+    )
+    # The file's hardware and measurement are said to be the file's: the given figures are not.
+    assert out.count("(the file's; the figures marked given are not from it)") == 2
+    assert "disk 50,000 tokens/s × 0.02  (given: tokens/s and shares)" in out
     assert "cache-miss input  0.111111" in out and "output            0.694444" in out
     assert "cache-hit input   0.003222  (by tier: device 0.002778, host 0.005556, disk 0.013889)" in out
     assert "margins of default@2025-01 for hybatch-tiny (its entry '*')" in out
     assert "output            first 1B   price $2.10      cost $0.694444  margin $1.405556  66.9%" in out
+    shipped = runner.invoke(cli.app, ["billing", "serving-cost"]).output
+    assert "all from the file" in shipped and "(given" not in shipped and "the file's" not in shipped
     bad = runner.invoke(cli.app, ["billing", "serving-cost", "--utilization", "2", "--hit-tps", "device=0"])
     assert bad.exit_code == 1
     assert "utilization: must be at most 1, not 2" in bad.output
