@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from billing.invoicing.invoices import invoice_lines
 from hybatch.errors import InvalidRequestError, NotFoundError
 from hybatch.ids import new_id
-from hybatch.models import CreditNote, CreditNoteLine, Invoice, InvoiceStatus, utc_now
+from hybatch.models import CreditNote, CreditNoteLine, Invoice, InvoiceCredit, InvoiceStatus, utc_now
 
 MAX_REASON_CHARS = 500
 
@@ -110,9 +110,15 @@ def issue_credit_note(
     total = sum(amount for _, amount in amounts)
     already = sum(credited.values())
     if total > invoice.total_minor - already:
-        problems.append(
-            f"{total} minor units is more than the invoice has left to give back ({invoice.total_minor - already})"
-        )
+        problem = f"{total} minor units is more than the invoice has left to give back ({invoice.total_minor - already})"
+        prepaid = session.get(InvoiceCredit, invoice.id)
+        if prepaid is not None and prepaid.amount_minor > 0:
+            # What the grants paid was never due on the invoice: it goes back as credit, not a note.
+            problem += (
+                f"; prepaid credit paid {prepaid.amount_minor} of it: give that back with "
+                "hybatch credits grant"
+            )
+        problems.append(problem)
     if problems:
         raise InvalidRequestError("; ".join(problems), code="invalid_credit_note", param="lines")
     number = 1 + (

@@ -76,6 +76,47 @@ def test_notes_give_back_at_most_what_each_line_and_the_invoice_charged(
     assert invoice.total_minor == 500
 
 
+def test_what_prepaid_credit_paid_goes_back_as_credit_not_as_a_note(session: Session) -> None:
+    from billing.credits.drawdown import draw_credits
+    from billing.credits.grants import grant_credits
+
+    customer = add_customer(session, "pip")
+    prices = {"cache_hit_input": flat("0.2"), "cache_miss_input": flat("2"), "output": flat("8")}
+    load_schedule(
+        session, parse_schedule(schedule("flat", version("v1", "2026-01-01", [model_entry("*", prices)])))
+    )
+    assign_schedule(session, customer.account_id, "flat", at("2026-01-01 00:00"))
+    grant_credits(session, customer.account_id, amount=Decimal("4.50"), currency="usd", now=at("2026-03-01"))
+    # By hand (as tests/billing/test_credits.py): lines 3.00 + 2.00, the grant paid 4.50, 0.50 due.
+    for custom_id, miss, out, drawn, when in (
+        ("r1", M, 250_000, "4.00", "2026-03-05 10:00"),
+        ("r2", 500_000, 0, "0.50", "2026-03-06 10:00"),
+    ):
+        draw_credits(
+            session,
+            account_id=customer.account_id,
+            batch_id=customer.batch_id,
+            custom_id=custom_id,
+            amount=Decimal(drawn),
+            currency="usd",
+            at=at(when),
+        )
+        add_usage(session, customer, at(when), miss=miss, out=out, custom_id=custom_id)
+    close_period(session, Period(2026, 3), now=at("2026-04-01 02:00"))
+    (row,) = list_invoices(session, customer.account_id)
+    assert row.total_minor == 50
+    with pytest.raises(InvalidRequestError) as raised:
+        issue_credit_note(session, None, row.id, reason="outage", credits=[CreditRequest(1)])
+    assert raised.value.message == (
+        "300 minor units is more than the invoice has left to give back (50); prepaid credit paid 450 "
+        "of it: give that back with hybatch credits grant"
+    )
+    assert (
+        issue_credit_note(session, None, row.id, reason="outage", credits=[CreditRequest(1, 50)]).total_minor
+        == 50
+    )
+
+
 def test_every_problem_is_named_at_once(session: Session, invoice: Invoice) -> None:
     with pytest.raises(InvalidRequestError) as raised:
         issue_credit_note(
