@@ -114,8 +114,9 @@ def check_soft_limits(
         if spent < state.soft:
             continue
         message = (
-            f"The monthly soft spend limit of {state.label} is reached: {decimal_string(state.soft)} "
-            f"{state.currency}, {decimal_string(spent)} {state.currency} spent in {state.period}."
+            f"The monthly soft spend limit of {state.label} is reached: "
+            f"{exact_amount(state.soft, state.currency)} {state.currency}, "
+            f"{exact_amount(spent, state.currency)} {state.currency} spent in {state.period}."
         )
         data = {
             "scope": state.scope,

@@ -23,7 +23,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.money import EXACT, MINOR_UNIT_EXPONENTS, ZERO, add, decimal_string, places
+from billing.money import EXACT, MINOR_UNIT_EXPONENTS, ZERO, add, places
+from billing.money_text import exact_amount
 from billing.periods import Period
 from hybatch.batch_lifecycle import UNFINISHED
 from hybatch.errors import InvalidRequestError
@@ -181,8 +182,9 @@ def check_batch_creation(
     for state in limit_states(session, account_id, api_key_id, at):
         if state.hard is not None and state.spent >= state.hard:
             raise InvalidRequestError(
-                f"The monthly hard spend limit of {state.label} is reached: {decimal_string(state.hard)} "
-                f"{state.currency}, {decimal_string(state.spent)} {state.currency} spent in {state.period}. "
+                f"The monthly hard spend limit of {state.label} is reached: "
+                f"{exact_amount(state.hard, state.currency)} {state.currency}, "
+                f"{exact_amount(state.spent, state.currency)} {state.currency} spent in {state.period}. "
                 "Ask the operator to raise it (hybatch limits set).",
                 code=HARD_LIMIT_REACHED,
             )

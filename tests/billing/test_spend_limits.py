@@ -60,13 +60,13 @@ def test_a_new_batch_is_refused_at_a_hard_limit_naming_it(session: Session) -> N
     assert raised.value.code == "billing_hard_limit_reached"
     # The key is named as its owner knows it (its prefix), not by an id they never see.
     assert (
-        "hard spend limit of API key hb-acme… is reached: 0.3 usd, 0.35 usd spent in 2026-03"
+        "hard spend limit of API key hb-acme… is reached: 0.30 usd, 0.35 usd spent in 2026-03"
         in raised.value.message
     )
     assert key_a.api_key_id not in raised.value.message
     check_batch_creation(session, key_a.account_id, key_b.api_key_id, at=MARCH_NOW)  # 0.75 < 1.00
     _spend(session, key_b, "0.25", "2026-03-05 10:00")  # the account reaches 1.00 exactly
-    with pytest.raises(InvalidRequestError, match="hard spend limit of the account is reached: 1 usd"):
+    with pytest.raises(InvalidRequestError, match="hard spend limit of the account is reached: 1.00 usd"):
         check_batch_creation(session, key_a.account_id, key_b.api_key_id, at=MARCH_NOW)
     # A new month starts from nothing.
     check_batch_creation(session, key_a.account_id, key_b.api_key_id, at=at("2026-04-01 00:00"))
@@ -96,7 +96,7 @@ def test_a_soft_limit_alerts_once_a_month(session: Session) -> None:
     assert check_soft_limits(session, key_a.account_id, states, D("0.01")) == []
     [alert] = recent_alerts(session, key_a.account_id)
     assert alert.kind == SOFT_LIMIT_REACHED and alert.dedupe_key == "2026-03:account"
-    assert "soft spend limit of the account is reached: 0.5 usd, 0.75 usd spent in 2026-03" in alert.message
+    assert "soft spend limit of the account is reached: 0.50 usd, 0.75 usd spent in 2026-03" in alert.message
 
 
 def test_a_keys_soft_limit_alert_names_the_key_by_its_prefix(session: Session) -> None:
