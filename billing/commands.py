@@ -14,11 +14,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from billing.invoicing import exports
 from billing.invoicing.close_schedule import close_previous_month
 from billing.invoicing.credit_notes import CreditRequest, issue_credit_note
-from billing.invoicing.invoices import close_period, list_invoices
+from billing.invoicing.invoices import close_period, invoice_credit, list_invoices
 from billing.money import MINOR_UNIT_EXPONENTS, minor_to_decimal, places
 from billing.periods import Period
 from billing.pricing import schedule_store
@@ -56,10 +57,21 @@ def close(settings: Settings, period_text: str | None) -> list[str]:
             out.append(f"closed {result.period}: {len(result.invoice_ids)} invoices")
             for invoice in list_invoices(session, period=Period.parse(result.period)):
                 if invoice.id in result.invoice_ids:
-                    total = minor_to_decimal(invoice.total_minor, invoice.currency)
-                    name = names.get(invoice.account_id, invoice.account_id)
-                    out.append(f"  {invoice.id}  {name} ({invoice.account_id})  {total} {invoice.currency}")
+                    out.append(_closed_invoice_line(session, invoice, names))
     return out
+
+
+def _closed_invoice_line(session: Session, invoice: Invoice, names: dict[str, str]) -> str:
+    """``  inv_...  acme (acct_...)  4.77 usd``; with prepaid credit, what is due and how it came."""
+    currency = invoice.currency
+    total = minor_to_decimal(invoice.total_minor, currency)
+    line = f"  {invoice.id}  {names.get(invoice.account_id, invoice.account_id)} ({invoice.account_id})"
+    credit = invoice_credit(session, invoice.id)
+    if credit is None:
+        return f"{line}  {total} {currency}"
+    credit_amount = minor_to_decimal(credit.amount_minor, currency)
+    usage = minor_to_decimal(invoice.total_minor + credit.amount_minor, currency)
+    return f"{line}  {total} {currency} due ({usage} of usage less {credit_amount} of prepaid credit)"
 
 
 def export(settings: Settings, period_text: str, account_name: str | None, fmt: str) -> Iterator[str]:

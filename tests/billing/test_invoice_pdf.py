@@ -218,13 +218,28 @@ def test_billing_pdf_and_close_name_the_account(cli_database: str, tmp_path: Pat
     engine = make_engine(cli_database)
     with make_session_factory(engine)() as session:
         _schedule(session)
-        acme, beta = _march(session), _march(session, "beta")
+        acme, beta = _march(session), _account(session, "beta")
+        grant_credits(session, beta.account_id, amount=D("5.00"), currency="usd", now=at("2026-03-01 00:00"))
+        draw_credits(
+            session,
+            account_id=beta.account_id,
+            batch_id=beta.batch_id,
+            custom_id="r1",
+            amount=D("2.00"),
+            currency="usd",
+            at=at("2026-03-02 09:00"),
+        )
+        _march_usage(session, beta)
         session.commit()
     engine.dispose()
     closed = runner.invoke(cli.app, ["billing", "close", "--period", "2026-03"])
     assert closed.exit_code == 0, closed.output
-    assert f"  acme ({acme.account_id})  4.77 usd" in closed.output
-    assert f"  beta ({beta.account_id})  4.77 usd" in closed.output
+    assert f"  acme ({acme.account_id})  4.77 usd\n" in closed.output
+    # beta is prepaid: its grant paid 2.00 of the same 4.77
+    assert (
+        f"  beta ({beta.account_id})  2.77 usd due (4.77 of usage less 2.00 of prepaid credit)"
+        in closed.output
+    )
     target = tmp_path / "march.pdf"
     made = runner.invoke(
         cli.app, ["billing", "pdf", "--period", "2026-03", "--account", "acme", "--out", str(target)]
