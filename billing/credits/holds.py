@@ -67,11 +67,12 @@ def hold_credit(
     spend_room = None if limit is None else limit[0]
     held: set[str] = set()
     refused: dict[str, str] = {}
+    never_fits: Decimal | None = None  # the first worst case above the whole balance
     for custom_id, worst_case in candidates:
         if credit_room is not None and worst_case > credit_room:
             refused[custom_id] = INSUFFICIENT_CREDITS
-            if worst_case > balance.balance:  # never fits, whatever settles: say so
-                alert_credit_short(session, balance, worst_case)
+            if never_fits is None and worst_case > balance.balance:
+                never_fits = worst_case
             continue
         if spend_room is not None and worst_case > spend_room:
             refused[custom_id] = SPEND_LIMIT_REACHED
@@ -88,6 +89,8 @@ def hold_credit(
             )
         )
         held.add(custom_id)
+    if never_fits is not None:  # it can never fit, whatever settles: say so (once, not per request)
+        alert_credit_short(session, balance, never_fits)
     session.flush()
     return HoldResult(frozenset(held), refused)
 

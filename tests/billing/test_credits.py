@@ -261,6 +261,19 @@ def test_a_request_the_whole_balance_cannot_cover_raises_the_zero_alert(session:
     )
     hold(("d", D("0.07")))
     assert len(recent_alerts(session, customer.account_id)) == 1  # once per grant
+    # A batch of requests none of which fits writes the alert once, not once per request.
+    statements: list[str] = []
+    engine = session.get_bind()
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        hold(*((f"e{i}", D("0.08")) for i in range(200)))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert sum("billing_alerts" in statement for statement in statements) == 1
 
 
 def _flat_schedule(session: Session, customer: Customer) -> None:
