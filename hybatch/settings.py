@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     disk_cache_gb: float = Field(default=20.0, ge=0)
     # A prefix-cache tier every worker shares (an NFS mount, a shared volume), below the disk; unset: off.
     shared_cache_dir: Path | None = None
+    # Or the same tier in an S3-compatible bucket ("s3://bucket/prefix"; S3_ENDPOINT_URL and S3_REGION
+    # as for files, credentials from boto3's chain); at most one of the two.
+    shared_cache_url: str | None = None
     # One engine over this many GPUs of the node (ranks of torch.distributed; `hybatch worker
     # --tensor-parallel N`), with the MoE experts spread over them when EXPERT_PARALLEL is set. The KV
     # cache budgets above are per GPU (per rank).
@@ -177,6 +180,24 @@ class Settings(BaseSettings):
             )
         return url
 
+    @field_validator("shared_cache_url")
+    @classmethod
+    def _shared_cache_url_is_s3(cls, url: str | None) -> str | None:
+        if url is not None and not _S3_URL_PATTERN.match(url):
+            raise ValueError(
+                f"HYBATCH_SHARED_CACHE_URL must look like s3://bucket/prefix (or be unset), not {url!r}"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _one_shared_cache(self) -> Settings:
+        if self.shared_cache_dir is not None and self.shared_cache_url is not None:
+            raise ValueError(
+                "HYBATCH_SHARED_CACHE_DIR and HYBATCH_SHARED_CACHE_URL both name the shared KV cache "
+                "tier: set one (a shared directory or an s3:// bucket), not both"
+            )
+        return self
+
     @field_validator("broker_url")
     @classmethod
     def _broker_scheme_is_known(cls, url: str) -> str:
@@ -187,7 +208,13 @@ class Settings(BaseSettings):
         return url
 
     @field_validator(
-        "session_secret", "admin_key", "files_url", "s3_endpoint_url", "s3_region", mode="before"
+        "session_secret",
+        "admin_key",
+        "files_url",
+        "shared_cache_url",
+        "s3_endpoint_url",
+        "s3_region",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

@@ -39,6 +39,9 @@ def llm_options(settings: Settings) -> dict[str, Any]:
         "disk_cache_dir": str(settings.disk_cache_dir),
         "disk_cache_gb": settings.disk_cache_gb,
         "shared_cache_dir": str(settings.shared_cache_dir) if settings.shared_cache_dir else None,
+        "shared_cache_url": settings.shared_cache_url,
+        "s3_endpoint_url": settings.s3_endpoint_url,
+        "s3_region": settings.s3_region,
     }
 
 

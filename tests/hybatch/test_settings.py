@@ -122,3 +122,20 @@ def test_tensor_parallel_below_one_and_expert_parallel_on_one_gpu_are_refused() 
     with pytest.raises(ValidationError, match="HYBATCH_TENSOR_PARALLEL"):
         Settings(expert_parallel=True)
     assert Settings(tensor_parallel=2, expert_parallel=True).expert_parallel
+
+
+def test_shared_cache_url_is_an_s3_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().shared_cache_url is None
+    monkeypatch.setenv("HYBATCH_SHARED_CACHE_URL", "")
+    assert Settings().shared_cache_url is None
+    monkeypatch.setenv("HYBATCH_SHARED_CACHE_URL", "s3://kv-bucket/fleet/kv")
+    assert Settings().shared_cache_url == "s3://kv-bucket/fleet/kv"
+    monkeypatch.setenv("HYBATCH_SHARED_CACHE_URL", "/mnt/shared")
+    with pytest.raises(ValidationError, match="HYBATCH_SHARED_CACHE_URL must look like s3://bucket/prefix"):
+        Settings()
+
+
+def test_shared_cache_dir_and_url_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="HYBATCH_SHARED_CACHE_DIR and HYBATCH_SHARED_CACHE_URL"):
+        Settings(shared_cache_dir=tmp_path / "shared", shared_cache_url="s3://kv-bucket/kv")
+    assert Settings(shared_cache_dir=tmp_path / "shared").shared_cache_url is None

@@ -28,7 +28,7 @@ from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.metrics import CacheMetrics, snapshot
 from worker.kv_cache.planner import plan_batch
-from worker.kv_cache.shared_store import SharedStore
+from worker.kv_cache.shared_tier import open_shared_tier
 from worker.model.config import CheckpointError, ModelConfig
 from worker.model.loader import parse_dtype
 from worker.model.tensor_parallel import check_shardable, local_kv_config
@@ -68,6 +68,8 @@ class LLM:
     ``tensor_parallel_size`` runs the model over that many ranks (processes; one GPU each on CUDA),
     ``expert_parallel`` spreads whole MoE experts over them (``ranks.py``, ``tensor_parallel.py``);
     the KV budgets are then per rank. A rank that dies makes every later call raise ``EngineFailure``.
+    The shared tier (``shared_tier.py``) is a directory (``shared_cache_dir``) or an ``s3://bucket/prefix``
+    (``shared_cache_url``, at ``s3_endpoint_url`` in ``s3_region``; credentials from boto3's chain).
     """
 
     def __init__(
@@ -92,11 +94,16 @@ class LLM:
         disk_cache_dir: str | Path | None = None,
         disk_cache_gb: float = 0.0,
         shared_cache_dir: str | Path | None = None,
+        shared_cache_url: str | None = None,
+        s3_endpoint_url: str | None = None,
+        s3_region: str | None = None,
         overlap_loads: bool = True,
         opportunistic_windows: bool = True,
         tensor_parallel_size: int = 1,
         expert_parallel: bool = False,
     ):
+        if shared_cache_dir and shared_cache_url:
+            raise ValueError("shared_cache_dir and shared_cache_url name two shared tiers: pass one")
         self.checkpoint = Path(model)
         self.device = resolve_device(device)
         torch_dtype = parse_dtype(
@@ -133,12 +140,19 @@ class LLM:
         self.model, runner, self.followers = start_ranks(spec, self.device)
         self.disk_store, shared_store = None, None
         wants_disk = enable_prefix_caching and disk_cache_dir and disk_cache_gb > 0
-        if wants_disk or (enable_prefix_caching and shared_cache_dir):
+        wants_shared = enable_prefix_caching and (shared_cache_dir or shared_cache_url)
+        if wants_disk or wants_shared:
             namespace = cache_namespace(self.checkpoint, torch_dtype, block_size, tensor_parallel_size)
             if wants_disk:
                 self.disk_store = DiskStore(disk_cache_dir, int(disk_cache_gb * GIB), namespace)
-            if enable_prefix_caching and shared_cache_dir:
-                shared_store = SharedStore(shared_cache_dir, namespace)
+            if wants_shared:
+                shared_store = open_shared_tier(
+                    namespace,
+                    shared_cache_dir,
+                    shared_cache_url,
+                    s3_endpoint_url=s3_endpoint_url,
+                    s3_region=s3_region,
+                )
         self.engine = LLMEngine(
             self.config,
             runner,

@@ -20,7 +20,7 @@ from worker.kv_cache.disk_store import DiskStore
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.kv_cache_manager import KVCacheManager
 from worker.kv_cache.prefix_cache import PrefixCache
-from worker.kv_cache.shared_store import SharedStore
+from worker.kv_cache.shared_tier import SharedTier
 from worker.model.config import ModelConfig
 from worker.model.tokenizer import Tokenizer
 
@@ -50,7 +50,7 @@ class LLMEngine:
         host_store: HostStore | None = None,
         disk_store: DiskStore | None = None,
         opportunistic_windows: bool = True,
-        shared_store: SharedStore | None = None,
+        shared_store: SharedTier | None = None,
     ):
         self.config = config
         self.runner = runner

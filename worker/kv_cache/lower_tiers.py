@@ -9,7 +9,7 @@ Spare windows (``window_retention.py``) never reach the disk: an entry written t
 without it. A hit reads every entry of its path from disk but only the last one's window, so disk
 entries with windows at every block would multiply what a hit reads.
 
-The shared tier (``shared_store.py``, optional) is written through: an entry that moves to the disk,
+The shared tier (``shared_tier.py``: a directory or a bucket, optional) is written through: an entry that moves to the disk,
 or is persisted there, is also published to the shared store (as the disk keeps it). An entry that
 fits in no local tier stays in the tree as a shared-tier entry when the shared store holds it; a
 disk entry that cannot be read back is loaded from the shared store instead when it is there.
@@ -24,7 +24,7 @@ import torch
 from worker.kv_cache.disk_store import DiskEntry, DiskStore
 from worker.kv_cache.host_store import HostStore
 from worker.kv_cache.radix import Node, Tier
-from worker.kv_cache.shared_store import SharedStore
+from worker.kv_cache.shared_tier import SharedTier
 
 
 def _disk_entry(node: Node, window_len: int) -> DiskEntry:
@@ -39,7 +39,7 @@ class LowerTiers:
         disk: DiskStore | None,
         index: dict[bytes, Node],
         bare_numel: int = 0,
-        shared: SharedStore | None = None,
+        shared: SharedTier | None = None,
     ):
         """``index`` maps block hashes to tree nodes (shared with the cache); disabled stores are off.
         ``bare_numel``: elements of a payload without a window (the full-attention part comes first)."""
@@ -155,8 +155,8 @@ class LowerTiers:
     def publish(self, nodes: list[Node], save: Callable[[Node], torch.Tensor]) -> int:
         """Publishes device entries (``save`` copies them out) to the shared tier, parents first,
         as the disk would keep them; returns how many were written. Their tiers do not change."""
-        if self.shared is None:
-            return 0
+        if self.shared is None or not self.shared.writable:
+            return 0  # (a write that failed turned writes off: no more lookups to skip them)
         written = 0
         for node in sorted(nodes, key=lambda n: n.depth):
             if node.tier is Tier.DEVICE and node.block_hash not in self.shared:

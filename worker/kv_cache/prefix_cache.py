@@ -29,7 +29,7 @@ from worker.kv_cache.kv_transfer import KVTransfer, PendingLoad
 from worker.kv_cache.lower_tiers import LowerTiers
 from worker.kv_cache.prefix_match import MatchStop, PrefixMatch
 from worker.kv_cache.radix import Node, RadixTree, Tier, WindowKind
-from worker.kv_cache.shared_store import SharedStore
+from worker.kv_cache.shared_tier import SharedTier
 from worker.kv_cache.window_retention import WindowRetention
 
 
@@ -52,11 +52,11 @@ class PrefixCache:
         host: HostStore | None = None,
         disk: DiskStore | None = None,
         opportunistic_windows: bool = True,
-        shared: SharedStore | None = None,
+        shared: SharedTier | None = None,
     ):
         """``opportunistic_windows`` keeps spare windows at every block boundary while the SWA pool
         has room (``window_retention.py``); off, windows exist only where they were planned.
-        ``shared``: the tier all workers share (``shared_store.py``), None when off."""
+        ``shared``: the tier all workers share (``shared_tier.py``), None when off."""
         self.blocks = blocks
         self.tree = RadixTree()
         self.windows = WindowRetention(blocks, retain_every_tokens, opportunistic_windows)

@@ -1,5 +1,6 @@
-"""The shared tier: a directory every worker reads and writes (an NFS mount, a shared volume), in the
-disk tier's file format, so one worker loads a prefix another computed.
+"""The shared tier in a directory every worker reads and writes (an NFS mount, a shared volume), in
+the disk tier's file format, so one worker loads a prefix another computed (``SharedTier``; the
+trust rules live in ``shared_tier.py``, the S3 backend in ``shared_store_s3.py``).
 
 No lock: many readers and writers. A write goes to a temporary name unique to its writer and is
 renamed into place, so a reader sees a whole file or none. A load trusts nothing it cannot verify:
@@ -21,12 +22,15 @@ from pathlib import Path
 
 import torch
 
-from worker.kv_cache.disk_store import SUFFIX, DiskEntry, decode_entry, encode_entry
+from worker.kv_cache.disk_store import SUFFIX, DiskEntry, encode_entry
+from worker.kv_cache.shared_tier import checked_header, checked_payload
 
 log = logging.getLogger(__name__)
 
 
 class SharedStore:
+    """``SharedTier`` on a directory: ``<directory>/<namespace>/<block hash>.kv``."""
+
     def __init__(self, directory: str | Path, namespace: str):
         """``namespace`` names the model and KV layout (``cache_namespace``); a file written under
         another one is never read."""
@@ -72,37 +76,18 @@ class SharedStore:
             with open(self._path(expected.block_hash), "rb") as f:
                 (header_len,) = struct.unpack("<Q", f.read(8))
                 raw = json.loads(f.read(header_len))
-            entry = DiskEntry.from_json(raw)
-            namespace = raw.get("namespace")
-        except (OSError, ValueError, KeyError, TypeError, struct.error):
+        except (OSError, ValueError, struct.error):
             return None
-        return entry if namespace == self.namespace and _same_prefix(entry, expected) else None
+        return checked_header(raw, self.namespace, expected) if isinstance(raw, dict) else None
 
     def load(self, expected: DiskEntry) -> torch.Tensor | None:
         """The verified payload of the entry ``expected`` names (None: a miss, the file untouched)."""
         path = self._path(expected.block_hash)
         try:
-            header, payload = decode_entry(path.read_bytes())
-            entry = DiskEntry.from_json(header)
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except OSError as exc:
             log.warning("shared KV cache entry %s is unreadable (%s); treating it as a miss", path.name, exc)
             return None
-        if header.get("namespace") != self.namespace or not _same_prefix(entry, expected):
-            log.warning(
-                "shared KV cache entry %s is not the prefix asked for; treating it as a miss", path.name
-            )
-            return None
-        if entry.window_len != expected.window_len:
-            return None
-        return payload
-
-
-def _same_prefix(entry: DiskEntry, expected: DiskEntry) -> bool:
-    return (
-        entry.block_hash == expected.block_hash
-        and entry.parent_hash == expected.parent_hash
-        and entry.token_ids == expected.token_ids
-        and entry.depth == expected.depth
-    )
+        return checked_payload(raw, self.namespace, expected, path.name)

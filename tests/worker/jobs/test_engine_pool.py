@@ -34,9 +34,21 @@ def test_every_option_comes_from_settings(tmp_path: Path) -> None:
         "disk_cache_dir": str(tmp_path / "kv_cache"),
         "disk_cache_gb": 3.0,
         "shared_cache_dir": None,
+        "shared_cache_url": None,
+        "s3_endpoint_url": None,
+        "s3_region": None,
     }
     shared = Settings(data_dir=tmp_path, shared_cache_dir=tmp_path / "shared")
     assert engine_pool.llm_options(shared)["shared_cache_dir"] == str(tmp_path / "shared")
+    in_s3 = Settings(
+        data_dir=tmp_path,
+        shared_cache_url="s3://kv-bucket/kv",
+        s3_endpoint_url="http://minio:9000",
+        s3_region="eu-west-1",
+    )
+    options = engine_pool.llm_options(in_s3)
+    assert (options["shared_cache_dir"], options["shared_cache_url"]) == (None, "s3://kv-bucket/kv")
+    assert (options["s3_endpoint_url"], options["s3_region"]) == ("http://minio:9000", "eu-west-1")
 
 
 def test_the_engine_accepts_every_option_the_worker_passes(tmp_path: Path) -> None:
