@@ -31,6 +31,24 @@ def cli_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: st
     return sqlite_url
 
 
+def spent(customer, amount: str) -> UsageRecord:
+    """One recorded request of ``customer``'s key that cost ``amount`` usd (10 cache-miss tokens)."""
+    return UsageRecord(
+        account_id=customer.account_id,
+        api_key_id=customer.api_key_id,
+        batch_id=customer.batch_id,
+        custom_id="spent",
+        model="tiny-test",
+        cache_hit_input_tokens=0,
+        cache_miss_input_tokens=10,
+        output_tokens=0,
+        prompt_tokens=10,
+        amount=Decimal(amount),
+        currency="usd",
+        price_version="default@x",
+    )
+
+
 def _run(*args: str) -> str:
     result = runner.invoke(cli.app, list(args))
     assert result.exit_code == 0, result.output
@@ -85,21 +103,7 @@ def test_a_batch_past_the_hard_limit_is_refused(api, caller, session_factory) ->
         session.commit()
     assert api.post("/v1/batches", headers=headers, json=create).status_code == 200  # nothing spent yet
     with session_factory() as session:
-        record = UsageRecord(
-            account_id=customer.account_id,
-            api_key_id=customer.api_key_id,
-            batch_id=customer.batch_id,
-            custom_id="spent",
-            model="tiny-test",
-            cache_hit_input_tokens=0,
-            cache_miss_input_tokens=10,
-            output_tokens=0,
-            prompt_tokens=10,
-            amount=Decimal("0.01"),
-            currency="usd",
-            price_version="default@x",
-        )
-        session.add(record)
+        session.add(spent(customer, "0.01"))
         session.commit()
     refused = api.post("/v1/batches", headers=headers, json=create)
     assert refused.status_code == 400
@@ -126,22 +130,7 @@ def test_a_batch_past_its_keys_hard_limit_is_refused_naming_the_key(api, caller,
             hard=Decimal("0.01"),
             currency="usd",
         )
-        session.add(
-            UsageRecord(
-                account_id=customer.account_id,
-                api_key_id=customer.api_key_id,
-                batch_id=customer.batch_id,
-                custom_id="spent",
-                model="tiny-test",
-                cache_hit_input_tokens=0,
-                cache_miss_input_tokens=10,
-                output_tokens=0,
-                prompt_tokens=10,
-                amount=Decimal("0.015"),
-                currency="usd",
-                price_version="default@x",
-            )
-        )
+        session.add(spent(customer, "0.015"))
         session.commit()
         prefix = session.get(ApiKey, customer.api_key_id).prefix
     error = api.post("/v1/batches", headers=headers, json=create).json()["error"]
@@ -163,22 +152,7 @@ def test_an_anthropic_message_batch_past_the_hard_limit_is_refused(api, caller, 
         set_limit(
             session, customer.account_id, api_key_id=None, soft=None, hard=Decimal("0.01"), currency="usd"
         )
-        session.add(
-            UsageRecord(
-                account_id=customer.account_id,
-                api_key_id=customer.api_key_id,
-                batch_id=customer.batch_id,
-                custom_id="spent",
-                model="tiny-test",
-                cache_hit_input_tokens=0,
-                cache_miss_input_tokens=10,
-                output_tokens=0,
-                prompt_tokens=10,
-                amount=Decimal("0.02"),
-                currency="usd",
-                price_version="default@x",
-            )
-        )
+        session.add(spent(customer, "0.02"))
         session.commit()
     body = {
         "requests": [
