@@ -15,7 +15,7 @@ from api.downloads import ExportFormat, export_download
 from billing.alerts import recent_alerts
 from billing.credits.balance import credit_balance
 from billing.invoicing import invoices
-from billing.invoicing.credit_notes import credit_notes_of
+from billing.invoicing.credit_notes import credit_notes_of, total_less_credit_notes
 from billing.invoicing.line_labels import line_labels
 from billing.invoicing.upcoming import upcoming_invoices
 from billing.limits.spend_limits import ACCOUNT_SCOPE, limit_states
@@ -101,7 +101,7 @@ def invoice_page(
         invoice=invoice,
         credit=credit,
         credit_notes=notes,
-        total_after_credit_notes=invoice.total_minor - sum(note.total_minor for note, _ in notes),
+        total_after_credit_notes=total_less_credit_notes(invoice, notes),
         lines=lines,
         labels=line_labels(versions, lines),
         closed_months=closed_months,

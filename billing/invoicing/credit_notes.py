@@ -49,6 +49,12 @@ def credit_notes_of(session: Session, invoice_id: str) -> list[tuple[CreditNote,
     return [(note, lines[note.id]) for note in notes]
 
 
+def total_less_credit_notes(invoice: Invoice, notes: list[tuple[CreditNote, list[CreditNoteLine]]]) -> int:
+    """Minor units the invoice comes to once ``notes`` (its ``credit_notes_of``) are given back; the
+    invoice itself stays as issued."""
+    return invoice.total_minor - sum(note.total_minor for note, _ in notes)
+
+
 def credited_by_line(session: Session, invoice_id: str) -> dict[int, int]:
     """Minor units already given back per invoice line number."""
     credited: dict[int, int] = defaultdict(int)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.invoicing import invoices
-from billing.invoicing.credit_notes import credit_notes_of
+from billing.invoicing.credit_notes import credit_notes_of, total_less_credit_notes
 from billing.invoicing.line_labels import adjustment_note, line_labels, token_class_label
 from billing.money_text import integer, minor_money, unit_price
 from billing.periods import Period
@@ -130,9 +130,7 @@ def invoice_document(session: Session, account_id: str, invoice_id: str) -> Invo
             for note, note_lines in notes
         ),
         total_after_credit_notes=(
-            minor_money(invoice.total_minor - sum(note.total_minor for note, _ in notes), currency)
-            if notes
-            else None
+            minor_money(total_less_credit_notes(invoice, notes), currency) if notes else None
         ),
     )
 

@@ -62,14 +62,15 @@ class LLM:
 
     ``kv_cache_gb`` sizes both KV pools, ``kv_swa_share`` of its bytes for the sliding-window pool
     (``plan_layout``; None: ``DEFAULT_SWA_SHARE``); ``num_full_blocks`` / ``num_swa_blocks``
-    override the split (tests use them to force preemption). ``max_num_batched_tokens`` is the per-step token budget
-    (the chunked-prefill chunk size). ``opportunistic_windows`` keeps the sliding-window KV a
+    override the split (tests use them to force preemption). ``max_num_batched_tokens`` is the
+    per-step token budget (the chunked-prefill chunk size). ``opportunistic_windows`` keeps the sliding-window KV a
     sequence leaves behind as spare cache windows while the SWA pool has room (docs/kv-cache.md).
     ``tensor_parallel_size`` runs the model over that many ranks (processes; one GPU each on CUDA),
     ``expert_parallel`` spreads whole MoE experts over them (``ranks.py``, ``tensor_parallel.py``);
     the KV budgets are then per rank. A rank that dies makes every later call raise ``EngineFailure``.
-    The shared tier (``shared_tier.py``) is a directory (``shared_cache_dir``) or an ``s3://bucket/prefix``
-    (``shared_cache_url``, at ``s3_endpoint_url`` in ``s3_region``; credentials from boto3's chain).
+    The shared tier (``shared_tier.py``) is a directory (``shared_cache_dir``) or a bucket
+    (``shared_cache_url`` = ``s3://bucket/prefix``, at ``s3_endpoint_url`` in ``s3_region``;
+    credentials from boto3's chain).
     """
 
     def __init__(

@@ -9,10 +9,11 @@ Spare windows (``window_retention.py``) never reach the disk: an entry written t
 without it. A hit reads every entry of its path from disk but only the last one's window, so disk
 entries with windows at every block would multiply what a hit reads.
 
-The shared tier (``shared_tier.py``: a directory or a bucket, optional) is written through: an entry that moves to the disk,
-or is persisted there, is also published to the shared store (as the disk keeps it). An entry that
-fits in no local tier stays in the tree as a shared-tier entry when the shared store holds it; a
-disk entry that cannot be read back is loaded from the shared store instead when it is there.
+The shared tier (``shared_tier.py``: a directory or a bucket, optional) is written through: an entry
+that moves to the disk, or is persisted there, is also published to the shared store (as the disk
+keeps it). An entry that fits in no local tier stays in the tree as a shared-tier entry when the
+shared store holds it; a disk entry that cannot be read back is loaded from the shared store
+instead when it is there.
 """
 
 from __future__ import annotations
